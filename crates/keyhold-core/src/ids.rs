@@ -1,0 +1,100 @@
+//! Identifiers. Random 128-bit ids name accounts, collections and files;
+//! 256-bit ids name blobs (keyed hashes of their plaintext) and stored objects
+//! (hashes of their bytes). Ids are opaque to the server and carry no meaning.
+
+use rand_core::CryptoRng;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $len:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub [u8; $len]);
+
+        impl $name {
+            /// Length of the id in bytes.
+            pub const LEN: usize = $len;
+
+            /// The id's bytes.
+            pub fn as_bytes(&self) -> &[u8; $len] {
+                &self.0
+            }
+
+            /// Lower-case hex, as used in logs, paths of the client's own
+            /// state and the spec's vectors.
+            pub fn to_hex(&self) -> String {
+                data_encoding::HEXLOWER.encode(&self.0)
+            }
+
+            /// Parses lower- or upper-case hex of exactly the right length.
+            pub fn from_hex(s: &str) -> Option<Self> {
+                let bytes = data_encoding::HEXLOWER_PERMISSIVE.decode(s.as_bytes()).ok()?;
+                Some($name(bytes.try_into().ok()?))
+            }
+        }
+
+        impl core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.to_hex())
+            }
+        }
+
+        impl core::fmt::Display for $name {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.write_str(&self.to_hex())
+            }
+        }
+    };
+}
+
+macro_rules! random_id {
+    ($name:ident) => {
+        impl $name {
+            /// A fresh random id.
+            pub fn generate(rng: &mut impl CryptoRng) -> Self {
+                let mut bytes = [0u8; 16];
+                rng.fill_bytes(&mut bytes);
+                $name(bytes)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// An account: random, chosen by the account's first device.
+    AccountId, 16
+);
+id_type!(
+    /// A device: the first 16 bytes of a hash of its public keys.
+    DeviceId, 16
+);
+id_type!(
+    /// A collection (a synced folder, a record set, a stream): random.
+    CollectionId, 16
+);
+id_type!(
+    /// A file, stable across its versions and renames: random.
+    FileId, 16
+);
+id_type!(
+    /// A blob (chunk, manifest or listing): keyed BLAKE3 of its type and
+    /// plaintext, so equal blobs dedup inside one collection key epoch and
+    /// nothing can be learned across epochs or accounts.
+    BlobId, 32
+);
+id_type!(
+    /// A stored object (pack, revision, key wrap): unkeyed BLAKE3 of its
+    /// exact stored bytes, which the server can check and the client verifies
+    /// on download.
+    ObjectId, 32
+);
+
+random_id!(AccountId);
+random_id!(CollectionId);
+random_id!(FileId);
+
+impl ObjectId {
+    /// The id of a stored object: BLAKE3-256 of its bytes.
+    pub fn of(stored: &[u8]) -> Self {
+        ObjectId(*blake3::hash(stored).as_bytes())
+    }
+}

@@ -1,0 +1,32 @@
+//! Domain-separated key derivation (spec: `keys.md`, "Derivations").
+//!
+//! Every derived key is `BLAKE3-derive_key(context, input)` with a context
+//! string unique to its purpose; `input` is a concatenation of fixed-length
+//! fields, so it has a single parse. The context strings are frozen: changing
+//! one changes every key derived with it.
+
+use crate::secret::SubKey;
+
+/// Context strings, one per purpose. FROZEN: part of format version 1.
+pub(crate) mod context {
+    pub const COLLECTION_KEY_WRAP: &str = "keyhold v1 2026-11 collection key wrap";
+    pub const RECOVERY_WRAP: &str = "keyhold v1 2026-11 recovery key wrap";
+    pub const RECOVERY_CHECKSUM: &str = "keyhold v1 2026-11 recovery key checksum";
+    pub const BLOB_ID: &str = "keyhold v1 2026-11 blob id";
+    pub const BLOB_KEY_ROOT: &str = "keyhold v1 2026-11 blob key root";
+    pub const BLOB_KEY: &str = "keyhold v1 2026-11 blob key";
+    pub const CHUNKER_GEAR: &str = "keyhold v1 2026-11 chunker gear table";
+    pub const PACK_KEY_ROOT: &str = "keyhold v1 2026-11 pack key root";
+    pub const PACK_KEY: &str = "keyhold v1 2026-11 pack key";
+    pub const REVISION_KEY: &str = "keyhold v1 2026-11 revision key";
+    pub const DEVICE_ID: &str = "keyhold v1 2026-11 device id";
+}
+
+/// Derives a 32-byte key from `parts` (each of fixed length) under `context`.
+pub(crate) fn derive(context: &str, parts: &[&[u8]]) -> SubKey {
+    let mut hasher = blake3::Hasher::new_derive_key(context);
+    for part in parts {
+        hasher.update(part);
+    }
+    SubKey::from_bytes(*hasher.finalize().as_bytes())
+}

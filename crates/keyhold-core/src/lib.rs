@@ -1,0 +1,67 @@
+//! Keyhold's pure core: the key hierarchy, the encrypted formats and the
+//! verification state machines that let a hostile server store everything
+//! and learn nothing. No I/O, no async, no clock: callers supply bytes,
+//! randomness and time. Everything is specified byte for byte in
+//! `docs/spec/`, with test vectors in `docs/spec/vectors/`.
+//!
+//! The hierarchy, top down:
+//! - a device's keys ([`DeviceSecret`]): Ed25519 for signing, X-Wing
+//!   (X25519 + ML-KEM-768) for receiving wrapped keys;
+//! - the account root key ([`AccountRootKey`]), per account key epoch,
+//!   wrapped to each device with HPKE ([`wrap_to_device`]) and to the
+//!   recovery key with Argon2id ([`RecoveryKey::wrap`]);
+//! - collection keys ([`CollectionKey`]), per collection key epoch, wrapped
+//!   under the root key ([`wrap_collection_key`]), from which every key of a
+//!   collection is derived ([`CollectionKeys`]);
+//! - per-blob keys, derived from the blob's keyed-hash id.
+//!
+//! Data, bottom up: file content is cut into chunks by a keyed FastCDC
+//! ([`Chunker`]) and sealed as blobs ([`FileEncryptor`]); a file version is
+//! a [`Manifest`] blob; a folder is a [`Listing`] blob naming its children by
+//! id; blobs travel in padded [`pack`]s; a signed [`Revision`] names the root
+//! listing, and a [`HistoryVerifier`] accepts only revisions that extend the
+//! last one a device saw.
+
+mod aead;
+mod blob;
+mod chunking;
+mod collection;
+mod device;
+mod encoding;
+mod envelope;
+mod error;
+mod ids;
+mod kdf;
+pub mod pack;
+mod padding;
+mod recovery;
+mod revision;
+mod secret;
+mod stream;
+mod tree;
+mod wrap;
+
+pub use blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
+pub use chunking::{AVG_CHUNK, Chunker, MAX_CHUNK, MIN_CHUNK};
+pub use collection::CollectionKeys;
+pub use device::{DEVICE_PUBLIC_KEYS_LEN, DevicePublicKeys, DeviceSecret};
+pub use envelope::{FORMAT_VERSION, MAGIC, ObjectType, Suite, peek_type};
+pub use error::{Error, Result};
+pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectId};
+pub use padding::padme;
+pub use recovery::{KdfParams, RecoveryKey};
+pub use revision::{
+    GENESIS_PREV, Head, HistoryVerifier, Revision, RevisionHeader, VerifiedRevision, open_revision, seal_revision,
+};
+pub use secret::{AccountRootKey, CollectionKey};
+pub use stream::{FileDecryptor, FileEncryptor};
+pub use tree::{BlobRef, ChunkRef, Entry, EntryKind, FileMeta, Listing, MAX_NAME_LEN, Manifest, validate_name};
+pub use wrap::{
+    CollectionWrapContext, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device,
+};
+
+/// The operating system's cryptographic RNG, for callers that do not need
+/// reproducible randomness.
+pub fn os_rng() -> impl rand_core::CryptoRng {
+    rand_core::UnwrapErr(getrandom::SysRng)
+}
