@@ -61,7 +61,7 @@ impl CollectionKeys {
         w
     }
 
-    fn blob_key(&self, kind: ObjectType, id: &BlobId) -> crate::secret::SubKey {
+    pub(crate) fn blob_key(&self, kind: ObjectType, id: &BlobId) -> crate::secret::SubKey {
         derive(context::BLOB_KEY, &[self.blob_key_root.expose_secret(), &[kind.byte()], id.as_bytes()])
     }
 

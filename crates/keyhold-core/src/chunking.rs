@@ -61,6 +61,11 @@ impl Chunker {
         len
     }
 
+    #[cfg(test)]
+    pub(crate) fn gear_words(&self) -> &[u64; 256] {
+        &self.gear
+    }
+
     /// Splits a whole in-memory file into chunk lengths.
     pub fn chunk_lengths(&self, mut data: &[u8]) -> Vec<usize> {
         let mut out = Vec::with_capacity(data.len() / AVG_CHUNK + 1);

@@ -30,6 +30,7 @@ mod device;
 mod encoding;
 mod envelope;
 mod error;
+#[doc(hidden)] pub mod fuzz;
 mod ids;
 mod kdf;
 pub mod pack;
@@ -39,6 +40,8 @@ mod revision;
 mod secret;
 mod stream;
 mod tree;
+#[cfg(test)]
+mod vectors;
 mod wrap;
 
 pub use blob::{MAX_BLOB_PLAINTEXT, SealedBlob};

@@ -267,3 +267,31 @@ impl HistoryVerifier {
         Ok(head)
     }
 }
+
+/// Lets test vectors build revisions no honest device would write.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::{NONCE_LEN, REVISION_HEADER_LEN, revision_key};
+    use crate::aead;
+    use crate::collection::CollectionKeys;
+
+    pub(crate) fn open_body(keys: &CollectionKeys, stored: &[u8]) -> Vec<u8> {
+        let at = REVISION_HEADER_LEN + NONCE_LEN;
+        let nonce: [u8; NONCE_LEN] = stored[REVISION_HEADER_LEN..at].try_into().unwrap();
+        let mut body = stored[at..].to_vec();
+        let len = aead::open(revision_key(keys), nonce, &stored[..at], &mut body).unwrap().len();
+        body.truncate(len);
+        body
+    }
+
+    pub(crate) fn reseal_body(keys: &CollectionKeys, stored: &[u8], body: &[u8]) -> Vec<u8> {
+        let at = REVISION_HEADER_LEN + NONCE_LEN;
+        let nonce: [u8; NONCE_LEN] = stored[REVISION_HEADER_LEN..at].try_into().unwrap();
+        let mut sealed = body.to_vec();
+        aead::seal(revision_key(keys), nonce, &stored[..at], &mut sealed).unwrap();
+        let mut out = stored[..at].to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+}

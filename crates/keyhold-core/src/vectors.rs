@@ -1,0 +1,913 @@
+//! Test vectors (`docs/spec/vectors/*.json`), checked both ways:
+//! `generated_vectors_match_the_files` regenerates every vector from fixed
+//! seeds and compares it with the file (set `KEYHOLD_UPDATE_VECTORS=1` to
+//! rewrite the files after a deliberate format change — which also needs a
+//! new format version); `every_vector_file_verifies` reads each file and
+//! checks it using only the file's contents, as a second implementation
+//! would. Each file holds one case and names the result it expects: `ok` or
+//! the `Error` variant.
+//!
+//! Conventions: byte strings are lower-case hex; `xof:<label>:<len>` as
+//! file content means the first `len` bytes of the BLAKE3 XOF of the UTF-8
+//! label (unkeyed).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::as_conversions)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chacha20::ChaCha20Rng;
+use rand_core::{SeedableRng, TryCryptoRng, TryRng};
+use serde_json::{Value, json};
+
+use crate::chunking::MAX_CHUNK;
+use crate::collection::CollectionKeys;
+use crate::device::{DevicePublicKeys, DeviceSecret};
+use crate::envelope::ObjectType;
+use crate::error::{Error, Result};
+use crate::ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectId};
+use crate::pack::{PackBuilder, open_pack};
+use crate::recovery::{KdfParams, RecoveryKey};
+use crate::revision::{GENESIS_PREV, HistoryVerifier, Revision, VerifiedRevision, open_revision, seal_revision};
+use crate::secret::{AccountRootKey, CollectionKey};
+use crate::stream::{FileDecryptor, FileEncryptor};
+use crate::tree::{BlobRef, Entry, EntryKind, FileMeta, Listing};
+use crate::wrap::{CollectionWrapContext, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device};
+
+// ---------------------------------------------------------------- helpers
+
+/// Records every byte it hands out, so vectors can list the randomness used.
+struct RecordingRng {
+    inner: ChaCha20Rng,
+    drawn: Vec<u8>,
+}
+
+impl RecordingRng {
+    fn new(seed: u8) -> Self {
+        RecordingRng { inner: ChaCha20Rng::from_seed([seed; 32]), drawn: Vec::new() }
+    }
+    fn take_drawn(&mut self) -> String {
+        hex::encode(std::mem::take(&mut self.drawn))
+    }
+}
+
+impl TryRng for RecordingRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.inner.try_fill_bytes(dst)?;
+        self.drawn.extend_from_slice(dst);
+        Ok(())
+    }
+}
+impl TryCryptoRng for RecordingRng {}
+
+/// Hands out exactly the recorded bytes of a vector; panics if asked for more.
+struct ReplayRng {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl ReplayRng {
+    fn new(hex_bytes: &str) -> Self {
+        ReplayRng { bytes: hex::decode(hex_bytes).unwrap(), pos: 0 }
+    }
+}
+
+impl TryRng for ReplayRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut b = [0u8; 4];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut b = [0u8; 8];
+        self.try_fill_bytes(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        let end = self.pos + dst.len();
+        assert!(end <= self.bytes.len(), "vector's recorded randomness exhausted");
+        dst.copy_from_slice(&self.bytes[self.pos..end]);
+        self.pos = end;
+        Ok(())
+    }
+}
+impl TryCryptoRng for ReplayRng {}
+
+fn xof(label: &str, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(label.as_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+/// Content of a file named `xof:<label>:<len>`.
+fn content(spec: &str) -> Vec<u8> {
+    let mut parts = spec.splitn(3, ':');
+    assert_eq!(parts.next(), Some("xof"));
+    let label = parts.next().unwrap();
+    let len: usize = parts.next().unwrap().parse().unwrap();
+    xof(label, len)
+}
+
+fn h(v: &Value, field: &str) -> Vec<u8> {
+    hex::decode(v[field].as_str().unwrap_or_else(|| panic!("missing field {field}"))).unwrap()
+}
+fn h32(v: &Value, field: &str) -> [u8; 32] {
+    h(v, field).try_into().unwrap()
+}
+fn h16(v: &Value, field: &str) -> [u8; 16] {
+    h(v, field).try_into().unwrap()
+}
+fn u(v: &Value, field: &str) -> u64 {
+    v[field].as_u64().unwrap_or_else(|| panic!("missing field {field}"))
+}
+
+fn error_name(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    debug.split(['(', ' ', '{']).next().unwrap_or_default().to_owned()
+}
+
+fn outcome(r: Result<()>) -> String {
+    match r {
+        Ok(()) => "ok".into(),
+        Err(e) => error_name(&e),
+    }
+}
+
+const COLLECTION_KEY: [u8; 32] = [0x11; 32];
+const COLLECTION: CollectionId = CollectionId([0x22; 16]);
+const ACCOUNT: AccountId = AccountId([0x33; 16]);
+const ROOT_KEY: [u8; 32] = [0x44; 32];
+const SIGNING_SEED: [u8; 32] = [0x55; 32];
+const KEM_SEED: [u8; 32] = [0x66; 32];
+const OTHER_SIGNING_SEED: [u8; 32] = [0x77; 32];
+const OTHER_KEM_SEED: [u8; 32] = [0x88; 32];
+
+fn keys_from(v: &Value) -> CollectionKeys {
+    CollectionKeys::derive(
+        &CollectionKey::from_bytes(h32(v, "collection_key")),
+        CollectionId(h16(v, "collection_id")),
+        u(v, "epoch") as u32,
+    )
+}
+
+fn collection_inputs() -> Value {
+    json!({"collection_key": hex::encode(COLLECTION_KEY), "collection_id": COLLECTION.to_hex(), "epoch": 1})
+}
+
+fn merge(a: Value, b: Value) -> Value {
+    let (Value::Object(mut a), Value::Object(b)) = (a, b) else { panic!("objects only") };
+    a.extend(b);
+    Value::Object(a)
+}
+
+fn mutate(v: &Value, field: &str, f: impl FnOnce(&mut Vec<u8>)) -> Value {
+    let mut bytes = h(v, field);
+    f(&mut bytes);
+    let mut out = v.clone();
+    out[field] = json!(hex::encode(bytes));
+    out
+}
+
+fn negative(base: &Value, description: &str, expect: &str, change: impl FnOnce(Value) -> Value) -> Value {
+    let mut v = change(base.clone());
+    v["description"] = json!(description);
+    v["expect"] = json!(expect);
+    v
+}
+
+// ------------------------------------------------------------- generation
+
+fn derivation_vector() -> Value {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let device = DeviceSecret::from_seeds(&SIGNING_SEED, &KEM_SEED);
+    let sample_id = keys.blob_id(ObjectType::Chunk, b"keyhold");
+    let gear: Vec<String> = keys.chunker.gear_words().iter().take(8).map(|w| format!("{w:016x}")).collect();
+    merge(
+        collection_inputs(),
+        json!({
+            "kind": "derivation",
+            "description": "every key derived from a collection key, a root key and device seeds",
+            "expect": "ok",
+            "account_root_key": hex::encode(ROOT_KEY),
+            "signing_seed": hex::encode(SIGNING_SEED),
+            "kem_seed": hex::encode(KEM_SEED),
+            "blob_id_key": hex::encode(keys.blob_id.expose_secret()),
+            "blob_key_root": hex::encode(keys.blob_key_root.expose_secret()),
+            "pack_key_root": hex::encode(keys.pack_key_root.expose_secret()),
+            "revision_key": hex::encode(keys.revision.expose_secret()),
+            "gear_first_8": gear,
+            "sample_chunk_plaintext": hex::encode(b"keyhold"),
+            "sample_chunk_id": sample_id.to_hex(),
+            "sample_chunk_key": hex::encode(keys.blob_key(ObjectType::Chunk, &sample_id).expose_secret()),
+            "collection_wrap_kek": hex::encode(
+                crate::kdf::derive(crate::kdf::context::COLLECTION_KEY_WRAP, &[&ROOT_KEY]).expose_secret()
+            ),
+            "device_public_keys": hex::encode(device.public().to_bytes()),
+            "device_id": device.id().to_hex(),
+        }),
+    )
+}
+
+fn device_wrap_vectors() -> Vec<(String, Value)> {
+    let device = DeviceSecret::from_seeds(&SIGNING_SEED, &KEM_SEED);
+    let mut rng = RecordingRng::new(1);
+    let wrap = wrap_to_device(&AccountRootKey::from_bytes(ROOT_KEY), device.public(), ACCOUNT, 3, &mut rng).unwrap();
+    let base = json!({
+        "kind": "device-wrap",
+        "description": "the account root key wrapped to a device with HPKE (X-Wing, HKDF-SHA256, AES-256-GCM)",
+        "expect": "ok",
+        "signing_seed": hex::encode(SIGNING_SEED),
+        "kem_seed": hex::encode(KEM_SEED),
+        "account_id": ACCOUNT.to_hex(),
+        "epoch": 3,
+        "expected_epoch": 3,
+        "account_root_key": hex::encode(ROOT_KEY),
+        "encapsulation_randomness": rng.take_drawn(),
+        "wrap": hex::encode(wrap),
+    });
+    vec![
+        ("device-wrap-bad-magic", negative(&base, "magic bytes changed", "BadMagic", |v| mutate(&v, "wrap", |b| b[0] = b'X'))),
+        ("device-wrap-bad-version", negative(&base, "format version 2", "UnsupportedVersion", |v| mutate(&v, "wrap", |b| b[4] = 2))),
+        ("device-wrap-bad-suite", negative(&base, "unknown cipher suite", "UnsupportedSuite", |v| mutate(&v, "wrap", |b| b[5] = 0))),
+        (
+            "device-wrap-as-collection-wrap",
+            negative(&base, "type byte says collection key wrap", "WrongObjectType", |v| mutate(&v, "wrap", |b| b[6] = 5)),
+        ),
+        (
+            "device-wrap-flipped-ciphertext",
+            negative(&base, "last ciphertext bit flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 1)),
+        ),
+        (
+            "device-wrap-flipped-encapsulation",
+            negative(&base, "a bit of the X-Wing ciphertext flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| b[100] ^= 0x80)),
+        ),
+        (
+            "device-wrap-wrong-epoch",
+            negative(&base, "opened expecting another epoch", "ContextMismatch", |mut v| {
+                v["expected_epoch"] = json!(4);
+                v
+            }),
+        ),
+        (
+            "device-wrap-epoch-rewritten",
+            negative(&base, "cleartext epoch rewritten to match the opener", "DecryptionFailed", |mut v| {
+                v["expected_epoch"] = json!(4);
+                mutate(&v, "wrap", |b| b[7 + 32 + 1 + 3] = 4)
+            }),
+        ),
+        ("device-wrap-truncated", negative(&base, "last byte missing", "Truncated", |v| mutate(&v, "wrap", |b| { b.pop(); }))),
+        ("device-wrap-trailing", negative(&base, "one byte appended", "TrailingBytes", |v| mutate(&v, "wrap", |b| b.push(0)))),
+        ("device-wrap", base),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+fn check_device_wrap(v: &Value) -> Result<()> {
+    let device = DeviceSecret::from_seeds(&h32(v, "signing_seed"), &h32(v, "kem_seed"));
+    let account = AccountId(h16(v, "account_id"));
+    let key = unwrap_on_device(&h(v, "wrap"), &device, account, u(v, "expected_epoch") as u32)?;
+    assert_eq!(key.expose_secret(), &h32(v, "account_root_key"));
+    // Generation direction: the same randomness gives the same bytes.
+    let mut rng = ReplayRng::new(v["encapsulation_randomness"].as_str().unwrap());
+    let again = wrap_to_device(&key, device.public(), account, u(v, "epoch") as u32, &mut rng)?;
+    assert_eq!(hex::encode(again), v["wrap"].as_str().unwrap());
+    Ok(())
+}
+
+fn recovery_vectors() -> Vec<(String, Value)> {
+    let key = RecoveryKey::from_bytes([0x99; 32]);
+    let mut rng = RecordingRng::new(2);
+    let params = KdfParams::DEFAULT;
+    let wrap = key.wrap(&AccountRootKey::from_bytes(ROOT_KEY), ACCOUNT, 0, params, &mut rng).unwrap();
+    let base = json!({
+        "kind": "recovery-wrap",
+        "description": "the account root key wrapped under Argon2id(recovery key)",
+        "expect": "ok",
+        "recovery_key": key.display().unwrap().as_str(),
+        "recovery_secret": hex::encode(key.expose_secret()),
+        "account_id": ACCOUNT.to_hex(),
+        "epoch": 0,
+        "account_root_key": hex::encode(ROOT_KEY),
+        "randomness": rng.take_drawn(),
+        "wrap": hex::encode(wrap),
+    });
+    // Parameter fields sit after header (7), account (16) and epoch (4).
+    let m_at = 7 + 16 + 4;
+    vec![
+        (
+            "recovery-wrap-weak-kdf",
+            negative(&base, "memory cost lowered to 32 MiB (below the floor)", "KdfTooWeak", |v| {
+                mutate(&v, "wrap", |b| b[m_at..m_at + 4].copy_from_slice(&(32 * 1024u32).to_be_bytes()))
+            }),
+        ),
+        (
+            "recovery-wrap-costly-kdf",
+            negative(&base, "iterations raised to 1000 (above the ceiling)", "KdfTooCostly", |v| {
+                mutate(&v, "wrap", |b| b[m_at + 4..m_at + 8].copy_from_slice(&1000u32.to_be_bytes()))
+            }),
+        ),
+        (
+            "recovery-wrap-flipped",
+            negative(&base, "a ciphertext bit flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 4)),
+        ),
+        (
+            "recovery-key-typo",
+            negative(&base, "one character of the recovery key mistyped", "InvalidRecoveryKey", |mut v| {
+                let typed = v["recovery_key"].as_str().unwrap().to_owned();
+                let swapped = if typed.starts_with('Z') { typed.replacen('Z', "Y", 1) } else { format!("Z{}", &typed[1..]) };
+                v["recovery_key"] = json!(swapped);
+                v
+            }),
+        ),
+        ("recovery-wrap", base),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+fn check_recovery_wrap(v: &Value) -> Result<()> {
+    let typed = v["recovery_key"].as_str().unwrap();
+    let key = RecoveryKey::parse(typed)?;
+    assert_eq!(key.expose_secret(), &h32(v, "recovery_secret"));
+    // Lower case, spaces and O-for-0 are accepted too.
+    assert!(RecoveryKey::parse(&typed.to_lowercase().replace('-', " ").replace('0', "o")).is_ok());
+    let account = AccountId(h16(v, "account_id"));
+    let root = key.unwrap(&h(v, "wrap"), account, u(v, "epoch") as u32)?;
+    assert_eq!(root.expose_secret(), &h32(v, "account_root_key"));
+    let mut rng = ReplayRng::new(v["randomness"].as_str().unwrap());
+    let again = key.wrap(&root, account, u(v, "epoch") as u32, KdfParams::DEFAULT, &mut rng)?;
+    assert_eq!(hex::encode(again), v["wrap"].as_str().unwrap());
+    Ok(())
+}
+
+fn collection_wrap_vectors() -> Vec<(String, Value)> {
+    let mut rng = RecordingRng::new(3);
+    let ctx = CollectionWrapContext { account: ACCOUNT, collection: COLLECTION, collection_epoch: 1, account_epoch: 3 };
+    let wrap =
+        wrap_collection_key(&CollectionKey::from_bytes(COLLECTION_KEY), &AccountRootKey::from_bytes(ROOT_KEY), &ctx, &mut rng)
+            .unwrap();
+    let base = json!({
+        "kind": "collection-wrap",
+        "description": "a collection key wrapped under the account root key",
+        "expect": "ok",
+        "account_root_key": hex::encode(ROOT_KEY),
+        "account_id": ACCOUNT.to_hex(),
+        "collection_id": COLLECTION.to_hex(),
+        "collection_epoch": 1,
+        "account_epoch": 3,
+        "collection_key": hex::encode(COLLECTION_KEY),
+        "randomness": rng.take_drawn(),
+        "wrap": hex::encode(wrap),
+    });
+    vec![
+        (
+            "collection-wrap-other-collection",
+            negative(&base, "opened for another collection", "ContextMismatch", |mut v| {
+                v["collection_id"] = json!("00".repeat(16));
+                v
+            }),
+        ),
+        (
+            "collection-wrap-flipped",
+            negative(&base, "a tag bit flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 1)),
+        ),
+        ("collection-wrap", base),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+fn check_collection_wrap(v: &Value) -> Result<()> {
+    let ctx = CollectionWrapContext {
+        account: AccountId(h16(v, "account_id")),
+        collection: CollectionId(h16(v, "collection_id")),
+        collection_epoch: u(v, "collection_epoch") as u32,
+        account_epoch: u(v, "account_epoch") as u32,
+    };
+    let root = AccountRootKey::from_bytes(h32(v, "account_root_key"));
+    let key = unwrap_collection_key(&h(v, "wrap"), &root, &ctx)?;
+    assert_eq!(key.expose_secret(), &h32(v, "collection_key"));
+    let mut rng = ReplayRng::new(v["randomness"].as_str().unwrap());
+    assert_eq!(hex::encode(wrap_collection_key(&key, &root, &ctx, &mut rng)?), v["wrap"].as_str().unwrap());
+    Ok(())
+}
+
+fn chunking_vector() -> Value {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let spec = "xof:keyhold chunking vector:9000000";
+    let data = content(spec);
+    let lengths = keys.chunker.chunk_lengths(&data);
+    let mut ids = Vec::new();
+    let mut at = 0;
+    for len in &lengths {
+        ids.push(keys.blob_id(ObjectType::Chunk, &data[at..at + len]).to_hex());
+        at += len;
+    }
+    merge(
+        collection_inputs(),
+        json!({
+            "kind": "chunking",
+            "description": "keyed FastCDC boundaries and chunk ids of a 9,000,000-byte input",
+            "expect": "ok",
+            "content": spec,
+            "chunk_lengths": lengths,
+            "chunk_ids": ids,
+        }),
+    )
+}
+
+fn check_chunking(v: &Value) -> Result<()> {
+    let keys = keys_from(v);
+    let data = content(v["content"].as_str().unwrap());
+    let lengths: Vec<u64> = keys.chunker.chunk_lengths(&data).into_iter().map(|l| l as u64).collect();
+    let expected: Vec<u64> = v["chunk_lengths"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert_eq!(lengths, expected);
+    let mut at = 0;
+    for (len, id) in expected.iter().zip(v["chunk_ids"].as_array().unwrap()) {
+        let len = *len as usize;
+        assert_eq!(keys.blob_id(ObjectType::Chunk, &data[at..at + len]).to_hex(), id.as_str().unwrap());
+        at += len;
+    }
+    Ok(())
+}
+
+fn file_meta(v: &Value) -> FileMeta {
+    FileMeta {
+        file_id: FileId(h16(v, "file_id")),
+        version: u(v, "version"),
+        name: v["name"].as_str().unwrap().to_owned(),
+        mode: u(v, "mode") as u32,
+        mtime_ns: v["mtime_ns"].as_i64().unwrap(),
+    }
+}
+
+fn encrypt_file(keys: &CollectionKeys, data: &[u8], meta: FileMeta) -> (Vec<crate::SealedBlob>, crate::Manifest, crate::SealedBlob) {
+    let mut enc = FileEncryptor::new(keys);
+    let mut chunks = Vec::new();
+    // Feed in uneven pieces: boundaries must not depend on how data arrives.
+    for piece in data.chunks(1_000_003) {
+        enc.update(piece, &mut chunks).unwrap();
+    }
+    let (manifest, sealed) = enc.finish(meta, &mut chunks).unwrap();
+    (chunks, manifest, sealed)
+}
+
+fn file_vectors() -> Vec<(String, Value)> {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let spec = "xof:keyhold file vector:6000000";
+    let base_inputs = merge(
+        collection_inputs(),
+        json!({
+            "content": spec,
+            "file_id": "ab".repeat(16),
+            "version": 2,
+            "name": "Отчёт 2026.pdf",
+            "mode": 0o644,
+            "mtime_ns": 1_795_000_000_123_456_789i64,
+        }),
+    );
+    let (chunks, manifest, sealed) = encrypt_file(&keys, &content(spec), file_meta(&base_inputs));
+    let base = merge(
+        base_inputs,
+        json!({
+            "kind": "file",
+            "description": "a 6,000,000-byte file: chunk ids and ciphertext hashes, its manifest and sealed manifest",
+            "expect": "ok",
+            "mutation": "none",
+            "chunk_ids": manifest.chunks.iter().map(|c| c.id.to_hex()).collect::<Vec<_>>(),
+            "chunk_lengths": manifest.chunks.iter().map(|c| c.len).collect::<Vec<_>>(),
+            "chunk_ciphertext_blake3": chunks.iter().map(|c| blake3::hash(&c.ciphertext).to_hex().to_string()).collect::<Vec<_>>(),
+            "manifest": hex::encode(manifest.encode().unwrap()),
+            "manifest_id": sealed.id.to_hex(),
+            "manifest_ciphertext": hex::encode(&sealed.ciphertext),
+        }),
+    );
+    let with = |name: &str, description: &str, expect: &str, mutation: &str| {
+        (name.to_owned(), negative(&base, description, expect, |mut v| {
+            v["mutation"] = json!(mutation);
+            v
+        }))
+    };
+    vec![
+        with("file-chunks-swapped", "the server swaps the first two chunks", "DecryptionFailed", "swap 0 1"),
+        with("file-chunk-flipped", "one bit of chunk 1 flipped", "DecryptionFailed", "flip 1"),
+        with("file-last-chunk-dropped", "the last chunk is withheld", "MissingChunks", "drop-last"),
+        with("file-chunk-spliced", "a chunk of another file in place of chunk 0", "DecryptionFailed", "splice 0"),
+        with("file-chunk-as-manifest", "the manifest blob served as chunk 0", "DecryptionFailed", "manifest-as-chunk 0"),
+        with("file-extra-chunk", "one chunk too many", "UnexpectedChunk", "append"),
+        ("file".to_owned(), base),
+    ]
+}
+
+fn check_file(v: &Value) -> Result<()> {
+    let keys = keys_from(v);
+    let data = content(v["content"].as_str().unwrap());
+    let (mut chunks, manifest, sealed) = encrypt_file(&keys, &data, file_meta(v));
+    // Generation direction.
+    let ids: Vec<&str> = v["chunk_ids"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+    assert_eq!(manifest.chunks.iter().map(|c| c.id.to_hex()).collect::<Vec<_>>(), ids);
+    for (c, expected) in chunks.iter().zip(v["chunk_ciphertext_blake3"].as_array().unwrap()) {
+        assert_eq!(blake3::hash(&c.ciphertext).to_hex().as_str(), expected.as_str().unwrap());
+    }
+    assert_eq!(hex::encode(manifest.encode()?), v["manifest"].as_str().unwrap());
+    assert_eq!(hex::encode(&sealed.ciphertext), v["manifest_ciphertext"].as_str().unwrap());
+    // Parse direction: the stored manifest opens, then the chunks as mutated.
+    let manifest_id = BlobId(h32(v, "manifest_id"));
+    let opened = keys.open_manifest(&manifest_id, h(v, "manifest_ciphertext"))?;
+    let mut served: Vec<Vec<u8>> = chunks.drain(..).map(|c| c.ciphertext).collect();
+    let words: Vec<&str> = v["mutation"].as_str().unwrap().split(' ').collect();
+    match words.as_slice() {
+        ["none"] => {}
+        ["swap", a, b] => served.swap(a.parse().unwrap(), b.parse().unwrap()),
+        ["flip", i] => served[i.parse::<usize>().unwrap()][10] ^= 1,
+        ["drop-last"] => drop(served.pop()),
+        ["splice", i] => {
+            let other = encrypt_file(&keys, &content("xof:another file:300000"), file_meta(v)).0;
+            served[i.parse::<usize>().unwrap()] = other[0].ciphertext.clone();
+        }
+        ["manifest-as-chunk", i] => served[i.parse::<usize>().unwrap()] = h(v, "manifest_ciphertext"),
+        ["append"] => served.push(served[0].clone()),
+        other => panic!("unknown mutation {other:?}"),
+    }
+    let mut dec = FileDecryptor::new(&keys, opened);
+    let mut out = Vec::new();
+    for ct in served {
+        out.extend_from_slice(&dec.open_next(ct)?);
+    }
+    dec.finish()?;
+    assert_eq!(out, data);
+    Ok(())
+}
+
+fn listing_fixture(keys: &CollectionKeys) -> Listing {
+    let target = |n: u8| BlobRef { epoch: keys.epoch, id: BlobId([n; 32]) };
+    Listing::new(vec![
+        Entry { name: "notes".into(), kind: EntryKind::Folder, mode: 0o755, mtime_ns: 1, size: 0, target: target(1) },
+        Entry { name: "a.txt".into(), kind: EntryKind::File, mode: 0o644, mtime_ns: -5, size: 12, target: target(2) },
+        Entry { name: "日記.md".into(), kind: EntryKind::File, mode: 0o600, mtime_ns: 7, size: 0, target: target(3) },
+    ])
+    .unwrap()
+}
+
+fn listing_vectors() -> Vec<(String, Value)> {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let listing = listing_fixture(&keys);
+    let sealed = keys.seal_listing(&listing).unwrap();
+    let plain = listing.encode().unwrap();
+    let base = merge(
+        collection_inputs(),
+        json!({
+            "kind": "listing",
+            "description": "a folder of three entries, encoded and sealed",
+            "expect": "ok",
+            "listing": hex::encode(&plain),
+            "listing_id": sealed.id.to_hex(),
+            "listing_ciphertext": hex::encode(&sealed.ciphertext),
+        }),
+    );
+    // A validly sealed but malformed listing: what a buggy or hostile writer
+    // device could produce. The reader must still refuse it.
+    let reseal = |v: Value, plain: Vec<u8>| {
+        let sealed = keys.seal_blob(ObjectType::Listing, &plain).unwrap();
+        let mut v = v;
+        v["listing"] = json!(hex::encode(&plain));
+        v["listing_id"] = json!(sealed.id.to_hex());
+        v["listing_ciphertext"] = json!(hex::encode(&sealed.ciphertext));
+        v
+    };
+    let entry_len = |name: &str| 1 + 2 + name.len() + 4 + 8 + 8 + 36;
+    let first = entry_len("a.txt");
+    let second = entry_len("notes");
+    let mut unsorted = plain.clone();
+    unsorted[4..4 + first + second].rotate_left(first);
+    let mut bad_name = plain.clone();
+    bad_name[4 + 3] = b'/';
+    vec![
+        ("listing-unsorted".to_owned(), negative(&base, "entries out of order", "Malformed", |v| reseal(v, unsorted))),
+        ("listing-slash-in-name".to_owned(), negative(&base, "a name containing '/'", "InvalidName", |v| reseal(v, bad_name))),
+        (
+            "listing-flipped".to_owned(),
+            negative(&base, "a ciphertext bit flipped", "DecryptionFailed", |v| mutate(&v, "listing_ciphertext", |b| b[3] ^= 1)),
+        ),
+        (
+            "listing-as-manifest".to_owned(),
+            negative(&base, "the listing opened as a manifest", "DecryptionFailed", |mut v| {
+                v["open_as"] = json!("manifest");
+                v
+            }),
+        ),
+        ("listing".to_owned(), base),
+    ]
+}
+
+fn check_listing(v: &Value) -> Result<()> {
+    let keys = keys_from(v);
+    let id = BlobId(h32(v, "listing_id"));
+    if v["open_as"].as_str() == Some("manifest") {
+        keys.open_manifest(&id, h(v, "listing_ciphertext"))?;
+        return Ok(());
+    }
+    let listing = keys.open_listing(&id, h(v, "listing_ciphertext"))?;
+    assert_eq!(hex::encode(listing.encode()?), v["listing"].as_str().unwrap());
+    assert_eq!(hex::encode(keys.seal_listing(&listing)?.ciphertext), v["listing_ciphertext"].as_str().unwrap());
+    Ok(())
+}
+
+fn pack_vectors() -> Vec<(String, Value)> {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let mut rng = RecordingRng::new(4);
+    let inputs = merge(
+        collection_inputs(),
+        json!({"content": "xof:keyhold small file:100", "file_id": "cd".repeat(16), "version": 1, "name": "small", "mode": 0o644, "mtime_ns": 0}),
+    );
+    let (chunks, _, manifest) = encrypt_file(&keys, &content("xof:keyhold small file:100"), file_meta(&inputs));
+    let mut builder = PackBuilder::new(&keys, &mut rng);
+    for blob in chunks.iter().chain([&manifest]) {
+        builder.push(blob).unwrap();
+    }
+    let (id, pack, entries) = builder.finish(&keys).unwrap();
+    let base = merge(
+        inputs,
+        json!({
+            "kind": "pack",
+            "description": "a pack holding a 100-byte file's chunk and manifest",
+            "expect": "ok",
+            "randomness": rng.take_drawn(),
+            "pack": hex::encode(&pack),
+            "pack_id": id.to_hex(),
+            "entries": entries.iter().map(|e| json!({"type": e.kind.byte(), "id": e.id.to_hex(), "offset": e.offset, "len": e.len})).collect::<Vec<_>>(),
+        }),
+    );
+    let len = pack.len();
+    vec![
+        (
+            "pack-padding-flipped".to_owned(),
+            negative(&base, "a byte of the sealed index (padding) flipped", "DecryptionFailed", |v| {
+                mutate(&v, "pack", |b| b[len - 30] ^= 1)
+            }),
+        ),
+        ("pack-truncated".to_owned(), negative(&base, "the trailer cut short", "DecryptionFailed", |v| mutate(&v, "pack", |b| { b.pop(); }))),
+        (
+            "pack-other-epoch".to_owned(),
+            negative(&base, "opened with keys of another epoch", "ContextMismatch", |mut v| {
+                v["epoch"] = json!(2);
+                v
+            }),
+        ),
+        ("pack".to_owned(), base),
+    ]
+}
+
+fn check_pack(v: &Value) -> Result<()> {
+    let keys = keys_from(v);
+    let pack = h(v, "pack");
+    let entries = open_pack(&keys, &pack)?;
+    assert_eq!(ObjectId::of(&pack).to_hex(), v["pack_id"].as_str().unwrap());
+    assert_eq!(pack.len() as u64, crate::padme(pack.len() as u64), "pack length is a Padmé length");
+    let expected = v["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), expected.len());
+    for (e, x) in entries.iter().zip(expected) {
+        assert_eq!((e.kind.byte() as u64, e.id.to_hex(), e.offset as u64, e.len as u64), (u(x, "type"), x["id"].as_str().unwrap().to_owned(), u(x, "offset"), u(x, "len")));
+        keys.open_blob(e.kind, &e.id, e.slice(&pack)?.to_vec())?;
+    }
+    // Generation direction.
+    let (chunks, _, manifest) = encrypt_file(&keys, &content(v["content"].as_str().unwrap()), file_meta(v));
+    let mut builder = PackBuilder::new(&keys, &mut ReplayRng::new(v["randomness"].as_str().unwrap()));
+    for blob in chunks.iter().chain([&manifest]) {
+        builder.push(blob)?;
+    }
+    assert_eq!(hex::encode(builder.finish(&keys)?.1), v["pack"].as_str().unwrap());
+    Ok(())
+}
+
+fn revision_vectors() -> Vec<(String, Value)> {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let device = DeviceSecret::from_seeds(&SIGNING_SEED, &KEM_SEED);
+    let other = DeviceSecret::from_seeds(&OTHER_SIGNING_SEED, &OTHER_KEM_SEED);
+    let mut rng = RecordingRng::new(5);
+    let mut chain = Vec::new();
+    let mut prev = GENESIS_PREV;
+    for seq in 0..3u64 {
+        let rev = Revision {
+            collection: COLLECTION,
+            seq,
+            prev,
+            epoch: 1,
+            root: BlobRef { epoch: 1, id: BlobId([seq as u8 + 1; 32]) },
+            author: device.id(),
+            time_ms: 1_795_000_000_000 + seq as i64,
+        };
+        let (id, stored) = seal_revision(&keys, &rev, &device, &mut rng).unwrap();
+        chain.push(json!({"id": id.to_hex(), "stored": hex::encode(stored), "randomness": rng.take_drawn()}));
+        prev = id;
+    }
+    // A revision 1 that forks from the same revision 0.
+    let fork = Revision {
+        collection: COLLECTION,
+        seq: 1,
+        prev: ObjectId(h32(&chain[0], "id")),
+        epoch: 1,
+        root: BlobRef { epoch: 1, id: BlobId([0xEE; 32]) },
+        author: device.id(),
+        time_ms: 1_795_000_000_001,
+    };
+    let (fork_id, fork_stored) = seal_revision(&keys, &fork, &device, &mut rng).unwrap();
+    let fork_json = json!({"id": fork_id.to_hex(), "stored": hex::encode(fork_stored), "randomness": rng.take_drawn()});
+    // A revision claiming `device` as author but signed by `other`.
+    let forged = Revision { author: other.id(), ..fork.clone() };
+    let (_, mut forged_stored) = seal_revision(&keys, &forged, &other, &mut rng).unwrap();
+    let mut fields = crate::revision::tests_support::open_body(&keys, &forged_stored);
+    fields[36..52].copy_from_slice(device.id().as_bytes());
+    forged_stored = crate::revision::tests_support::reseal_body(&keys, &forged_stored, &fields);
+    let forged_json = json!({"id": ObjectId::of(&forged_stored).to_hex(), "stored": hex::encode(&forged_stored), "randomness": ""});
+    let base = merge(
+        collection_inputs(),
+        json!({
+            "kind": "revision-chain",
+            "description": "three revisions signed by one device, accepted in order",
+            "expect": "ok",
+            "signing_seed": hex::encode(SIGNING_SEED),
+            "kem_seed": hex::encode(KEM_SEED),
+            "chain": chain,
+            "last_seen": null,
+        }),
+    );
+    let with_chain = |name: &str, description: &str, expect: &str, chain: Vec<Value>, last_seen: Value| {
+        (name.to_owned(), negative(&base, description, expect, |mut v| {
+            v["chain"] = json!(chain);
+            v["last_seen"] = last_seen;
+            v
+        }))
+    };
+    let seen = |i: usize| json!({"seq": i, "id": chain[i]["id"]});
+    vec![
+        with_chain("revision-reordered", "revisions 1 and 2 swapped", "MissingRevisions", vec![chain[0].clone(), chain[2].clone(), chain[1].clone()], json!(null)),
+        with_chain("revision-gap", "revision 1 withheld", "MissingRevisions", vec![chain[0].clone(), chain[2].clone()], json!(null)),
+        with_chain("revision-rollback", "the server offers revision 1 after revision 2 was seen", "Rollback", vec![chain[1].clone()], seen(2)),
+        with_chain("revision-fork", "a different revision 1 after revision 1 was seen", "Fork", vec![fork_json.clone()], seen(1)),
+        with_chain("revision-fork-meets", "a chain that extends a different revision 1", "Fork", vec![chain[2].clone()], json!({"seq": 1, "id": fork_json["id"]})),
+        with_chain("revision-forged-author", "signed by another device in this device's name", "BadSignature", vec![chain[0].clone(), forged_json], json!(null)),
+        (
+            "revision-unknown-author".to_owned(),
+            negative(&base, "signed by a device the reader does not know", "UnknownAuthor", |mut v| {
+                v["signing_seed"] = json!(hex::encode(OTHER_SIGNING_SEED));
+                v["kem_seed"] = json!(hex::encode(OTHER_KEM_SEED));
+                v
+            }),
+        ),
+        (
+            "revision-other-collection".to_owned(),
+            negative(&base, "opened as a revision of another collection", "ContextMismatch", |mut v| {
+                v["collection_id"] = json!("00".repeat(16));
+                v
+            }),
+        ),
+        (
+            "revision-flipped".to_owned(),
+            negative(&base, "a bit of revision 0's ciphertext flipped", "DecryptionFailed", |mut v| {
+                v["chain"][0] = mutate(&v["chain"][0], "stored", |b| b[REV_BODY_AT + 3] ^= 1);
+                v
+            }),
+        ),
+        ("revision-chain".to_owned(), base),
+    ]
+}
+
+const REV_BODY_AT: usize = crate::revision::REVISION_HEADER_LEN + 12;
+
+fn check_revision_chain(v: &Value) -> Result<()> {
+    let keys = keys_from(v);
+    let device = DeviceSecret::from_seeds(&h32(v, "signing_seed"), &h32(v, "kem_seed"));
+    let known: BTreeMap<DeviceId, DevicePublicKeys> = [(device.id(), device.public().clone())].into();
+    let mut verified: Vec<VerifiedRevision> = Vec::new();
+    for link in v["chain"].as_array().unwrap() {
+        let stored = h(link, "stored");
+        let rev = open_revision(&keys, &stored, |id| known.get(id))?;
+        assert_eq!(rev.id.to_hex(), link["id"].as_str().unwrap());
+        // Generation direction, where the link records its randomness.
+        if let Some(r) = link["randomness"].as_str().filter(|r| !r.is_empty()) {
+            let (_, again) = seal_revision(&keys, &rev.revision, &device, &mut ReplayRng::new(r))?;
+            assert_eq!(again, stored);
+        }
+        verified.push(rev);
+    }
+    let last = match &v["last_seen"] {
+        Value::Null => None,
+        seen => Some(crate::Head { seq: u(seen, "seq"), id: ObjectId(h32(seen, "id")) }),
+    };
+    let mut verifier = HistoryVerifier::new(keys.collection(), last);
+    if let Some(first) = verified.first() {
+        // A device first compares the offered head with the one it saw…
+        verifier.check_offered(verified.last().unwrap_or(first).head())?;
+    }
+    // …then accepts only a chain that extends it.
+    verifier.extend(&verified)?;
+    Ok(())
+}
+
+fn all_vectors() -> Vec<(String, Value)> {
+    let mut all = vec![("derivation".to_owned(), derivation_vector()), ("chunking".to_owned(), chunking_vector())];
+    all.extend(device_wrap_vectors());
+    all.extend(recovery_vectors());
+    all.extend(collection_wrap_vectors());
+    all.extend(file_vectors());
+    all.extend(listing_vectors());
+    all.extend(pack_vectors());
+    all.extend(revision_vectors());
+    all
+}
+
+fn check_derivation(v: &Value) -> Result<()> {
+    // Regeneration *is* the check here: compare every derived value.
+    assert_eq!(&derivation_vector(), v);
+    Ok(())
+}
+
+fn check(v: &Value) -> Result<()> {
+    match v["kind"].as_str().unwrap() {
+        "derivation" => check_derivation(v),
+        "device-wrap" => check_device_wrap(v),
+        "recovery-wrap" => check_recovery_wrap(v),
+        "collection-wrap" => check_collection_wrap(v),
+        "chunking" => check_chunking(v),
+        "file" => check_file(v),
+        "listing" => check_listing(v),
+        "pack" => check_pack(v),
+        "revision-chain" => check_revision_chain(v),
+        other => panic!("unknown vector kind {other}"),
+    }
+}
+
+fn vector_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/spec/vectors")
+}
+
+#[test]
+fn generated_vectors_match_the_files() {
+    let dir = vector_dir();
+    let update = std::env::var_os("KEYHOLD_UPDATE_VECTORS").is_some();
+    let generated = all_vectors();
+    for (name, value) in &generated {
+        let path = dir.join(format!("{name}.json"));
+        let text = serde_json::to_string_pretty(value).unwrap() + "\n";
+        if update {
+            std::fs::write(&path, text).unwrap();
+        } else {
+            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(on_disk == text, "{name}.json differs from what the code generates (format change without a version bump?)");
+        }
+    }
+    let names: Vec<String> = generated.iter().map(|(n, _)| format!("{n}.json")).collect();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let file = entry.unwrap().file_name().into_string().unwrap();
+        assert!(names.contains(&file), "stale vector file {file}");
+    }
+}
+
+#[test]
+fn every_vector_file_verifies() {
+    let mut count = 0;
+    let mut paths: Vec<_> = std::fs::read_dir(vector_dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    for path in paths {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let got = outcome(check(&v));
+        assert_eq!(got, v["expect"].as_str().unwrap(), "{}", path.display());
+        count += 1;
+    }
+    assert!(count >= 40, "only {count} vectors found");
+}
+
+#[test]
+fn chunk_boundaries_do_not_depend_on_how_data_arrives() {
+    let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
+    let data = xof("feed", 3 * MAX_CHUNK + 12345);
+    let whole = keys.chunker.chunk_lengths(&data);
+    for piece in [1usize << 20, 4095, MAX_CHUNK + 1] {
+        let mut enc = FileEncryptor::new(&keys);
+        let mut out = Vec::new();
+        for p in data.chunks(piece) {
+            enc.update(p, &mut out).unwrap();
+        }
+        let meta = FileMeta { file_id: FileId([0; 16]), version: 1, name: "f".into(), mode: 0, mtime_ns: 0 };
+        let (manifest, _) = enc.finish(meta, &mut out).unwrap();
+        let lengths: Vec<usize> = manifest.chunks.iter().map(|c| c.len as usize).collect();
+        assert_eq!(lengths, whole, "piece size {piece}");
+    }
+}
