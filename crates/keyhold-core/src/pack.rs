@@ -62,6 +62,8 @@ pub struct PackBuilder {
     prefix: Vec<u8>,
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
+    /// The pack's object id, hashed as blobs arrive, while they are in cache.
+    hasher: blake3::Hasher,
 }
 
 fn pack_key(keys: &CollectionKeys, salt: &[u8; 32]) -> crate::secret::SubKey {
@@ -79,7 +81,9 @@ impl PackBuilder {
         let prefix = w.into_vec();
         let mut bytes = Vec::with_capacity(PACK_TARGET_LEN + MAX_PACK_LEN / 16);
         bytes.extend_from_slice(&prefix);
-        PackBuilder { prefix, bytes, entries: Vec::new() }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&prefix);
+        PackBuilder { prefix, bytes, entries: Vec::new(), hasher }
     }
 
     /// Appends a sealed blob. Fails if the pack would exceed its maximum.
@@ -98,6 +102,7 @@ impl PackBuilder {
             len: len_u32(blob.ciphertext.len(), "blob too large")?,
         });
         self.bytes.extend_from_slice(&blob.ciphertext);
+        self.hasher.update(&blob.ciphertext);
         Ok(())
     }
 
@@ -114,7 +119,7 @@ impl PackBuilder {
     /// Seals the index and trailer, pads, and returns the pack's id, bytes
     /// and index.
     pub fn finish(self, keys: &CollectionKeys) -> Result<(ObjectId, Vec<u8>, Vec<PackEntry>)> {
-        let PackBuilder { prefix, mut bytes, entries } = self;
+        let PackBuilder { prefix, mut bytes, entries, mut hasher } = self;
         let salt: [u8; 32] = prefix.get(HEADER_LEN + 20..).and_then(|s| s.try_into().ok()).ok_or(Error::Truncated)?;
         let key = pack_key(keys, &salt);
         let mut index = Writer::with_capacity(4 + entries.len() * INDEX_ENTRY_LEN);
@@ -135,7 +140,8 @@ impl PackBuilder {
         aead::seal(key.expose_secret(), TRAILER_NONCE, &prefix, &mut trailer)?;
         bytes.extend_from_slice(&index);
         bytes.extend_from_slice(&trailer);
-        Ok((ObjectId::of(&bytes), bytes, entries))
+        hasher.update(&index).update(&trailer);
+        Ok((ObjectId(*hasher.finalize().as_bytes()), bytes, entries))
     }
 }
 

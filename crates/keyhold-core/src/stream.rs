@@ -15,56 +15,94 @@ use crate::tree::{ChunkRef, FileMeta, Manifest};
 /// Chunks, hashes and seals a file as it is read.
 pub struct FileEncryptor<'k> {
     keys: &'k CollectionKeys,
+    /// Bytes not yet cut, from `start` on; fewer than [`MAX_CHUNK`] between calls.
     pending: Vec<u8>,
     start: usize,
+    sealed: SealedChunks,
+}
+
+/// What the encryptor has produced so far.
+struct SealedChunks {
     chunks: Vec<ChunkRef>,
     size: u64,
+}
+
+impl SealedChunks {
+    fn seal(&mut self, keys: &CollectionKeys, chunk: &[u8], out: &mut Vec<SealedBlob>) -> Result<()> {
+        let sealed = keys.seal_blob(ObjectType::Chunk, chunk)?;
+        self.chunks.push(ChunkRef { id: sealed.id, len: len_u32(chunk.len(), "chunk too long")? });
+        self.size += u64::try_from(chunk.len()).map_err(|_| Error::LimitExceeded("file too large"))?;
+        out.push(sealed);
+        Ok(())
+    }
 }
 
 impl<'k> FileEncryptor<'k> {
     /// Starts a file under the given collection keys.
     pub fn new(keys: &'k CollectionKeys) -> Self {
-        FileEncryptor { keys, pending: Vec::with_capacity(2 * MAX_CHUNK), start: 0, chunks: Vec::new(), size: 0 }
+        FileEncryptor {
+            keys,
+            pending: Vec::with_capacity(MAX_CHUNK),
+            start: 0,
+            sealed: SealedChunks { chunks: Vec::new(), size: 0 },
+        }
     }
 
     /// Feeds the next bytes of the file; every chunk completed by them is
     /// appended to `out`, sealed.
+    ///
+    /// Chunks are cut straight from `data` whenever nothing is buffered, so
+    /// large reads are never copied; only a tail shorter than [`MAX_CHUNK`]
+    /// is kept for the next call. Boundaries are the same however the file
+    /// is fed, because a cut looks at no more than `MAX_CHUNK` bytes.
     pub fn update(&mut self, mut data: &[u8], out: &mut Vec<SealedBlob>) -> Result<()> {
         while !data.is_empty() {
+            if self.start == self.pending.len() {
+                self.pending.clear();
+                self.start = 0;
+                while data.len() >= MAX_CHUNK {
+                    let len = self.keys.chunker.cut(data);
+                    let (chunk, rest) = data.split_at(len);
+                    self.sealed.seal(self.keys, chunk, out)?;
+                    data = rest;
+                }
+                self.pending.extend_from_slice(data);
+                return Ok(());
+            }
+            // Top the buffer up to one maximum chunk, cut once, then hand the
+            // bytes of `data` that the cut did not consume back to `data`.
             if self.start > 0 {
                 self.pending.drain(..self.start);
                 self.start = 0;
             }
-            let room = (2 * MAX_CHUNK).saturating_sub(self.pending.len()).max(1);
-            let (head, tail) = data.split_at(room.min(data.len()));
+            let take = (MAX_CHUNK - self.pending.len()).min(data.len());
+            let head = data.get(..take).unwrap_or_default();
             self.pending.extend_from_slice(head);
-            data = tail;
-            while self.pending.len() - self.start >= MAX_CHUNK {
-                self.seal_next(out)?;
+            if self.pending.len() < MAX_CHUNK {
+                return Ok(());
             }
+            let len = self.keys.chunker.cut(&self.pending);
+            let chunk = self.pending.get(..len).ok_or(Error::Malformed("chunker cut beyond its input"))?;
+            self.sealed.seal(self.keys, chunk, out)?;
+            self.start = len;
+            let given_back = (self.pending.len() - self.start).min(take);
+            self.pending.truncate(self.pending.len() - given_back);
+            data = data.get(take - given_back..).unwrap_or_default();
         }
-        Ok(())
-    }
-
-    fn seal_next(&mut self, out: &mut Vec<SealedBlob>) -> Result<()> {
-        let rest = self.pending.get(self.start..).unwrap_or_default();
-        let len = self.keys.chunker.cut(rest);
-        let chunk = rest.get(..len).ok_or(Error::Malformed("chunker cut beyond its input"))?;
-        let sealed = self.keys.seal_blob(ObjectType::Chunk, chunk)?;
-        self.chunks.push(ChunkRef { id: sealed.id, len: len_u32(len, "chunk too long")? });
-        self.size += u64::try_from(len).map_err(|_| Error::LimitExceeded("file too large"))?;
-        self.start += len;
-        out.push(sealed);
         Ok(())
     }
 
     /// Seals the remaining chunks and returns the file's manifest together
     /// with the sealed manifest blob.
     pub fn finish(mut self, meta: FileMeta, out: &mut Vec<SealedBlob>) -> Result<(Manifest, SealedBlob)> {
-        while self.start < self.pending.len() {
-            self.seal_next(out)?;
+        let mut rest = self.pending.get(self.start..).unwrap_or_default();
+        while !rest.is_empty() {
+            let len = self.keys.chunker.cut(rest);
+            let (chunk, tail) = rest.split_at(len.min(rest.len()));
+            self.sealed.seal(self.keys, chunk, out)?;
+            rest = tail;
         }
-        let manifest = Manifest { meta, size: self.size, chunks: self.chunks };
+        let manifest = Manifest { meta, size: self.sealed.size, chunks: self.sealed.chunks };
         let sealed = self.keys.seal_manifest(&manifest)?;
         Ok((manifest, sealed))
     }
