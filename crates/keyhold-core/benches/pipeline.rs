@@ -14,7 +14,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use keyhold_core::pack::{PACK_TARGET_LEN, PackBuilder};
-use keyhold_core::{CollectionId, CollectionKey, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, ObjectType, os_rng};
+use keyhold_core::{
+    CollectionId, CollectionKey, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, ObjectType, os_rng,
+};
 
 const GOAL_MB_S: f64 = 1000.0;
 const CEILING_RING_MB_S: f64 = 1230.0;
@@ -42,7 +44,8 @@ fn row(stage: &str, mb_s: f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mib = args.iter().position(|a| a == "--mib").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(256usize);
+    let mib =
+        args.iter().position(|a| a == "--mib").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(256usize);
     let len = mib << 20;
     let mut data = vec![0u8; len];
     blake3::Hasher::new().update(b"keyhold bench").finalize_xof().fill(&mut data);
@@ -53,47 +56,62 @@ fn main() {
     let chunk_lengths = keys.chunker().chunk_lengths(&data);
     println!("chunks: {} (average {:.0} KiB)", chunk_lengths.len(), len as f64 / chunk_lengths.len() as f64 / 1024.0);
 
-    row("keyed FastCDC 2020 (boundaries only)", best_of(len, || {
-        black_box(keys.chunker().chunk_lengths(black_box(&data)));
-    }));
+    row(
+        "keyed FastCDC 2020 (boundaries only)",
+        best_of(len, || {
+            black_box(keys.chunker().chunk_lengths(black_box(&data)));
+        }),
+    );
     let id_key = [9u8; 32];
-    row("keyed BLAKE3 (per 1 MiB)", best_of(len, || {
-        for c in data.chunks(1 << 20) {
-            black_box(blake3::keyed_hash(&id_key, c));
-        }
-    }));
-    row("seal blob: BLAKE3 id + AES-256-GCM (1 MiB)", best_of(len, || {
-        for c in data.chunks(1 << 20) {
-            black_box(keys.seal_blob(ObjectType::Chunk, c).unwrap());
-        }
-    }));
-    row("encrypt file: chunk + hash + seal", best_of(len, || {
-        let mut enc = FileEncryptor::new(&keys);
-        let mut out = Vec::new();
-        for piece in data.chunks(8 << 20) {
-            enc.update(piece, &mut out).unwrap();
-            out.clear();
-        }
-        black_box(enc.finish(meta(), &mut out).unwrap());
-    }));
-    let mut rng = os_rng();
-    row("encrypt file + build packs", best_of(len, || {
-        let mut enc = FileEncryptor::new(&keys);
-        let mut out = Vec::new();
-        let mut pack = PackBuilder::new(&keys, &mut rng);
-        for piece in data.chunks(8 << 20) {
-            enc.update(piece, &mut out).unwrap();
-            for blob in out.drain(..) {
-                if pack.blob_bytes() + blob.ciphertext.len() > PACK_TARGET_LEN && !pack.is_empty() {
-                    let full = std::mem::replace(&mut pack, PackBuilder::new(&keys, &mut rng));
-                    black_box(full.finish(&keys).unwrap());
-                }
-                pack.push(&blob).unwrap();
+    row(
+        "keyed BLAKE3 (per 1 MiB)",
+        best_of(len, || {
+            for c in data.chunks(1 << 20) {
+                black_box(blake3::keyed_hash(&id_key, c));
             }
-        }
-        black_box(enc.finish(meta(), &mut out).unwrap());
-        black_box(pack.finish(&keys).unwrap());
-    }));
+        }),
+    );
+    row(
+        "seal blob: BLAKE3 id + AES-256-GCM (1 MiB)",
+        best_of(len, || {
+            for c in data.chunks(1 << 20) {
+                black_box(keys.seal_blob(ObjectType::Chunk, c).unwrap());
+            }
+        }),
+    );
+    row(
+        "encrypt file: chunk + hash + seal",
+        best_of(len, || {
+            let mut enc = FileEncryptor::new(&keys);
+            let mut out = Vec::new();
+            for piece in data.chunks(8 << 20) {
+                enc.update(piece, &mut out).unwrap();
+                out.clear();
+            }
+            black_box(enc.finish(meta(), &mut out).unwrap());
+        }),
+    );
+    let mut rng = os_rng();
+    row(
+        "encrypt file + build packs",
+        best_of(len, || {
+            let mut enc = FileEncryptor::new(&keys);
+            let mut out = Vec::new();
+            let mut pack = PackBuilder::new(&keys, &mut rng);
+            for piece in data.chunks(8 << 20) {
+                enc.update(piece, &mut out).unwrap();
+                for blob in out.drain(..) {
+                    if pack.blob_bytes() + blob.ciphertext.len() > PACK_TARGET_LEN && !pack.is_empty() {
+                        let full = std::mem::replace(&mut pack, PackBuilder::new(&keys, &mut rng));
+                        black_box(full.finish(&keys).unwrap());
+                    }
+                    pack.push(&blob).unwrap();
+                }
+            }
+            black_box(enc.finish(meta(), &mut out).unwrap());
+            black_box(pack.finish(&keys).unwrap());
+        }),
+    );
 
     // Read path: authenticate + decrypt + re-hash every chunk, in order.
     let mut enc = FileEncryptor::new(&keys);
@@ -101,12 +119,17 @@ fn main() {
     enc.update(&data, &mut sealed).unwrap();
     let (manifest, _) = enc.finish(meta(), &mut sealed).unwrap();
     drop(data);
-    row("decrypt file: open + verify id, in order", best_of(len, || {
-        let mut dec = FileDecryptor::new(&keys, manifest.clone());
-        for blob in &sealed {
-            black_box(dec.open_next(blob.ciphertext.clone()).unwrap());
-        }
-        dec.finish().unwrap();
-    }));
-    println!("goal: >= {GOAL_MB_S:.0} MB/s per core for \"encrypt file\" (the decrypt row includes one ciphertext copy per chunk)");
+    row(
+        "decrypt file: open + verify id, in order",
+        best_of(len, || {
+            let mut dec = FileDecryptor::new(&keys, manifest.clone());
+            for blob in &sealed {
+                black_box(dec.open_next(blob.ciphertext.clone()).unwrap());
+            }
+            dec.finish().unwrap();
+        }),
+    );
+    println!(
+        "goal: >= {GOAL_MB_S:.0} MB/s per core for \"encrypt file\" (the decrypt row includes one ciphertext copy per chunk)"
+    );
 }

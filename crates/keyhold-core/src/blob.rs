@@ -53,7 +53,7 @@ impl CollectionKeys {
         let mut w = Writer::with_capacity(59);
         w.bytes(&MAGIC)
             .u8(FORMAT_VERSION)
-            .u8(Suite::V1 as u8)
+            .u8(Suite::V1.byte())
             .u8(kind.byte())
             .bytes(self.collection.as_bytes())
             .u32(self.epoch)
@@ -85,8 +85,9 @@ impl CollectionKeys {
         if ciphertext.len() > MAX_BLOB_PLAINTEXT + TAG_LEN {
             return Err(Error::LimitExceeded("blob larger than 16 MiB"));
         }
-        let len = aead::open(self.blob_key(kind, id).expose_secret(), BLOB_NONCE, self.blob_aad(kind, id).as_slice(), &mut ciphertext)?
-            .len();
+        let len =
+            aead::open(self.blob_key(kind, id).expose_secret(), BLOB_NONCE, self.blob_aad(kind, id).as_slice(), &mut ciphertext)?
+                .len();
         ciphertext.truncate(len);
         if self.blob_id(kind, &ciphertext) != *id {
             return Err(Error::ContentMismatch);

@@ -24,6 +24,14 @@ pub enum Suite {
     V1 = 0x01,
 }
 
+impl Suite {
+    /// The suite byte.
+    #[allow(clippy::as_conversions)] // a `repr(u8)` discriminant: lossless
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+}
+
 /// What a stored object (or a blob inside a pack) is. The value is bound into
 /// every AEAD's associated data and every derived key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +57,7 @@ pub enum ObjectType {
 
 impl ObjectType {
     /// The type byte.
+    #[allow(clippy::as_conversions)] // a `repr(u8)` discriminant: lossless
     pub fn byte(self) -> u8 {
         self as u8
     }
@@ -76,7 +85,7 @@ impl ObjectType {
 
 /// Writes the envelope header for `object_type` under the current suite.
 pub(crate) fn write_header(w: &mut Writer, object_type: ObjectType) {
-    w.bytes(&MAGIC).u8(FORMAT_VERSION).u8(Suite::V1 as u8).u8(object_type.byte());
+    w.bytes(&MAGIC).u8(FORMAT_VERSION).u8(Suite::V1.byte()).u8(object_type.byte());
 }
 
 /// Reads and checks an envelope header, in order: magic, version, suite, type.
@@ -89,7 +98,7 @@ pub(crate) fn read_header(r: &mut Reader<'_>, expected: ObjectType) -> Result<()
         return Err(Error::UnsupportedVersion(version));
     }
     let suite = r.u8()?;
-    if suite != Suite::V1 as u8 {
+    if suite != Suite::V1.byte() {
         return Err(Error::UnsupportedSuite(suite));
     }
     let found = r.u8()?;

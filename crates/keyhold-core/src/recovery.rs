@@ -49,7 +49,8 @@ impl KdfParams {
         if self.memory_kib < floor.memory_kib || self.iterations < floor.iterations || self.parallelism < floor.parallelism {
             return Err(Error::KdfTooWeak);
         }
-        if self.memory_kib > ceiling.memory_kib || self.iterations > ceiling.iterations || self.parallelism > ceiling.parallelism {
+        if self.memory_kib > ceiling.memory_kib || self.iterations > ceiling.iterations || self.parallelism > ceiling.parallelism
+        {
             return Err(Error::KdfTooCostly);
         }
         Ok(())
@@ -105,9 +106,9 @@ impl RecoveryKey {
 
     /// The form shown to the user: `XXXX-XXXX-…` (14 groups of 4).
     pub fn display(&self) -> Result<Zeroizing<String>> {
-        let mut raw = Zeroizing::new([0u8; 32 + CHECKSUM_LEN]);
-        raw[..32].copy_from_slice(&self.0);
-        raw[32..].copy_from_slice(&checksum(&self.0));
+        let mut raw = Zeroizing::new(Vec::with_capacity(32 + CHECKSUM_LEN));
+        raw.extend_from_slice(&self.0);
+        raw.extend_from_slice(&checksum(&self.0));
         let plain = Zeroizing::new(crockford()?.encode(raw.as_ref()));
         let mut out = Zeroizing::new(String::with_capacity(70));
         for (i, c) in plain.chars().enumerate() {
@@ -123,16 +124,18 @@ impl RecoveryKey {
     /// and O/I/L are read as 0/1/1. The checksum must match.
     pub fn parse(text: &str) -> Result<Self> {
         let raw = Zeroizing::new(
-            crockford()?.decode(text.trim().as_bytes()).map_err(|_| Error::InvalidRecoveryKey("unexpected character or length"))?,
+            crockford()?
+                .decode(text.trim().as_bytes())
+                .map_err(|_| Error::InvalidRecoveryKey("unexpected character or length"))?,
         );
+        let (Some(secret), Some(sum)) = (raw.first_chunk::<32>(), raw.get(32..)) else {
+            return Err(Error::InvalidRecoveryKey("wrong length"));
+        };
         if raw.len() != 32 + CHECKSUM_LEN {
             return Err(Error::InvalidRecoveryKey("wrong length"));
         }
-        let mut secret = [0u8; 32];
-        secret.copy_from_slice(&raw[..32]);
-        let key = RecoveryKey(secret);
-        secret.zeroize();
-        if checksum(&key.0)[..] != raw[32..] {
+        let key = RecoveryKey(*secret);
+        if checksum(&key.0)[..] != *sum {
             return Err(Error::InvalidRecoveryKey("checksum mismatch"));
         }
         Ok(key)

@@ -179,8 +179,15 @@ pub fn open_revision<'d>(
     let time_ms = r.i64()?;
     let signature = r.array::<SIGNATURE_LEN>()?;
     r.finish()?;
-    let revision =
-        Revision { collection: header.collection, seq: header.seq, prev: header.prev, epoch: header.epoch, root, author, time_ms };
+    let revision = Revision {
+        collection: header.collection,
+        seq: header.seq,
+        prev: header.prev,
+        epoch: header.epoch,
+        root,
+        author,
+        time_ms,
+    };
     let key = device_keys(&author).ok_or(Error::UnknownAuthor)?;
     key.verify(&revision.signed_message(), &signature)?;
     Ok(VerifiedRevision { id: ObjectId::of(stored), revision })

@@ -5,13 +5,13 @@
 //! swapped, moved, dropped or altered without changing the root the revision
 //! signs (SECURITY C1–C4, D1).
 
+use crate::blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
 use crate::chunking::MAX_CHUNK;
 use crate::collection::CollectionKeys;
 use crate::encoding::{Reader, Writer, len_u32, usize_from};
 use crate::envelope::ObjectType;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, FileId};
-use crate::blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
 
 /// Longest entry name in bytes (the common filesystem limit).
 pub const MAX_NAME_LEN: usize = 255;
@@ -158,6 +158,14 @@ pub enum EntryKind {
     Folder = 0x02,
 }
 
+impl EntryKind {
+    /// The kind byte.
+    #[allow(clippy::as_conversions)] // a `repr(u8)` discriminant: lossless
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+}
+
 /// One entry of a folder listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -240,7 +248,7 @@ impl Listing {
         let mut w = Writer::with_capacity(4 + self.entries.len() * 80);
         w.u32(len_u32(self.entries.len(), "too many entries")?);
         for e in &self.entries {
-            w.u8(e.kind as u8);
+            w.u8(e.kind.byte());
             w.short_bytes(e.name.as_bytes())?;
             w.u32(e.mode).i64(e.mtime_ns).u64(e.size);
             e.target.write(&mut w);

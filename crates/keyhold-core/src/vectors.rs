@@ -239,19 +239,29 @@ fn device_wrap_vectors() -> Vec<(String, Value)> {
     });
     vec![
         ("device-wrap-bad-magic", negative(&base, "magic bytes changed", "BadMagic", |v| mutate(&v, "wrap", |b| b[0] = b'X'))),
-        ("device-wrap-bad-version", negative(&base, "format version 2", "UnsupportedVersion", |v| mutate(&v, "wrap", |b| b[4] = 2))),
-        ("device-wrap-bad-suite", negative(&base, "unknown cipher suite", "UnsupportedSuite", |v| mutate(&v, "wrap", |b| b[5] = 0))),
+        (
+            "device-wrap-bad-version",
+            negative(&base, "format version 2", "UnsupportedVersion", |v| mutate(&v, "wrap", |b| b[4] = 2)),
+        ),
+        (
+            "device-wrap-bad-suite",
+            negative(&base, "unknown cipher suite", "UnsupportedSuite", |v| mutate(&v, "wrap", |b| b[5] = 0)),
+        ),
         (
             "device-wrap-as-collection-wrap",
             negative(&base, "type byte says collection key wrap", "WrongObjectType", |v| mutate(&v, "wrap", |b| b[6] = 5)),
         ),
         (
             "device-wrap-flipped-ciphertext",
-            negative(&base, "last ciphertext bit flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 1)),
+            negative(&base, "last ciphertext bit flipped", "DecryptionFailed", |v| {
+                mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 1)
+            }),
         ),
         (
             "device-wrap-flipped-encapsulation",
-            negative(&base, "a bit of the X-Wing ciphertext flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| b[100] ^= 0x80)),
+            negative(&base, "a bit of the X-Wing ciphertext flipped", "DecryptionFailed", |v| {
+                mutate(&v, "wrap", |b| b[100] ^= 0x80)
+            }),
         ),
         (
             "device-wrap-wrong-epoch",
@@ -267,7 +277,14 @@ fn device_wrap_vectors() -> Vec<(String, Value)> {
                 mutate(&v, "wrap", |b| b[7 + 32 + 1 + 3] = 4)
             }),
         ),
-        ("device-wrap-truncated", negative(&base, "last byte missing", "Truncated", |v| mutate(&v, "wrap", |b| { b.pop(); }))),
+        (
+            "device-wrap-truncated",
+            negative(&base, "last byte missing", "Truncated", |v| {
+                mutate(&v, "wrap", |b| {
+                    b.pop();
+                })
+            }),
+        ),
         ("device-wrap-trailing", negative(&base, "one byte appended", "TrailingBytes", |v| mutate(&v, "wrap", |b| b.push(0)))),
         ("device-wrap", base),
     ]
@@ -322,7 +339,9 @@ fn recovery_vectors() -> Vec<(String, Value)> {
         ),
         (
             "recovery-wrap-flipped",
-            negative(&base, "a ciphertext bit flipped", "DecryptionFailed", |v| mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 4)),
+            negative(&base, "a ciphertext bit flipped", "DecryptionFailed", |v| {
+                mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 4)
+            }),
         ),
         (
             "recovery-key-typo",
@@ -457,7 +476,11 @@ fn file_meta(v: &Value) -> FileMeta {
     }
 }
 
-fn encrypt_file(keys: &CollectionKeys, data: &[u8], meta: FileMeta) -> (Vec<crate::SealedBlob>, crate::Manifest, crate::SealedBlob) {
+fn encrypt_file(
+    keys: &CollectionKeys,
+    data: &[u8],
+    meta: FileMeta,
+) -> (Vec<crate::SealedBlob>, crate::Manifest, crate::SealedBlob) {
     let mut enc = FileEncryptor::new(keys);
     let mut chunks = Vec::new();
     // Feed in uneven pieces: boundaries must not depend on how data arrives.
@@ -499,10 +522,13 @@ fn file_vectors() -> Vec<(String, Value)> {
         }),
     );
     let with = |name: &str, description: &str, expect: &str, mutation: &str| {
-        (name.to_owned(), negative(&base, description, expect, |mut v| {
-            v["mutation"] = json!(mutation);
-            v
-        }))
+        (
+            name.to_owned(),
+            negative(&base, description, expect, |mut v| {
+                v["mutation"] = json!(mutation);
+                v
+            }),
+        )
     };
     vec![
         with("file-chunks-swapped", "the server swaps the first two chunks", "DecryptionFailed", "swap 0 1"),
@@ -662,7 +688,14 @@ fn pack_vectors() -> Vec<(String, Value)> {
                 mutate(&v, "pack", |b| b[len - 30] ^= 1)
             }),
         ),
-        ("pack-truncated".to_owned(), negative(&base, "the trailer cut short", "DecryptionFailed", |v| mutate(&v, "pack", |b| { b.pop(); }))),
+        (
+            "pack-truncated".to_owned(),
+            negative(&base, "the trailer cut short", "DecryptionFailed", |v| {
+                mutate(&v, "pack", |b| {
+                    b.pop();
+                })
+            }),
+        ),
         (
             "pack-other-epoch".to_owned(),
             negative(&base, "opened with keys of another epoch", "ContextMismatch", |mut v| {
@@ -683,7 +716,10 @@ fn check_pack(v: &Value) -> Result<()> {
     let expected = v["entries"].as_array().unwrap();
     assert_eq!(entries.len(), expected.len());
     for (e, x) in entries.iter().zip(expected) {
-        assert_eq!((e.kind.byte() as u64, e.id.to_hex(), e.offset as u64, e.len as u64), (u(x, "type"), x["id"].as_str().unwrap().to_owned(), u(x, "offset"), u(x, "len")));
+        assert_eq!(
+            (e.kind.byte() as u64, e.id.to_hex(), e.offset as u64, e.len as u64),
+            (u(x, "type"), x["id"].as_str().unwrap().to_owned(), u(x, "offset"), u(x, "len"))
+        );
         keys.open_blob(e.kind, &e.id, e.slice(&pack)?.to_vec())?;
     }
     // Generation direction.
@@ -735,7 +771,8 @@ fn revision_vectors() -> Vec<(String, Value)> {
     let mut fields = crate::revision::tests_support::open_body(&keys, &forged_stored);
     fields[36..52].copy_from_slice(device.id().as_bytes());
     forged_stored = crate::revision::tests_support::reseal_body(&keys, &forged_stored, &fields);
-    let forged_json = json!({"id": ObjectId::of(&forged_stored).to_hex(), "stored": hex::encode(&forged_stored), "randomness": ""});
+    let forged_json =
+        json!({"id": ObjectId::of(&forged_stored).to_hex(), "stored": hex::encode(&forged_stored), "randomness": ""});
     let base = merge(
         collection_inputs(),
         json!({
@@ -749,20 +786,53 @@ fn revision_vectors() -> Vec<(String, Value)> {
         }),
     );
     let with_chain = |name: &str, description: &str, expect: &str, chain: Vec<Value>, last_seen: Value| {
-        (name.to_owned(), negative(&base, description, expect, |mut v| {
-            v["chain"] = json!(chain);
-            v["last_seen"] = last_seen;
-            v
-        }))
+        (
+            name.to_owned(),
+            negative(&base, description, expect, |mut v| {
+                v["chain"] = json!(chain);
+                v["last_seen"] = last_seen;
+                v
+            }),
+        )
     };
     let seen = |i: usize| json!({"seq": i, "id": chain[i]["id"]});
     vec![
-        with_chain("revision-reordered", "revisions 1 and 2 swapped", "MissingRevisions", vec![chain[0].clone(), chain[2].clone(), chain[1].clone()], json!(null)),
-        with_chain("revision-gap", "revision 1 withheld", "MissingRevisions", vec![chain[0].clone(), chain[2].clone()], json!(null)),
-        with_chain("revision-rollback", "the server offers revision 1 after revision 2 was seen", "Rollback", vec![chain[1].clone()], seen(2)),
+        with_chain(
+            "revision-reordered",
+            "revisions 1 and 2 swapped",
+            "MissingRevisions",
+            vec![chain[0].clone(), chain[2].clone(), chain[1].clone()],
+            json!(null),
+        ),
+        with_chain(
+            "revision-gap",
+            "revision 1 withheld",
+            "MissingRevisions",
+            vec![chain[0].clone(), chain[2].clone()],
+            json!(null),
+        ),
+        with_chain(
+            "revision-rollback",
+            "the server offers revision 1 after revision 2 was seen",
+            "Rollback",
+            vec![chain[1].clone()],
+            seen(2),
+        ),
         with_chain("revision-fork", "a different revision 1 after revision 1 was seen", "Fork", vec![fork_json.clone()], seen(1)),
-        with_chain("revision-fork-meets", "a chain that extends a different revision 1", "Fork", vec![chain[2].clone()], json!({"seq": 1, "id": fork_json["id"]})),
-        with_chain("revision-forged-author", "signed by another device in this device's name", "BadSignature", vec![chain[0].clone(), forged_json], json!(null)),
+        with_chain(
+            "revision-fork-meets",
+            "a chain that extends a different revision 1",
+            "Fork",
+            vec![chain[2].clone()],
+            json!({"seq": 1, "id": fork_json["id"]}),
+        ),
+        with_chain(
+            "revision-forged-author",
+            "signed by another device in this device's name",
+            "BadSignature",
+            vec![chain[0].clone(), forged_json],
+            json!(null),
+        ),
         (
             "revision-unknown-author".to_owned(),
             negative(&base, "signed by a device the reader does not know", "UnknownAuthor", |mut v| {

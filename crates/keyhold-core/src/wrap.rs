@@ -38,6 +38,14 @@ pub enum WrapPurpose {
     AccountRootKey = 0x01,
 }
 
+impl WrapPurpose {
+    /// The purpose byte.
+    #[allow(clippy::as_conversions)] // a `repr(u8)` discriminant: lossless
+    pub fn byte(self) -> u8 {
+        self as u8
+    }
+}
+
 /// The context a device wrap is bound to; the opener states what it expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceWrapContext {
@@ -55,7 +63,7 @@ impl DeviceWrapContext {
     fn encode_aad(&self) -> Writer {
         let mut w = Writer::with_capacity(DEVICE_WRAP_LEN);
         write_header(&mut w, ObjectType::DeviceKeyWrap);
-        w.bytes(self.account.as_bytes()).bytes(self.device.as_bytes()).u8(self.purpose as u8).u32(self.epoch);
+        w.bytes(self.account.as_bytes()).bytes(self.device.as_bytes()).u8(self.purpose.byte()).u32(self.epoch);
         w
     }
 }
@@ -98,7 +106,7 @@ pub fn unwrap_on_device(stored: &[u8], device: &DeviceSecret, account: AccountId
     if r.array::<16>()? != *expected.device.as_bytes() {
         return Err(Error::ContextMismatch("device"));
     }
-    if r.u8()? != expected.purpose as u8 {
+    if r.u8()? != expected.purpose.byte() {
         return Err(Error::ContextMismatch("purpose"));
     }
     if r.u32()? != epoch {

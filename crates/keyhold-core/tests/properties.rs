@@ -128,7 +128,15 @@ fn build_stored_objects() -> Vec<(&'static str, Vec<u8>)> {
         builder.push(&keyhold_core::SealedBlob { kind: *kind, id: *id, ciphertext: ct.clone() }).unwrap();
     }
     let (_, pack, _) = builder.finish(&keys).unwrap();
-    let rev = Revision { collection: keys.collection(), seq: 0, prev: GENESIS_PREV, epoch: 1, root: listing_ref, author: dev.id(), time_ms: 5 };
+    let rev = Revision {
+        collection: keys.collection(),
+        seq: 0,
+        prev: GENESIS_PREV,
+        epoch: 1,
+        root: listing_ref,
+        author: dev.id(),
+        time_ms: 5,
+    };
     let (_, revision) = seal_revision(&keys, &rev, &dev, &mut rng(4)).unwrap();
     let device_wrap = wrap_to_device(&root, dev.public(), account, 0, &mut rng(5)).unwrap();
     let ctx = CollectionWrapContext { account, collection: keys.collection(), collection_epoch: 1, account_epoch: 0 };
@@ -151,7 +159,9 @@ fn opens(kind: &str, bytes: &[u8]) -> bool {
     let account = AccountId([4; 16]);
     match kind {
         "pack" => open_pack(&keys, bytes)
-            .and_then(|entries| entries.iter().try_for_each(|e| keys.open_blob(e.kind, &e.id, e.slice(bytes)?.to_vec()).map(drop)))
+            .and_then(|entries| {
+                entries.iter().try_for_each(|e| keys.open_blob(e.kind, &e.id, e.slice(bytes)?.to_vec()).map(drop))
+            })
             .is_ok(),
         "revision" => {
             let known = BTreeMap::from([(dev.id(), dev.public().clone())]);

@@ -35,7 +35,7 @@ fn sealed_sample() -> (keyhold_core::CollectionKeys, BlobRef, BlobStore) {
     (keys, root, store)
 }
 
-fn listing_of<'a>(keys: &keyhold_core::CollectionKeys, at: &BlobRef, store: &'a BlobStore) -> keyhold_core::Listing {
+fn listing_of(keys: &keyhold_core::CollectionKeys, at: &BlobRef, store: &BlobStore) -> keyhold_core::Listing {
     keys.open_listing(&at.id, store.get(&at.id)).unwrap()
 }
 
@@ -77,10 +77,7 @@ fn a1_collection_key_wrap_bound_to_its_context() {
     assert!(unwrap_collection_key(&wrap, &root, &ctx).is_ok());
     let older = CollectionWrapContext { collection_epoch: 0, ..ctx };
     assert_eq!(unwrap_collection_key(&wrap, &root, &older).unwrap_err(), Error::ContextMismatch("collection epoch"));
-    assert_eq!(
-        unwrap_collection_key(&wrap, &AccountRootKey::from_bytes([7; 32]), &ctx).unwrap_err(),
-        Error::DecryptionFailed
-    );
+    assert_eq!(unwrap_collection_key(&wrap, &AccountRootKey::from_bytes([7; 32]), &ctx).unwrap_err(), Error::DecryptionFailed);
 }
 
 #[test]
@@ -130,7 +127,14 @@ fn b1_a_flipped_bit_in_any_stored_blob_fails_closed() {
     for (id, (kind, ciphertext)) in &store.blobs {
         for at in [0, ciphertext.len() / 2, ciphertext.len() - 1] {
             let mut bad = store.clone();
-            bad.blobs.insert(*id, (*kind, { let mut c = ciphertext.clone(); c[at] ^= 0x20; c }));
+            bad.blobs.insert(
+                *id,
+                (*kind, {
+                    let mut c = ciphertext.clone();
+                    c[at] ^= 0x20;
+                    c
+                }),
+            );
             assert!(read_folder(&keys, &root, &bad).is_err(), "{kind:?} flip at {at}");
         }
     }
@@ -163,7 +167,11 @@ fn b2_b3_b4_swapped_spliced_truncated_and_dropped_chunks_are_detected() {
     let mut dropped = honest.clone();
     dropped.pop();
     assert_eq!(serve(dropped).unwrap_err(), Error::MissingChunks { missing: 1 }, "B4 drop last");
-    assert_eq!(serve(honest[..1].to_vec()).unwrap_err(), Error::MissingChunks { missing: manifest.chunks.len() - 1 }, "B4 truncate");
+    assert_eq!(
+        serve(honest[..1].to_vec()).unwrap_err(),
+        Error::MissingChunks { missing: manifest.chunks.len() - 1 },
+        "B4 truncate"
+    );
     let mut cut = honest.clone();
     let last = cut.last_mut().unwrap();
     last.truncate(last.len() - 100);
@@ -239,7 +247,12 @@ fn c3_a_listing_that_disagrees_with_its_manifest_is_refused() {
     assert!(entry.check_manifest(&manifest).is_err());
 }
 
-fn chain(keys: &keyhold_core::CollectionKeys, author: &keyhold_core::DeviceSecret, n: u64, salt: u8) -> Vec<(keyhold_core::ObjectId, Vec<u8>)> {
+fn chain(
+    keys: &keyhold_core::CollectionKeys,
+    author: &keyhold_core::DeviceSecret,
+    n: u64,
+    salt: u8,
+) -> Vec<(keyhold_core::ObjectId, Vec<u8>)> {
     let mut out: Vec<(keyhold_core::ObjectId, Vec<u8>)> = Vec::new();
     for seq in 0..n {
         let prev = out.last().map_or(GENESIS_PREV, |(id, _)| *id);
@@ -330,7 +343,8 @@ fn d1_an_object_the_server_made_itself_is_rejected() {
 fn packs_hide_blob_boundaries_and_authenticate_every_byte() {
     let keys = keys(1);
     let mut builder = PackBuilder::new(&keys, &mut rng(10));
-    let blobs: Vec<_> = (0..50).map(|i| keys.seal_blob(ObjectType::Chunk, &data(&format!("b{i}"), 1000 + i * 37)).unwrap()).collect();
+    let blobs: Vec<_> =
+        (0..50).map(|i| keys.seal_blob(ObjectType::Chunk, &data(&format!("b{i}"), 1000 + i * 37)).unwrap()).collect();
     for b in &blobs {
         builder.push(b).unwrap();
     }

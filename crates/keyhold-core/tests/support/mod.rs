@@ -54,13 +54,26 @@ impl BlobStore {
     }
 }
 
-pub fn encrypt_file(keys: &CollectionKeys, name: &str, content: &[u8], mode: u32, mtime_ns: i64, store: &mut BlobStore) -> (Manifest, BlobRef) {
+pub fn encrypt_file(
+    keys: &CollectionKeys,
+    name: &str,
+    content: &[u8],
+    mode: u32,
+    mtime_ns: i64,
+    store: &mut BlobStore,
+) -> (Manifest, BlobRef) {
     let mut enc = FileEncryptor::new(keys);
     let mut out = Vec::new();
     for piece in content.chunks(1 << 20) {
         enc.update(piece, &mut out).unwrap();
     }
-    let meta = FileMeta { file_id: FileId(*blake3::hash(name.as_bytes()).as_bytes().first_chunk().unwrap()), version: 1, name: name.into(), mode, mtime_ns };
+    let meta = FileMeta {
+        file_id: FileId(*blake3::hash(name.as_bytes()).as_bytes().first_chunk().unwrap()),
+        version: 1,
+        name: name.into(),
+        mode,
+        mtime_ns,
+    };
     let (manifest, sealed) = enc.finish(meta, &mut out).unwrap();
     let target = keys.blob_ref(&sealed);
     for blob in out.into_iter().chain([sealed]) {
