@@ -57,7 +57,8 @@ pub enum Error {
     /// A revision was written by a device the caller does not recognise.
     #[error("revision signed by an unknown or unauthorised device")]
     UnknownAuthor,
-    /// A file's chunks arrived out of order, from another file, or too many.
+    /// More chunks were presented than the manifest lists. (Chunks out of
+    /// order or from another file fail to decrypt: `DecryptionFailed`.)
     #[error("chunk {index} does not belong at this position of the file")]
     UnexpectedChunk {
         /// The position at which the wrong chunk was presented.

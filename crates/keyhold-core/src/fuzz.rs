@@ -20,8 +20,8 @@ use self::fixture::{
 };
 use crate::pack::{PACK_PREFIX_LEN, PACK_TRAILER_LEN, open_index, open_pack, open_trailer};
 use crate::{
-    BlobId, DeviceId, DevicePublicKeys, FileDecryptor, HistoryVerifier, Listing, Manifest, ObjectType, RecoveryKey,
-    RevisionHeader, open_revision, peek_type, unwrap_collection_key, unwrap_on_device,
+    BlobId, DeviceId, DevicePublicKeys, FileDecryptor, HistoryVerifier, Listing, MAX_BLOB_PLAINTEXT, Manifest, ObjectType,
+    RecoveryKey, RevisionHeader, open_revision, peek_type, unwrap_collection_key, unwrap_on_device,
 };
 
 /// The fixed keys and ids every target uses, public so that valid seed
@@ -135,17 +135,21 @@ const ALL_TYPES: [ObjectType; 8] = [
 ];
 
 /// [`Manifest::decode`]; an accepted manifest must re-encode to exactly the
-/// input (one encoding per value).
+/// input (one encoding per value; manifests are blobs, at most
+/// [`MAX_BLOB_PLAINTEXT`] long).
 pub fn manifest(data: &[u8]) {
-    if let Ok(manifest) = Manifest::decode(data) {
+    let decoded = Manifest::decode(data);
+    if let (Ok(manifest), true) = (decoded, data.len() <= MAX_BLOB_PLAINTEXT) {
         assert_eq!(manifest.encode().as_deref(), Ok(data), "manifest encoding is not canonical");
     }
 }
 
-/// [`Listing::decode`]; an accepted listing must re-encode to exactly the
-/// input, and each of its names must be found by [`Listing::get`].
+/// [`Listing::decode`]; an accepted listing (at most [`MAX_BLOB_PLAINTEXT`]
+/// long) must re-encode to exactly the input, and each of its names must be
+/// found by [`Listing::get`].
 pub fn listing(data: &[u8]) {
-    if let Ok(listing) = Listing::decode(data) {
+    let decoded = Listing::decode(data);
+    if let (Ok(listing), true) = (decoded, data.len() <= MAX_BLOB_PLAINTEXT) {
         assert_eq!(listing.encode().as_deref(), Ok(data), "listing encoding is not canonical");
         for entry in listing.entries() {
             assert_eq!(listing.get(&entry.name), Some(entry), "listing lookup misses an entry");
@@ -278,9 +282,12 @@ pub fn peek(data: &[u8]) {
     }
 }
 
+/// A fuzz target: takes any bytes, must not panic.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target by name: the name of its cargo-fuzz binary and of its
 /// corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("listing", listing),
     ("blob", blob),

@@ -92,6 +92,18 @@ random_id!(AccountId);
 random_id!(CollectionId);
 random_id!(FileId);
 
+impl CollectionId {
+    /// The id of the collection an account names `name`: a keyed hash under
+    /// the account root key, so every device of the account finds the same
+    /// collection and the server learns nothing about the name.
+    pub fn named(root: &crate::secret::AccountRootKey, name: &str) -> Self {
+        let digest = crate::kdf::derive(crate::kdf::context::NAMED_COLLECTION_ID, &[root.expose_secret(), name.as_bytes()]);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(digest.expose_secret().first_chunk::<16>().unwrap_or(&[0; 16]));
+        CollectionId(id)
+    }
+}
+
 impl ObjectId {
     /// The id of a stored object: BLAKE3-256 of its bytes.
     pub fn of(stored: &[u8]) -> Self {

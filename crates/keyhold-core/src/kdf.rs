@@ -20,6 +20,10 @@ pub(crate) mod context {
     pub const PACK_KEY: &str = "keyhold v1 2026-11 pack key";
     pub const REVISION_KEY: &str = "keyhold v1 2026-11 revision key";
     pub const DEVICE_ID: &str = "keyhold v1 2026-11 device id";
+    pub const DEVICE_CERTIFICATE: &str = "keyhold v1 2026-11 device certificate";
+    pub const RECOVERY_AUTH: &str = "keyhold v1 2026-11 recovery auth key";
+    pub const RECOVERY_LOCATOR: &str = "keyhold v1 2026-11 recovery locator";
+    pub const NAMED_COLLECTION_ID: &str = "keyhold v1 2026-11 named collection id";
 }
 
 /// Derives a 32-byte key from `parts` (each of fixed length) under `context`.

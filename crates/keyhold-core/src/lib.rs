@@ -23,6 +23,7 @@
 //! last one a device saw.
 
 mod aead;
+mod auth;
 mod blob;
 mod chunking;
 mod collection;
@@ -30,7 +31,8 @@ mod device;
 mod encoding;
 mod envelope;
 mod error;
-#[doc(hidden)] pub mod fuzz;
+#[doc(hidden)]
+pub mod fuzz;
 mod ids;
 mod kdf;
 pub mod pack;
@@ -44,6 +46,7 @@ mod tree;
 mod vectors;
 mod wrap;
 
+pub use auth::{CHALLENGE_LEN, certify_device, check_device_certificate, verify_enrollment};
 pub use blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
 pub use chunking::{AVG_CHUNK, Chunker, MAX_CHUNK, MIN_CHUNK};
 pub use collection::CollectionKeys;
@@ -54,14 +57,12 @@ pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectId};
 pub use padding::padme;
 pub use recovery::{KdfParams, RecoveryKey};
 pub use revision::{
-    GENESIS_PREV, Head, HistoryVerifier, Revision, RevisionHeader, VerifiedRevision, open_revision, seal_revision,
+    GENESIS_PREV, Head, HistoryVerifier, REVISION_LEN, Revision, RevisionHeader, VerifiedRevision, open_revision, seal_revision,
 };
 pub use secret::{AccountRootKey, CollectionKey};
 pub use stream::{FileDecryptor, FileEncryptor};
 pub use tree::{BlobRef, ChunkRef, Entry, EntryKind, FileMeta, Listing, MAX_NAME_LEN, Manifest, validate_name};
-pub use wrap::{
-    CollectionWrapContext, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device,
-};
+pub use wrap::{CollectionWrapContext, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device};
 
 /// The operating system's cryptographic RNG, for callers that do not need
 /// reproducible randomness.

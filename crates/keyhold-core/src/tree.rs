@@ -229,6 +229,12 @@ impl Listing {
         }
         for e in &entries {
             validate_name(&e.name)?;
+            if e.mode > MAX_MODE {
+                return Err(Error::Malformed("mode has bits beyond 0o7777"));
+            }
+            if e.kind == EntryKind::Folder && e.size != 0 {
+                return Err(Error::Malformed("folder entry with a size"));
+            }
         }
         Ok(Listing { entries })
     }

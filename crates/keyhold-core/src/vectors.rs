@@ -216,6 +216,12 @@ fn derivation_vector() -> Value {
             ),
             "device_public_keys": hex::encode(device.public().to_bytes()),
             "device_id": device.id().to_hex(),
+            "device_certificate_epoch_3": hex::encode(crate::certify_device(&AccountRootKey::from_bytes(ROOT_KEY), ACCOUNT, 3, device.public())),
+            "account_id": ACCOUNT.to_hex(),
+            "recovery_secret": hex::encode([0x99u8; 32]),
+            "recovery_auth_public_key": hex::encode(RecoveryKey::from_bytes([0x99; 32]).auth_public_key()),
+            "recovery_locator": hex::encode(RecoveryKey::from_bytes([0x99; 32]).locator()),
+            "named_collection_id_default": CollectionId::named(&AccountRootKey::from_bytes(ROOT_KEY), "default").to_hex(),
         }),
     )
 }
@@ -684,7 +690,7 @@ fn pack_vectors() -> Vec<(String, Value)> {
     vec![
         (
             "pack-padding-flipped".to_owned(),
-            negative(&base, "a byte of the sealed index (padding) flipped", "DecryptionFailed", |v| {
+            negative(&base, "a byte of the sealed index's tag flipped", "DecryptionFailed", |v| {
                 mutate(&v, "pack", |b| b[len - 30] ^= 1)
             }),
         ),

@@ -1,0 +1,111 @@
+//! Replays the fuzz corpora: every file of `fuzz/corpus/<target>/` (valid
+//! seed objects, what libFuzzer found, and past crashes kept as regression
+//! inputs) through its target in `keyhold_core::fuzz`, plus a few edge
+//! inputs. A target's corpus directory must exist and hold at least one
+//! file, so this cannot silently test nothing. `scripts/fuzz.sh` runs the
+//! same targets under libFuzzer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use keyhold_core::fuzz::TARGETS;
+use keyhold_core::{MAGIC, ObjectType};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+}
+
+/// Runs `target` on `input`, returning the panic message if it panicked.
+fn run(target: fn(&[u8]), input: &[u8]) -> Option<String> {
+    catch_unwind(AssertUnwindSafe(|| target(input))).err().map(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "non-string panic".to_owned())
+    })
+}
+
+#[test]
+fn every_target_survives_its_corpus() {
+    let mut failures = Vec::new();
+    for &(name, target) in TARGETS {
+        let dir = fuzz_dir().join("corpus").join(name);
+        let entries =
+            fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus of fuzz target {name} missing ({}): {e}", dir.display()));
+        let mut files = 0usize;
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+            if hidden || !path.is_file() {
+                continue;
+            }
+            let input = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+            files += 1;
+            if let Some(message) = run(target, &input) {
+                failures.push(format!("{name}: {}: {message}", path.display()));
+            }
+        }
+        assert!(files > 0, "corpus of fuzz target {name} is empty ({})", dir.display());
+    }
+    assert!(failures.is_empty(), "fuzz targets panicked on corpus inputs:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn every_target_survives_edge_inputs() {
+    let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), vec![0], vec![0xff], vec![b'K']];
+    // All-0xFF and all-zero inputs of lengths around the fixed object sizes
+    // (header, wraps, revision, device keys) and libFuzzer's default limit.
+    for len in [7, 32, 59, 64, 83, 107, 115, 219, 1212, 1248, 4096] {
+        inputs.push(vec![0xff; len]);
+        inputs.push(vec![0; len]);
+    }
+    // A bare envelope header of every type, and one with a bad version.
+    for byte in [0x01, 0x02, 0x03, 0x04, 0x05, 0x10, 0x11, 0x12, 0x00, 0xff] {
+        let mut header = MAGIC.to_vec();
+        header.extend_from_slice(&[1, 1, byte]);
+        inputs.push(header.clone());
+        header.extend_from_slice(&[0; 256]);
+        inputs.push(header);
+    }
+    inputs.push([&MAGIC[..], &[2, 1, ObjectType::Pack.byte()]].concat());
+
+    let mut failures = Vec::new();
+    for &(name, target) in TARGETS {
+        for input in &inputs {
+            if let Some(message) = run(target, input) {
+                failures.push(format!("{name}: {} bytes starting {:02x?}: {message}", input.len(), &input[..input.len().min(8)]));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "fuzz targets panicked on edge inputs:\n{}", failures.join("\n"));
+}
+
+/// `keyhold_core::fuzz::TARGETS`, `fuzz/Cargo.toml` and `fuzz/fuzz_targets/`
+/// name the same targets, so none is fuzzed without being replayed here or
+/// the other way round.
+#[test]
+fn fuzz_binaries_match_the_targets() {
+    let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let mut binaries: Vec<String> = fs::read_dir(fuzz_dir().join("fuzz_targets"))
+        .expect("fuzz/fuzz_targets")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    binaries.sort();
+    let mut names: Vec<String> = TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "duplicate target names in TARGETS");
+    assert_eq!(binaries, names, "fuzz/fuzz_targets/*.rs and keyhold_core::fuzz::TARGETS differ");
+    for name in &names {
+        let source = fs::read_to_string(fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"))).unwrap();
+        assert!(source.contains(&format!("keyhold_core::fuzz::{name}(data)")), "fuzz_targets/{name}.rs does not call its target");
+        assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");
+    }
+}
