@@ -1,0 +1,294 @@
+//! The HTTP protocol between Keyhold clients and servers (spec:
+//! `docs/spec/protocol.md`). Version 1 lives under `/v1/`. Bodies are JSON;
+//! byte strings are standard base64, ids lower-case hex. Stored objects
+//! (packs, revisions) travel as raw `application/octet-stream` bodies.
+//!
+//! Everything here is data: both sides validate what they receive.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+
+pub use keyhold_core::{AccountId, CollectionId, DeviceId, ObjectId};
+
+/// Prefix of every versioned route.
+pub const API_PREFIX: &str = "/v1";
+/// The header that carries a session token.
+pub const AUTHORIZATION: &str = "authorization";
+
+/// Base64 byte strings in JSON bodies.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl core::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        STANDARD.decode(text.as_bytes()).map(Bytes).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Bytes {
+    /// The bytes as a fixed-size array, if the length matches.
+    pub fn array<const N: usize>(&self) -> Option<[u8; N]> {
+        self.0.as_slice().try_into().ok()
+    }
+}
+
+/// `POST /v1/accounts`: create an account with its first device.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CreateAccount {
+    /// New account id (hex).
+    pub account_id: String,
+    /// The first device's public keys.
+    pub device_public_keys: Bytes,
+    /// Its certificate under the account root key (opaque to the server).
+    pub device_certificate: Bytes,
+    /// The account root key wrapped to that device, epoch 0.
+    pub device_wrap: Bytes,
+    /// The recovery key's Ed25519 public key.
+    pub recovery_auth_key: Bytes,
+    /// Where to file the recovery wrap.
+    pub recovery_locator: Bytes,
+    /// The account root key wrapped under the recovery key.
+    pub recovery_wrap: Bytes,
+    /// The device's signature over the creation message.
+    pub signature: Bytes,
+}
+
+/// `POST /v1/auth/challenge`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChallengeRequest {
+    /// Account id (hex).
+    pub account_id: String,
+    /// Device id (hex).
+    pub device_id: String,
+}
+
+/// A fresh, single-use challenge.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes.
+    pub challenge: Bytes,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// `POST /v1/auth/session`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionRequest {
+    /// Account id (hex).
+    pub account_id: String,
+    /// Device id (hex).
+    pub device_id: String,
+    /// The challenge received.
+    pub challenge: Bytes,
+    /// The device's signature over it.
+    pub signature: Bytes,
+}
+
+/// A session token; send as `Authorization: Bearer <token>`.
+#[derive(Serialize, Deserialize)]
+pub struct Session {
+    /// Opaque token.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Session([REDACTED], {}s)", self.expires_in)
+    }
+}
+
+/// `GET /v1/recovery/{locator}`: what a recovering device needs first.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoveryInfo {
+    /// Account id (hex).
+    pub account_id: String,
+    /// The recovery wrap of the current account key epoch.
+    pub recovery_wrap: Bytes,
+    /// That epoch.
+    pub epoch: u32,
+    /// A fresh challenge for the enrollment signature.
+    pub challenge: Bytes,
+}
+
+/// `POST /v1/recovery/{locator}/devices`: enroll a device with the recovery key.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EnrollDevice {
+    /// The new device's public keys.
+    pub device_public_keys: Bytes,
+    /// Its certificate.
+    pub device_certificate: Bytes,
+    /// The root key wrapped to it.
+    pub device_wrap: Bytes,
+    /// The challenge from [`RecoveryInfo`].
+    pub challenge: Bytes,
+    /// The recovery key's signature.
+    pub signature: Bytes,
+}
+
+/// One device of an account as the server lists it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Public keys.
+    pub public_keys: Bytes,
+    /// Certificate under the root key.
+    pub certificate: Bytes,
+    /// When the server registered it (unix seconds; the server's claim).
+    pub created_at: i64,
+}
+
+/// A wrapped key filed by the server.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WrapRecord {
+    /// Device (device wraps) or collection (collection wraps), hex.
+    pub id: String,
+    /// Key epoch.
+    pub epoch: u32,
+    /// The stored wrap.
+    pub wrap: Bytes,
+}
+
+/// `GET /v1/keys`: the account's key material (all of it opaque or public).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccountKeys {
+    /// Current account key epoch.
+    pub account_epoch: u32,
+    /// Devices.
+    pub devices: Vec<DeviceRecord>,
+    /// Root key wraps to devices.
+    pub device_wraps: Vec<WrapRecord>,
+    /// Collection key wraps.
+    pub collection_wraps: Vec<WrapRecord>,
+}
+
+/// `PUT /v1/collections/{id}/keys/{epoch}`: file a collection key wrap (once).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PutCollectionKey {
+    /// The wrap.
+    pub wrap: Bytes,
+}
+
+/// A collection's head.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeadRecord {
+    /// Sequence number.
+    pub seq: u64,
+    /// Revision object id (hex).
+    pub id: HexId,
+}
+
+/// A 32-byte id in hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HexId(pub ObjectId);
+
+impl Serialize for HexId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for HexId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ObjectId::from_hex(&text).map(HexId).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+/// `GET /v1/collections/{id}/revisions?after=N`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Revisions {
+    /// Stored revisions, in order.
+    pub revisions: Vec<Bytes>,
+    /// Whether more follow (ask again with `after` = last seq).
+    pub more: bool,
+}
+
+/// Query of the revision listing.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RevisionsQuery {
+    /// Only revisions with a greater sequence number (all when absent).
+    pub after: Option<u64>,
+}
+
+/// A pack of a collection.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PackRecord {
+    /// Object id.
+    pub id: HexId,
+    /// Stored size in bytes.
+    pub size: u64,
+}
+
+/// `GET /v1/collections/{id}/packs`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Packs {
+    /// Every pack filed under the collection.
+    pub packs: Vec<PackRecord>,
+}
+
+/// Usage and quota.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Usage {
+    /// Bytes stored.
+    pub used_bytes: u64,
+    /// Quota in bytes.
+    pub quota_bytes: u64,
+}
+
+/// Every error answer: a stable machine code and a human message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// See [`ErrorBody`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `head_moved`, `quota_exceeded`.
+    pub code: String,
+    /// What happened and what to do.
+    pub message: String,
+    /// For `head_moved`: the current head.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub head: Option<HeadRecord>,
+}
+
+/// Stable error codes.
+pub mod code {
+    /// Malformed request.
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// Missing or expired session.
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// Nothing there (or not yours: the two look alike).
+    pub const NOT_FOUND: &str = "not_found";
+    /// The collection head moved since the client read it.
+    pub const HEAD_MOVED: &str = "head_moved";
+    /// Already exists with other content.
+    pub const CONFLICT: &str = "conflict";
+    /// Body too large.
+    pub const TOO_LARGE: &str = "too_large";
+    /// Over quota.
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+    /// Too many requests; see `Retry-After`.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The body does not hash to the id in the URL.
+    pub const DIGEST_MISMATCH: &str = "digest_mismatch";
+    /// Server-side failure.
+    pub const INTERNAL: &str = "internal";
+}

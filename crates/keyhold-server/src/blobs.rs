@@ -1,0 +1,66 @@
+//! The blob store: packs, as opaque bytes, through `object_store` (a local
+//! folder by default; S3-compatible stores later). Object paths are built
+//! only from parsed, fixed-length ids, never from client text (SECURITY G6).
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keyhold_proto::{AccountId, ObjectId};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Blob store failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// The object is not there.
+    #[error("blob not found")]
+    NotFound,
+    /// The backend failed.
+    #[error("blob store: {0}")]
+    Backend(#[from] object_store::Error),
+}
+
+/// Where packs live.
+#[derive(Clone)]
+pub struct BlobStore {
+    store: Arc<dyn ObjectStore>,
+}
+
+fn location(account: AccountId, id: ObjectId) -> ObjectPath {
+    ObjectPath::from(format!("{}/{}", account.to_hex(), id.to_hex()))
+}
+
+fn not_found(e: object_store::Error) -> BlobError {
+    match e {
+        object_store::Error::NotFound { .. } => BlobError::NotFound,
+        other => BlobError::Backend(other),
+    }
+}
+
+impl BlobStore {
+    /// A store in a local folder (created if missing).
+    pub fn local(dir: &Path) -> Result<Self, BlobError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?;
+        Ok(BlobStore { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
+    }
+
+    /// Stores an object (atomically: readers see all of it or nothing).
+    pub async fn put(&self, account: AccountId, id: ObjectId, bytes: Bytes) -> Result<(), BlobError> {
+        self.store.put(&location(account, id), PutPayload::from(bytes)).await?;
+        Ok(())
+    }
+
+    /// Reads an object, or a byte range of it.
+    pub async fn get(&self, account: AccountId, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes, BlobError> {
+        let path = location(account, id);
+        match range {
+            Some(r) => self.store.get_range(&path, r).await.map_err(not_found),
+            None => self.store.get(&path).await.map_err(not_found)?.bytes().await.map_err(not_found),
+        }
+    }
+}

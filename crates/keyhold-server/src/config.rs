@@ -1,0 +1,102 @@
+//! `keyhold serve` configuration: a TOML file, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Server configuration. Every field has a default that runs on one machine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Folder for the embedded stores (SQLite database and blob folder).
+    pub data_dir: PathBuf,
+    /// TLS certificate chain and key (PEM). Plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// TLS files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Limits that protect the server and its other users.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body (a pack), bytes.
+    pub max_body_bytes: usize,
+    /// Storage quota of a new account, bytes.
+    pub default_quota_bytes: u64,
+    /// Time allowed to send request headers, seconds (slowloris).
+    pub header_timeout_secs: u64,
+    /// Time allowed for a whole request, seconds.
+    pub request_timeout_secs: u64,
+    /// Concurrent uploads buffered at once (bounds memory: this times
+    /// `max_body_bytes`).
+    pub max_concurrent_uploads: usize,
+    /// Requests per second per client address, sustained.
+    pub requests_per_second: u32,
+    /// Burst allowance on top of that.
+    pub request_burst: u32,
+    /// Authentication and account-creation attempts per minute per address.
+    pub auth_per_minute: u32,
+    /// Session lifetime, seconds.
+    pub session_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            data_dir: PathBuf::from("keyhold-data"),
+            tls: None,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: keyhold_core::pack::MAX_PACK_LEN,
+            default_quota_bytes: 100 << 30,
+            header_timeout_secs: 10,
+            request_timeout_secs: 300,
+            max_concurrent_uploads: 16,
+            requests_per_second: 2000,
+            request_burst: 4000,
+            auth_per_minute: 120,
+            session_secs: 3600,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_owned(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_owned(), Box::new(e)))
+    }
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("cannot read config {0}: {1}")]
+    Read(PathBuf, #[source] std::io::Error),
+    /// Not valid TOML for this schema.
+    #[error("invalid config {0}: {1}")]
+    Parse(PathBuf, #[source] Box<toml::de::Error>),
+}

@@ -1,0 +1,105 @@
+//! One error type for every handler: a stable code and status per variant,
+//! a message that tells the client what to do, details only in the log.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use keyhold_proto::{ErrorBody, ErrorDetail, HeadRecord, HexId, code};
+
+use crate::blobs::BlobError;
+use crate::store::StoreError;
+
+/// What a handler can answer instead of success.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The request is malformed.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// No valid session (or a failed authentication; all look alike).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Not there, or not this account's: the two are indistinguishable (G1).
+    #[error("not found")]
+    NotFound,
+    /// Exists already with other content.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The collection head moved.
+    #[error("head moved")]
+    HeadMoved(Option<(u64, keyhold_proto::ObjectId)>),
+    /// The body does not hash to its id.
+    #[error("digest mismatch")]
+    DigestMismatch,
+    /// Over quota.
+    #[error("quota exceeded")]
+    QuotaExceeded,
+    /// Body too large.
+    #[error("payload too large")]
+    TooLarge,
+    /// Rate limited; retry after this many seconds.
+    #[error("rate limited")]
+    RateLimited(u64),
+    /// Metadata store failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Blob store failure.
+    #[error(transparent)]
+    Blob(BlobError),
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound => ApiError::NotFound,
+            other => ApiError::Blob(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message): (StatusCode, &str, String) = match &self {
+            ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST, format!("malformed request: {why}")),
+            ApiError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, "authentication required or failed; sign in again".into())
+            }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, code::NOT_FOUND, "no such object".into()),
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, code::CONFLICT, format!("conflict: {why}")),
+            ApiError::HeadMoved(_) => {
+                (StatusCode::CONFLICT, code::HEAD_MOVED, "the collection changed; fetch the new head and retry".into())
+            }
+            ApiError::DigestMismatch => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code::DIGEST_MISMATCH, "the body does not hash to the id in the URL".into())
+            }
+            ApiError::QuotaExceeded => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                code::QUOTA_EXCEEDED,
+                "storage quota exceeded; delete data or ask for more".into(),
+            ),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, code::TOO_LARGE, "request body too large".into()),
+            ApiError::RateLimited(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED, "too many requests; retry later".into())
+            }
+            ApiError::Store(e) => {
+                tracing::error!(error = %e, "metadata store failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
+            }
+            ApiError::Blob(e) => {
+                tracing::error!(error = %e, "blob store failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
+            }
+        };
+        let head = match &self {
+            ApiError::HeadMoved(Some((seq, id))) => Some(HeadRecord { seq: *seq, id: HexId(*id) }),
+            _ => None,
+        };
+        let mut response = (status, Json(ErrorBody { error: ErrorDetail { code: code.into(), message, head } })).into_response();
+        if let ApiError::RateLimited(secs) = self {
+            if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,14 @@
+//! `keyhold serve`: a stateless HTTP service over a metadata store (SQLite
+//! by default) and a blob store (a local folder by default) that only ever
+//! holds ciphertext, opaque ids and the few cleartext fields the protocol
+//! needs (docs/server-data.md lists every one).
+
+pub mod app;
+pub mod blobs;
+pub mod config;
+pub mod error;
+pub mod serve;
+pub mod store;
+
+pub use config::{Config, Limits};
+pub use serve::{BoundServer, ServeError, bind};
