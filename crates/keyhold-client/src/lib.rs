@@ -1,1 +1,15 @@
+//! The Keyhold client engine. Everything the server sends is hostile input:
+//! it reaches the user's files only after `keyhold-core` verified it.
 
+pub mod account;
+pub mod api;
+pub mod client;
+pub mod error;
+pub mod home;
+pub mod ops;
+pub mod state;
+pub mod sync;
+
+pub use client::{Client, DEFAULT_COLLECTION};
+pub use error::{ClientError, Result};
+pub use home::Home;

@@ -1,1 +1,371 @@
-fn main() {}
+//! `keyhold`: the client CLI and `keyhold serve`.
+//!
+//! Exit codes: 0 success; 1 failure; 2 bad usage; 3 the server's data failed
+//! verification (tampering, rollback, fork or injection was detected and
+//! nothing was changed locally).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use keyhold_client::{Client, ClientError, DEFAULT_COLLECTION, Home, account, ops, sync};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "keyhold",
+    version,
+    about = "An end-to-end encrypted cloud: the server stores only ciphertext and cannot fool you."
+)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 the server's data failed verification (nothing was changed locally)."
+)]
+struct Cli {
+    /// Where this device keeps its keys and state [env: KEYHOLD_HOME; default: the platform data directory]
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// No progress bars or chatter; errors only.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (embedded defaults: SQLite + a blob folder under ./keyhold-data, on 127.0.0.1:8420).
+    Serve {
+        /// TOML config file (see deploy/keyhold.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Folder for the embedded stores.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+    /// Create a new account with this device; prints the recovery key once.
+    Init {
+        /// Server URL.
+        #[arg(long, env = "KEYHOLD_SERVER")]
+        server: String,
+        /// Write the recovery key to this file (mode 0600) instead of the screen.
+        #[arg(long)]
+        recovery_key_file: Option<PathBuf>,
+    },
+    /// Join an existing account on this device with its recovery key.
+    Recover {
+        /// Server URL.
+        #[arg(long, env = "KEYHOLD_SERVER")]
+        server: String,
+        /// Read the recovery key from this file (else $KEYHOLD_RECOVERY_KEY, else standard input).
+        #[arg(long)]
+        recovery_key_file: Option<PathBuf>,
+    },
+    /// Two-way sync of a folder with a collection.
+    Sync {
+        /// The folder.
+        dir: PathBuf,
+        /// Collection name.
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+        /// Keep syncing every --interval seconds.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between syncs with --watch.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
+    /// Account, device, folders and usage.
+    Status,
+    /// List files in the collection (at its newest revision).
+    Ls {
+        /// Path in the collection (or a local path inside a synced folder).
+        path: Option<String>,
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+    },
+    /// The versions of a file.
+    Log {
+        /// Path in the collection (or a local path inside a synced folder).
+        path: String,
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+    },
+    /// Restore a version of a file (never overwrites an existing file).
+    Restore {
+        /// Path in the collection (or a local path inside a synced folder).
+        path: String,
+        /// Version number from `keyhold log` (default: the newest).
+        #[arg(long)]
+        version: Option<usize>,
+        /// Where to write it (default: the file's own place, if free).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+    },
+    /// Decrypt the whole collection into plain files, with the client alone.
+    Export {
+        /// An empty or new folder.
+        dest: PathBuf,
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+    },
+    /// Authenticate the whole history and report anything missing or corrupt.
+    Check {
+        /// Also download and authenticate file content.
+        #[arg(long)]
+        read_data: bool,
+        /// With --read-data: the percentage of chunks to read (1–100).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+        sample: u8,
+        #[arg(long, default_value = DEFAULT_COLLECTION)]
+        collection: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter =
+        std::env::var("KEYHOLD_LOG").unwrap_or_else(|_| if cli.quiet { "error".into() } else { "warn,keyhold=info".into() });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyhold: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyhold: {e:#}");
+            let integrity = e.chain().any(|c| matches!(c.downcast_ref::<ClientError>(), Some(ClientError::Integrity(_))));
+            ExitCode::from(if integrity { 3 } else { 1 })
+        }
+    }
+}
+
+fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        human(value);
+    }
+}
+
+async fn collection_path(client: &Client, path: &str) -> anyhow::Result<String> {
+    let local = Path::new(path);
+    if local.is_absolute() || local.exists() {
+        if let Some((_, rel)) = ops::locate(client, local).await? {
+            return Ok(rel);
+        }
+    }
+    Ok(path.trim_matches('/').to_owned())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
+    if let Command::Serve { config, listen, data } = cli.command {
+        return serve(config, listen, data).await;
+    }
+    let home = Home::locate(cli.home.clone())?;
+    match cli.command {
+        Command::Serve { .. } => unreachable!("handled above"),
+        Command::Init { server, recovery_key_file } => {
+            let (account, recovery) = account::init(&home, &server).await?;
+            match recovery_key_file {
+                Some(file) => {
+                    keyhold_client::home::write_private(&file, format!("{}\n", recovery.as_str()).as_bytes())?;
+                    eprintln!(
+                        "Account {account} created. Recovery key written to {} — keep it offline; it is the only way back in if you lose every device.",
+                        file.display()
+                    );
+                }
+                None => {
+                    eprintln!("Account {account} created. Your recovery key (shown once; write it down and keep it offline):");
+                    println!("{}", recovery.as_str());
+                }
+            }
+            if cli.json {
+                println!("{}", serde_json::json!({"account": account.to_hex(), "home": home.dir()}));
+            }
+        }
+        Command::Recover { server, recovery_key_file } => {
+            let text = match (recovery_key_file, std::env::var("KEYHOLD_RECOVERY_KEY").ok()) {
+                (Some(f), _) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
+                (None, Some(k)) => k,
+                (None, None) => {
+                    if std::io::stdin().is_terminal() {
+                        eprint!("Recovery key: ");
+                    }
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line
+                }
+            };
+            let account = account::recover(&home, &server, text.trim()).await?;
+            emit(cli.json, &serde_json::json!({"account": account.to_hex()}), |_| {
+                eprintln!("This device joined account {account}.")
+            });
+        }
+        Command::Sync { dir, collection, watch, interval } => {
+            let mut client = Client::open(&home).await?;
+            if client.state_rebuilt {
+                eprintln!(
+                    "keyhold: the local state database was damaged and has been rebuilt from the server; no deletions will be propagated from this sync."
+                );
+            }
+            loop {
+                let report = sync::sync(&mut client, &dir, &collection, progress).await?;
+                emit(cli.json, &report, |r| {
+                    if !cli.quiet {
+                        eprintln!(
+                            "synced {}: {} up, {} down, {} deleted here, {} deleted there, {} conflicts, revision {}",
+                            dir.display(),
+                            r.uploaded.len(),
+                            r.downloaded.len(),
+                            r.deleted_locally.len(),
+                            r.deleted_remotely.len(),
+                            r.conflicts.len(),
+                            r.head.map_or("none".into(), |h| h.to_string())
+                        );
+                    }
+                    for c in &r.conflicts {
+                        eprintln!("conflict: kept both versions; yours is now {c}");
+                    }
+                    for (p, why) in &r.skipped {
+                        eprintln!("skipped {p}: {why}");
+                    }
+                });
+                if !watch {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+            }
+        }
+        Command::Status => {
+            let client = Client::open(&home).await?;
+            let status = ops::status(&client).await?;
+            emit(cli.json, &status, |s| {
+                println!("server   {}\naccount  {}\ndevice   {} (one of {} devices)", s.server, s.account, s.device, s.devices);
+                println!("storage  {} of {} bytes", s.used_bytes, s.quota_bytes);
+                for (folder, rev) in &s.folders {
+                    println!("folder   {folder} (revision {})", rev.map_or("none".into(), |r| r.to_string()));
+                }
+            });
+        }
+        Command::Ls { path, collection } => {
+            let mut client = Client::open(&home).await?;
+            let prefix = match &path {
+                Some(p) => collection_path(&client, p).await?,
+                None => String::new(),
+            };
+            let mut coll = client.collection(&collection).await?;
+            let list = ops::ls(&client, &mut coll, &prefix).await?;
+            emit(cli.json, &list, |l| {
+                for e in l {
+                    if e.is_dir {
+                        println!("{:>12}  {}/", "-", e.path);
+                    } else {
+                        println!("{:>12}  {}", e.size, e.path);
+                    }
+                }
+            });
+        }
+        Command::Log { path, collection } => {
+            let mut client = Client::open(&home).await?;
+            let rel = collection_path(&client, &path).await?;
+            let mut coll = client.collection(&collection).await?;
+            let versions = ops::log(&client, &mut coll, &rel).await?;
+            emit(cli.json, &versions, |vs| {
+                println!("version  revision  size          device    time (ms)");
+                for v in vs {
+                    let size = if v.deleted { "deleted".to_owned() } else { v.size.to_string() };
+                    println!(
+                        "{:>7}  {:>8}  {:<12}  {}  {}",
+                        v.version,
+                        v.revision,
+                        size,
+                        v.device.get(..8).unwrap_or(&v.device),
+                        v.time_ms
+                    );
+                }
+            });
+        }
+        Command::Restore { path, version, to, collection } => {
+            let mut client = Client::open(&home).await?;
+            let located = ops::locate(&client, Path::new(&path)).await?;
+            let rel = collection_path(&client, &path).await?;
+            let dest = match (to, located) {
+                (Some(to), _) => to,
+                (None, Some((root, rel))) => rel.split('/').fold(root, |p, c| p.join(c)),
+                (None, None) => PathBuf::from(rel.rsplit('/').next().unwrap_or(&rel)),
+            };
+            let mut coll = client.collection(&collection).await?;
+            let v = ops::restore(&client, &mut coll, &rel, version, &dest).await?;
+            emit(cli.json, &v, |v| eprintln!("restored version {} of {rel} to {}", v.version, dest.display()));
+        }
+        Command::Export { dest, collection } => {
+            let mut client = Client::open(&home).await?;
+            let mut coll = client.collection(&collection).await?;
+            let files = ops::export(&client, &mut coll, &dest, progress).await?;
+            emit(cli.json, &serde_json::json!({"files": files, "dest": dest}), |_| {
+                eprintln!("exported {files} files to {}", dest.display())
+            });
+        }
+        Command::Check { read_data, sample, collection } => {
+            let mut client = Client::open(&home).await?;
+            let mut coll = client.collection(&collection).await?;
+            let report = ops::check(&client, &mut coll, read_data, sample).await?;
+            emit(cli.json, &report, |r| {
+                println!(
+                    "checked {} revisions, {} listings and manifests, {} chunks ({} bytes read)",
+                    r.revisions, r.metadata_blobs, r.chunks, r.bytes_read
+                );
+                for p in &r.problems {
+                    println!("PROBLEM {p}");
+                }
+            });
+            if !report.problems.is_empty() {
+                bail!("{} problems found", report.problems.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, data: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut config = match config {
+        Some(path) => keyhold_server::Config::from_file(&path)?,
+        None => keyhold_server::Config::default(),
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if let Some(data) = data {
+        config.data_dir = data;
+    }
+    let server = keyhold_server::bind(&config).await?;
+    let addr = server.local_addr()?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    eprintln!("keyhold serving on {scheme}://{addr} (data in {})", config.data_dir.display());
+    // Tests and scripts read this line to learn a port chosen by the OS.
+    println!("listening {scheme}://{addr}");
+    server
+        .serve(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("keyhold: shutting down; finishing requests in flight");
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The HTTP side of the client. Every answer is treated as hostile: bodies
+//! are parsed into wire types, then verified by the core before use.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use bytes::Bytes;
+use keyhold_core::{AccountId, CollectionId, DeviceSecret, ObjectId};
+use keyhold_proto::{
+    AccountKeys, Bytes as B64, Challenge, ChallengeRequest, CreateAccount, EnrollDevice, ErrorBody, HeadRecord, Packs,
+    PutCollectionKey, RecoveryInfo, Revisions, Session, SessionRequest,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+
+use crate::error::{ClientError, Result};
+
+/// Largest response the client accepts for JSON bodies.
+const MAX_JSON: usize = 64 << 20;
+
+/// A connection to one server.
+#[derive(Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+/// What a commit attempt did.
+pub enum CommitResult {
+    /// Committed.
+    Committed,
+    /// Someone else moved the head first.
+    HeadMoved,
+}
+
+fn install_crypto_provider() {
+    // reqwest is built without a bundled provider: use ring, as the server does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Api {
+    /// A client for `server` (e.g. `http://127.0.0.1:8420`).
+    pub fn new(server: &str) -> Result<Self> {
+        install_crypto_provider();
+        let base = server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Usage(format!("server URL must start with http:// or https://, got {server:?}")));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(300))
+            .pool_max_idle_per_host(16)
+            .build()?;
+        Ok(Api { http, base, token: None })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let rb = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn send(&self, rb: RequestBuilder) -> Result<reqwest::Response> {
+        let response = rb.send().await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => ("unknown".to_owned(), String::from_utf8_lossy(&body).chars().take(200).collect()),
+        };
+        Err(ClientError::Server { status, code, message })
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
+        let response = self.send(rb).await?;
+        if response.content_length().is_some_and(|l| l > MAX_JSON as u64) {
+            return Err(ClientError::Protocol("response too large".into()));
+        }
+        let body = response.bytes().await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(format!("malformed response: {e}")))
+    }
+
+    /// Creates an account.
+    pub async fn create_account(&self, body: &CreateAccount) -> Result<()> {
+        self.send(self.request(Method::POST, "/v1/accounts").json(body)).await.map(drop)
+    }
+
+    /// Opens a session for `device` of `account`.
+    pub async fn sign_in(&mut self, account: AccountId, device: &DeviceSecret) -> Result<()> {
+        let ids = ChallengeRequest { account_id: account.to_hex(), device_id: device.id().to_hex() };
+        let challenge: Challenge = self.json(self.request(Method::POST, "/v1/auth/challenge").json(&ids)).await?;
+        let bytes: [u8; 32] = challenge.challenge.array().ok_or_else(|| ClientError::Protocol("challenge length".into()))?;
+        let body = SessionRequest {
+            account_id: ids.account_id,
+            device_id: ids.device_id,
+            challenge: B64(bytes.to_vec()),
+            signature: B64(device.sign_challenge(account, &bytes).to_vec()),
+        };
+        let session: Session = self.json(self.request(Method::POST, "/v1/auth/session").json(&body)).await?;
+        self.token = Some(session.token);
+        Ok(())
+    }
+
+    /// The recovery entry point for a locator.
+    pub async fn recovery_info(&self, locator: &[u8; 32]) -> Result<RecoveryInfo> {
+        self.json(self.request(Method::GET, &format!("/v1/recovery/{}", ObjectId(*locator).to_hex()))).await
+    }
+
+    /// Enrolls a device with the recovery key's signature.
+    pub async fn enroll(&self, locator: &[u8; 32], body: &EnrollDevice) -> Result<()> {
+        let path = format!("/v1/recovery/{}/devices", ObjectId(*locator).to_hex());
+        self.send(self.request(Method::POST, &path).json(body)).await.map(drop)
+    }
+
+    /// The account's key material.
+    pub async fn keys(&self) -> Result<AccountKeys> {
+        self.json(self.request(Method::GET, "/v1/keys")).await
+    }
+
+    /// Files a collection key wrap; `false` if another one is filed already.
+    pub async fn put_collection_key(&self, collection: CollectionId, epoch: u32, wrap: Vec<u8>) -> Result<bool> {
+        let path = format!("/v1/collections/{collection}/keys/{epoch}");
+        match self.send(self.request(Method::PUT, &path).json(&PutCollectionKey { wrap: B64(wrap) })).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Server { status: 409, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The collection's head, if it has one.
+    pub async fn head(&self, collection: CollectionId) -> Result<Option<HeadRecord>> {
+        match self.json(self.request(Method::GET, &format!("/v1/collections/{collection}/head"))).await {
+            Ok(head) => Ok(Some(head)),
+            Err(ClientError::Server { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// All stored revisions after `after`, in order.
+    pub async fn revisions(&self, collection: CollectionId, mut after: Option<u64>) -> Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        loop {
+            let mut rb = self.request(Method::GET, &format!("/v1/collections/{collection}/revisions"));
+            if let Some(seq) = after {
+                rb = rb.query(&[("after", seq)]);
+            }
+            let page: Revisions = self.json(rb).await?;
+            let got = page.revisions.len();
+            for r in page.revisions {
+                out.push(r.0);
+            }
+            if !page.more || got == 0 {
+                return Ok(out);
+            }
+            let last = out.last().and_then(|r| keyhold_core::RevisionHeader::parse(r).ok());
+            after = Some(last.ok_or_else(|| ClientError::Protocol("unparsable revision in listing".into()))?.seq);
+        }
+    }
+
+    /// Commits a revision by compare-and-swap.
+    pub async fn commit(&self, collection: CollectionId, stored: Vec<u8>) -> Result<CommitResult> {
+        let rb = self.request(Method::POST, &format!("/v1/collections/{collection}/revisions")).body(stored);
+        match self.send(rb).await {
+            Ok(_) => Ok(CommitResult::Committed),
+            Err(ClientError::Server { status: 409, .. }) => Ok(CommitResult::HeadMoved),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Usage and quota.
+    pub async fn usage(&self) -> Result<keyhold_proto::Usage> {
+        self.json(self.request(Method::GET, "/v1/usage")).await
+    }
+
+    /// Every pack of a collection.
+    pub async fn packs(&self, collection: CollectionId) -> Result<Packs> {
+        self.json(self.request(Method::GET, &format!("/v1/collections/{collection}/packs"))).await
+    }
+
+    /// Uploads a pack (idempotent).
+    pub async fn put_pack(&self, id: ObjectId, bytes: Bytes) -> Result<()> {
+        self.send(self.request(Method::PUT, &format!("/v1/packs/{id}")).body(bytes)).await.map(drop)
+    }
+
+    /// Downloads a pack, or a byte range of it; a range answer must have
+    /// exactly the requested length.
+    pub async fn get_pack(&self, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes> {
+        let mut rb = self.request(Method::GET, &format!("/v1/packs/{id}"));
+        if let Some(r) = &range {
+            rb = rb.header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
+        }
+        let response = self.send(rb).await?;
+        let expect_partial = range.is_some();
+        if expect_partial && response.status() != StatusCode::PARTIAL_CONTENT {
+            return Err(ClientError::Protocol("server ignored a range request".into()));
+        }
+        let bytes = response.bytes().await?;
+        if let Some(r) = range {
+            if u64::try_from(bytes.len()).ok() != Some(r.end - r.start) {
+                return Err(ClientError::Protocol("range answer of the wrong length".into()));
+            }
+        } else if ObjectId::of(&bytes) != id {
+            return Err(ClientError::Integrity(keyhold_core::Error::ContentMismatch));
+        }
+        Ok(bytes)
+    }
+
+    /// A suffix range (the last `n` bytes) of a pack of known size.
+    pub async fn get_pack_tail(&self, id: ObjectId, size: u64, n: u64) -> Result<Bytes> {
+        self.get_pack(id, Some(size.saturating_sub(n)..size)).await
+    }
+}

@@ -1,0 +1,488 @@
+//! A signed-in device: keys, server connection, local state, and the
+//! verified reads every operation builds on (collection keys, history,
+//! trees, blobs) plus the pack uploader.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
+use keyhold_core::{
+    AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceId,
+    DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, SealedBlob,
+    VerifiedRevision, check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
+};
+use tokio::task::JoinSet;
+
+use crate::api::Api;
+use crate::error::{ClientError, Result};
+use crate::home::{DeviceConfig, DeviceKeys, Home};
+use crate::state::{BlobLocation, State};
+
+/// The name of the collection `keyhold sync` uses unless told otherwise.
+pub const DEFAULT_COLLECTION: &str = "default";
+
+/// A signed-in device.
+pub struct Client {
+    /// Server connection (with a session).
+    pub api: Api,
+    /// Device config.
+    pub config: DeviceConfig,
+    /// Device secrets.
+    pub keys: DeviceKeys,
+    /// Local state.
+    pub state: State,
+    /// Whether the state database had to be rebuilt on open.
+    pub state_rebuilt: bool,
+    devices: HashMap<DeviceId, DevicePublicKeys>,
+    collection_wraps: Vec<(CollectionId, u32, Vec<u8>)>,
+}
+
+/// One collection, its keys by epoch, and its blob index.
+pub struct Collection {
+    /// Id.
+    pub id: CollectionId,
+    /// Derived keys per epoch.
+    pub keys: HashMap<u32, Arc<CollectionKeys>>,
+    /// The epoch new data is written under.
+    pub current_epoch: u32,
+    /// Where each blob is.
+    pub index: HashMap<BlobId, BlobLocation>,
+}
+
+impl Collection {
+    /// Keys of an epoch.
+    pub fn keys_for(&self, epoch: u32) -> Result<&Arc<CollectionKeys>> {
+        self.keys.get(&epoch).ok_or(ClientError::Integrity(keyhold_core::Error::ContextMismatch("unknown collection key epoch")))
+    }
+
+    /// Keys new data is sealed under.
+    pub fn current(&self) -> Result<&Arc<CollectionKeys>> {
+        self.keys_for(self.current_epoch)
+    }
+}
+
+/// A file or folder of a remote tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteNode {
+    /// Folder or file.
+    pub is_dir: bool,
+    /// Size (files).
+    pub size: u64,
+    /// Modification time, ns.
+    pub mtime_ns: i64,
+    /// Mode bits.
+    pub mode: u32,
+    /// Manifest or listing.
+    pub target: BlobRef,
+}
+
+impl RemoteNode {
+    fn of(entry: &Entry) -> Self {
+        RemoteNode {
+            is_dir: entry.kind == EntryKind::Folder,
+            size: entry.size,
+            mtime_ns: entry.mtime_ns,
+            mode: entry.mode,
+            target: entry.target,
+        }
+    }
+}
+
+/// A whole tree, by path (`a/b/c`).
+pub type Tree = BTreeMap<String, RemoteNode>;
+
+impl Client {
+    /// Loads this device's keys and signs in.
+    pub async fn open(home: &Home) -> Result<Self> {
+        let (config, keys) = home.load()?;
+        let mut api = Api::new(&config.server)?;
+        api.sign_in(keys.account, &keys.device).await?;
+        let (state, state_rebuilt) = State::open(&home.state_path()).await?;
+        let mut client =
+            Client { api, config, keys, state, state_rebuilt, devices: HashMap::new(), collection_wraps: Vec::new() };
+        client.load_account_keys().await?;
+        Ok(client)
+    }
+
+    /// Fetches devices and wraps; keeps only devices certified under the
+    /// account root key (the server cannot certify one of its own).
+    async fn load_account_keys(&mut self) -> Result<()> {
+        let keys = self.api.keys().await?;
+        let mut devices = HashMap::new();
+        for record in &keys.devices {
+            let Ok(public) = DevicePublicKeys::from_bytes(&record.public_keys.0) else {
+                tracing::warn!("the server lists a malformed device key; ignoring it");
+                continue;
+            };
+            if check_device_certificate(&self.keys.root, self.keys.account, self.keys.epoch, &public, &record.certificate.0)
+                .is_err()
+            {
+                tracing::warn!(device = %public.id(), "the server lists a device this account never certified; ignoring it");
+                continue;
+            }
+            devices.insert(public.id(), public);
+        }
+        if !devices.contains_key(&self.keys.device.id()) {
+            return Err(ClientError::Integrity(keyhold_core::Error::UnknownAuthor));
+        }
+        self.devices = devices;
+        self.collection_wraps =
+            keys.collection_wraps.into_iter().filter_map(|w| Some((CollectionId::from_hex(&w.id)?, w.epoch, w.wrap.0))).collect();
+        Ok(())
+    }
+
+    /// Certified devices of the account.
+    pub fn devices(&self) -> &HashMap<DeviceId, DevicePublicKeys> {
+        &self.devices
+    }
+
+    fn root(&self) -> &AccountRootKey {
+        &self.keys.root
+    }
+
+    /// Opens (creating on first use) the collection named `name`.
+    pub async fn collection(&mut self, name: &str) -> Result<Collection> {
+        let id = CollectionId::named(self.root(), name);
+        let mut keys = HashMap::new();
+        for (cid, epoch, wrap) in self.collection_wraps.iter().filter(|(c, _, _)| *c == id) {
+            let ctx = CollectionWrapContext {
+                account: self.keys.account,
+                collection: *cid,
+                collection_epoch: *epoch,
+                account_epoch: self.keys.epoch,
+            };
+            let key = unwrap_collection_key(wrap, self.root(), &ctx)?;
+            keys.insert(*epoch, Arc::new(CollectionKeys::derive(&key, id, *epoch)));
+        }
+        if keys.is_empty() {
+            let key = CollectionKey::generate(&mut os_rng());
+            let ctx = CollectionWrapContext {
+                account: self.keys.account,
+                collection: id,
+                collection_epoch: 0,
+                account_epoch: self.keys.epoch,
+            };
+            let wrap = wrap_collection_key(&key, self.root(), &ctx, &mut os_rng())?;
+            if !self.api.put_collection_key(id, 0, wrap).await? {
+                // Another device created it first: use theirs.
+                self.load_account_keys().await?;
+                return Box::pin(self.collection(name)).await;
+            }
+            keys.insert(0, Arc::new(CollectionKeys::derive(&key, id, 0)));
+        }
+        let current_epoch = keys.keys().copied().max().unwrap_or(0);
+        let index = self.state.blob_index(id).await?;
+        Ok(Collection { id, keys, current_epoch, index })
+    }
+
+    /// Verifies the collection's history up to the server's head against the
+    /// last head this device accepted (rollback, fork, injection).
+    pub async fn verified_head(&self, coll: &Collection) -> Result<Option<VerifiedRevision>> {
+        let last = self.state.verified_head(coll.id).await?;
+        let Some(offered) = self.api.head(coll.id).await? else {
+            return match last {
+                Some(seen) => Err(ClientError::Integrity(keyhold_core::Error::Rollback { seen: seen.seq, served: 0 })),
+                None => Ok(None),
+            };
+        };
+        let offered = Head { seq: offered.seq, id: offered.id.0 };
+        let mut verifier = HistoryVerifier::new(coll.id, last);
+        let fresh = verifier.check_offered(offered)?;
+        let after = if fresh { last.map(|h| h.seq) } else { offered.seq.checked_sub(1) };
+        let stored = self.api.revisions(coll.id, after).await?;
+        let revisions = stored.iter().map(|s| self.open_revision(coll, s)).collect::<Result<Vec<_>>>()?;
+        let Some(newest) = revisions.last().cloned() else {
+            return Err(ClientError::Integrity(keyhold_core::Error::MissingRevisions { after }));
+        };
+        if newest.head() != offered {
+            return Err(ClientError::Integrity(keyhold_core::Error::Fork { seq: offered.seq }));
+        }
+        if fresh {
+            let head = verifier.extend(&revisions)?;
+            self.state.set_verified_head(coll.id, head).await?;
+        }
+        Ok(Some(newest))
+    }
+
+    /// Every revision from the first, verified as one chain that contains
+    /// the last head this device accepted.
+    pub async fn full_history(&self, coll: &Collection) -> Result<Vec<VerifiedRevision>> {
+        self.verified_head(coll).await?;
+        let stored = self.api.revisions(coll.id, None).await?;
+        let revisions = stored.iter().map(|s| self.open_revision(coll, s)).collect::<Result<Vec<_>>>()?;
+        let mut verifier = HistoryVerifier::new(coll.id, None);
+        if !revisions.is_empty() {
+            verifier.extend(&revisions)?;
+        }
+        if let Some(seen) = self.state.verified_head(coll.id).await? {
+            if revisions.get(usize::try_from(seen.seq).unwrap_or(usize::MAX)).map(VerifiedRevision::head) != Some(seen) {
+                return Err(ClientError::Integrity(keyhold_core::Error::Fork { seq: seen.seq }));
+            }
+        }
+        Ok(revisions)
+    }
+
+    fn open_revision(&self, coll: &Collection, stored: &[u8]) -> Result<VerifiedRevision> {
+        let header = keyhold_core::RevisionHeader::parse(stored)?;
+        let keys = coll.keys_for(header.epoch)?;
+        Ok(open_revision(keys, stored, |id| self.devices.get(id))?)
+    }
+
+    /// Loads the index of every pack the server lists that this device has
+    /// not indexed yet (each index is authenticated by the pack key).
+    pub async fn refresh_index(&self, coll: &mut Collection) -> Result<()> {
+        let known = self.state.known_packs(coll.id).await?;
+        let listed = self.api.packs(coll.id).await?;
+        for pack in listed.packs.into_iter().filter(|p| !known.contains(&p.id.0)) {
+            let (id, size) = (pack.id.0, pack.size);
+            if size < u64::try_from(PACK_PREFIX_LEN + PACK_TRAILER_LEN).unwrap_or(u64::MAX) {
+                return Err(ClientError::Protocol(format!("pack {id} is too small to be a pack")));
+            }
+            let prefix = self.api.get_pack(id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))).await?;
+            let epoch = prefix.get(23..27).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
+            let keys = coll.keys_for(epoch)?;
+            let trailer = self.api.get_pack_tail(id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)).await?;
+            let len = usize::try_from(size).map_err(|_| ClientError::Protocol("pack size".into()))?;
+            let (offset, index_len) = open_trailer(keys, &prefix, &trailer, len)?;
+            let start = u64::try_from(offset).unwrap_or(0);
+            let sealed = self.api.get_pack(id, Some(start..start + u64::try_from(index_len).unwrap_or(0))).await?;
+            let entries = open_index(keys, &prefix, &sealed, offset)?;
+            self.state.add_pack(coll.id, id, size, &entries).await?;
+            for e in &entries {
+                coll.index
+                    .insert(e.id, BlobLocation { kind: e.kind, pack: id, offset: u64::from(e.offset), len: u64::from(e.len) });
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches the ciphertexts of `ids`: whole packs when many blobs of one
+    /// pack are wanted, byte ranges otherwise.
+    pub async fn fetch_blobs(&self, coll: &mut Collection, ids: &[BlobId]) -> Result<HashMap<BlobId, Vec<u8>>> {
+        if ids.iter().any(|id| !coll.index.contains_key(id)) {
+            self.refresh_index(coll).await?;
+        }
+        let mut by_pack: HashMap<ObjectId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+        for id in ids.iter().collect::<HashSet<_>>() {
+            let loc = *coll.index.get(id).ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?;
+            by_pack.entry(loc.pack).or_default().push((*id, loc));
+        }
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut jobs = JoinSet::new();
+        for (pack, wanted) in by_pack {
+            let api = self.api.clone();
+            jobs.spawn(async move {
+                let mut got = Vec::with_capacity(wanted.len());
+                if wanted.len() > 3 {
+                    let bytes = api.get_pack(pack, None).await?;
+                    for (id, loc) in wanted {
+                        let range = usize::try_from(loc.offset).unwrap_or(usize::MAX)
+                            ..usize::try_from(loc.offset + loc.len).unwrap_or(usize::MAX);
+                        let slice = bytes.get(range).ok_or_else(|| ClientError::Protocol("blob outside its pack".into()))?;
+                        got.push((id, slice.to_vec()));
+                    }
+                } else {
+                    for (id, loc) in wanted {
+                        got.push((id, api.get_pack(pack, Some(loc.offset..loc.offset + loc.len)).await?.to_vec()));
+                    }
+                }
+                Ok::<_, ClientError>(got)
+            });
+            while jobs.len() >= 8 {
+                if let Some(done) = jobs.join_next().await {
+                    out.extend(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
+                }
+            }
+        }
+        while let Some(done) = jobs.join_next().await {
+            out.extend(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
+        }
+        Ok(out)
+    }
+
+    /// Reads and authenticates a whole tree (every listing; manifests are
+    /// opened on demand).
+    pub async fn read_tree(&self, coll: &mut Collection, root: BlobRef) -> Result<Tree> {
+        let mut tree = Tree::new();
+        let mut level: Vec<(String, BlobRef)> = vec![(String::new(), root)];
+        while !level.is_empty() {
+            let ids: Vec<BlobId> = level.iter().map(|(_, r)| r.id).collect();
+            let mut blobs = self.fetch_blobs(coll, &ids).await?;
+            let mut next = Vec::new();
+            for (prefix, at) in level {
+                let ciphertext = blobs.remove(&at.id).ok_or_else(|| ClientError::MissingBlob(at.id.to_hex()))?;
+                let listing = coll.keys_for(at.epoch)?.open_listing(&at.id, ciphertext)?;
+                for entry in listing.entries() {
+                    let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
+                    if entry.kind == EntryKind::Folder {
+                        next.push((path.clone(), entry.target));
+                    }
+                    tree.insert(path, RemoteNode::of(entry));
+                }
+            }
+            level = next;
+        }
+        Ok(tree)
+    }
+
+    /// Opens manifests, checking each against the listing entry that named it.
+    pub async fn manifests(&self, coll: &mut Collection, nodes: &[&RemoteNode]) -> Result<HashMap<BlobId, Manifest>> {
+        let ids: Vec<BlobId> = nodes.iter().map(|n| n.target.id).collect();
+        let mut blobs = self.fetch_blobs(coll, &ids).await?;
+        let mut out = HashMap::new();
+        for node in nodes {
+            let Some(ciphertext) = blobs.remove(&node.target.id) else { continue };
+            let manifest = coll.keys_for(node.target.epoch)?.open_manifest(&node.target.id, ciphertext)?;
+            if manifest.size != node.size || manifest.meta.mode != node.mode || manifest.meta.mtime_ns != node.mtime_ns {
+                return Err(ClientError::Integrity(keyhold_core::Error::Malformed("listing entry disagrees with its manifest")));
+            }
+            out.insert(node.target.id, manifest);
+        }
+        Ok(out)
+    }
+
+    /// Seals a tree's listings bottom-up (files must already have their
+    /// manifests uploaded) and returns the root listing.
+    pub fn seal_tree(&self, coll: &Collection, tree: &Tree, uploader: &mut Uploader) -> Result<BlobRef> {
+        let keys = coll.current()?.clone();
+        let mut children: BTreeMap<&str, Vec<(&str, &RemoteNode)>> = BTreeMap::new();
+        for (path, node) in tree {
+            let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            children.entry(parent).or_default().push((name, node));
+        }
+        let mut sealed: HashMap<String, BlobRef> = HashMap::new();
+        let mut dirs: Vec<&str> = tree.iter().filter(|(_, n)| n.is_dir).map(|(p, _)| p.as_str()).collect();
+        dirs.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+        dirs.push("");
+        for dir in dirs {
+            let mut entries = Vec::new();
+            for (name, node) in children.get(dir).map(Vec::as_slice).unwrap_or_default() {
+                let path = if dir.is_empty() { (*name).to_owned() } else { format!("{dir}/{name}") };
+                let target = if node.is_dir {
+                    *sealed.get(&path).ok_or_else(|| ClientError::Protocol("folder order".into()))?
+                } else {
+                    node.target
+                };
+                entries.push(Entry {
+                    name: (*name).to_owned(),
+                    kind: if node.is_dir { EntryKind::Folder } else { EntryKind::File },
+                    mode: node.mode,
+                    mtime_ns: node.mtime_ns,
+                    size: if node.is_dir { 0 } else { node.size },
+                    target,
+                });
+            }
+            let blob = keys.seal_listing(&Listing::new(entries)?)?;
+            let target = keys.blob_ref(&blob);
+            uploader.push(blob)?;
+            sealed.insert(dir.to_owned(), target);
+        }
+        sealed.remove("").ok_or_else(|| ClientError::Protocol("no root".into()))
+    }
+}
+
+/// Packs new blobs and uploads full packs in the background (a few at a
+/// time), skipping blobs the collection already stores.
+pub struct Uploader {
+    api: Api,
+    keys: Arc<CollectionKeys>,
+    known: HashSet<BlobId>,
+    builder: Option<PackBuilder>,
+    in_flight: JoinSet<Result<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>>,
+    done: Vec<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>,
+    /// Bytes of blob ciphertext queued so far.
+    pub bytes_queued: u64,
+}
+
+impl Uploader {
+    /// An uploader for new blobs of `coll`.
+    pub fn new(api: &Api, coll: &Collection) -> Result<Self> {
+        Ok(Uploader {
+            api: api.clone(),
+            keys: coll.current()?.clone(),
+            known: coll.index.keys().copied().collect(),
+            builder: None,
+            in_flight: JoinSet::new(),
+            done: Vec::new(),
+            bytes_queued: 0,
+        })
+    }
+
+    /// Whether the collection already stores (or this upload carries) `id`.
+    pub fn has(&self, id: &BlobId) -> bool {
+        self.known.contains(id)
+    }
+
+    /// Queues a blob (ignored if already stored).
+    pub fn push(&mut self, blob: SealedBlob) -> Result<()> {
+        if !self.known.insert(blob.id) {
+            return Ok(());
+        }
+        self.bytes_queued += u64::try_from(blob.ciphertext.len()).unwrap_or(0);
+        let full =
+            self.builder.as_ref().is_some_and(|b| !b.is_empty() && b.blob_bytes() + blob.ciphertext.len() > PACK_TARGET_LEN);
+        if full {
+            self.flush_pack()?;
+        }
+        let keys = self.keys.clone();
+        self.builder.get_or_insert_with(|| PackBuilder::new(&keys, &mut os_rng())).push(&blob)?;
+        Ok(())
+    }
+
+    fn flush_pack(&mut self) -> Result<()> {
+        let Some(builder) = self.builder.take() else { return Ok(()) };
+        if builder.is_empty() {
+            return Ok(());
+        }
+        let (id, bytes, entries) = builder.finish(&self.keys)?;
+        let api = self.api.clone();
+        let size = u64::try_from(bytes.len()).unwrap_or(0);
+        self.in_flight.spawn(async move {
+            let bytes = Bytes::from(bytes);
+            let mut attempt = 0;
+            loop {
+                // Uploads are idempotent: a retry after a dropped connection is safe (F3).
+                match api.put_pack(id, bytes.clone()).await {
+                    Ok(()) => return Ok((id, size, entries)),
+                    Err(ClientError::Http(e)) if attempt < 3 => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "pack upload failed; retrying");
+                        tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Waits while too many packs are in flight (bounds memory).
+    pub async fn throttle(&mut self) -> Result<()> {
+        while self.in_flight.len() >= 4 {
+            if let Some(done) = self.in_flight.join_next().await {
+                self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
+            }
+        }
+        Ok(())
+    }
+
+    /// Uploads what is left, waits for every upload, and records the packs.
+    pub async fn finish(mut self, client: &Client, coll: &mut Collection) -> Result<u64> {
+        self.flush_pack()?;
+        while let Some(done) = self.in_flight.join_next().await {
+            self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
+        }
+        for (id, size, entries) in &self.done {
+            client.state.add_pack(coll.id, *id, *size, entries).await?;
+            for e in entries {
+                coll.index
+                    .insert(e.id, BlobLocation { kind: e.kind, pack: *id, offset: u64::from(e.offset), len: u64::from(e.len) });
+            }
+        }
+        Ok(self.bytes_queued)
+    }
+}
+
+/// Keeps `ObjectType` in scope for callers matching blob kinds.
+pub const CHUNK: ObjectType = ObjectType::Chunk;

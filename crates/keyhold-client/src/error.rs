@@ -1,0 +1,65 @@
+//! Client errors. Integrity failures (anything the core refuses) are kept
+//! apart from transport and local failures: they mean the server, or
+//! something between, lied, and the message says so plainly.
+
+use std::path::PathBuf;
+
+/// What can stop a client operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// No account on this device yet.
+    #[error("this device has no Keyhold account yet (looked in {0}); run `keyhold init` or `keyhold recover`")]
+    NotInitialized(PathBuf),
+    /// An account exists already.
+    #[error("this device already has an account ({0}); use another KEYHOLD_HOME for another account")]
+    AlreadyInitialized(PathBuf),
+    /// Verification of server data failed: tampering, rollback, fork or injection.
+    #[error("integrity check failed: {0}. The server returned data that does not verify; nothing was changed locally")]
+    Integrity(#[from] keyhold_core::Error),
+    /// A server answer that breaks the protocol.
+    #[error("the server answered something unexpected: {0}")]
+    Protocol(String),
+    /// The server answered with an error.
+    #[error("server error {status} ({code}): {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Stable machine code.
+        code: String,
+        /// Human message.
+        message: String,
+    },
+    /// The server could not be reached.
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    /// Local filesystem failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local state database failed.
+    #[error("local state database: {0}")]
+    State(#[from] sqlx::Error),
+    /// Bad input from the user.
+    #[error("{0}")]
+    Usage(String),
+    /// A blob the tree names is not in any pack the server lists.
+    #[error("missing data: blob {0} is not stored on the server")]
+    MissingBlob(String),
+}
+
+impl ClientError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ClientError {
+        let path = path.into();
+        move |source| ClientError::Io { path, source }
+    }
+}
+
+/// Shorthand.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

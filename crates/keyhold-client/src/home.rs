@@ -1,0 +1,144 @@
+//! The device's home folder (`$KEYHOLD_HOME`, default: the platform data
+//! directory + `keyhold`): `config.json` (server, account and device ids —
+//! nothing secret) and `device.key` (the device's seeds and the account
+//! root key; mode 0600, written atomically).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use keyhold_core::{AccountId, AccountRootKey, DeviceSecret};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{ClientError, Result};
+
+const KEY_FILE_MAGIC: &[u8; 8] = b"KHDEVK1\0";
+const KEY_FILE_LEN: usize = 8 + 16 + 4 + 32 + 32 + 32;
+
+/// Where this device keeps its files.
+#[derive(Debug, Clone)]
+pub struct Home {
+    dir: PathBuf,
+}
+
+/// Non-secret settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceConfig {
+    /// Server base URL.
+    pub server: String,
+    /// Account id (hex).
+    pub account_id: String,
+    /// This device's id (hex).
+    pub device_id: String,
+}
+
+/// The device's secrets, loaded.
+pub struct DeviceKeys {
+    /// Account.
+    pub account: AccountId,
+    /// Account key epoch of `root`.
+    pub epoch: u32,
+    /// The account root key.
+    pub root: AccountRootKey,
+    /// Device keys.
+    pub device: DeviceSecret,
+}
+
+impl Home {
+    /// `$KEYHOLD_HOME`, or the platform's data directory.
+    pub fn locate(explicit: Option<PathBuf>) -> Result<Self> {
+        let dir = explicit
+            .or_else(|| std::env::var_os("KEYHOLD_HOME").map(PathBuf::from))
+            .or_else(|| dirs::data_dir().map(|d| d.join("keyhold")))
+            .ok_or_else(|| ClientError::Usage("cannot find a data directory; set KEYHOLD_HOME".into()))?;
+        Ok(Home { dir })
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("device.key")
+    }
+
+    /// The local state database's path.
+    pub fn state_path(&self) -> PathBuf {
+        self.dir.join("state.sqlite3")
+    }
+
+    /// Whether an account is set up here.
+    pub fn is_initialized(&self) -> bool {
+        self.key_path().exists()
+    }
+
+    /// Loads config and keys.
+    pub fn load(&self) -> Result<(DeviceConfig, DeviceKeys)> {
+        if !self.is_initialized() {
+            return Err(ClientError::NotInitialized(self.dir.clone()));
+        }
+        let text = std::fs::read_to_string(self.config_path()).map_err(ClientError::io(self.config_path()))?;
+        let config: DeviceConfig =
+            serde_json::from_str(&text).map_err(|e| ClientError::Usage(format!("{}: {e}", self.config_path().display())))?;
+        let raw = Zeroizing::new(std::fs::read(self.key_path()).map_err(ClientError::io(self.key_path()))?);
+        let bad = || {
+            ClientError::Usage(format!(
+                "{} is damaged; restore it from backup or run `keyhold recover`",
+                self.key_path().display()
+            ))
+        };
+        if raw.len() != KEY_FILE_LEN || raw.get(..8) != Some(KEY_FILE_MAGIC.as_slice()) {
+            return Err(bad());
+        }
+        let field = |at: usize| -> Result<[u8; 32]> { raw.get(at..at + 32).and_then(|s| s.try_into().ok()).ok_or_else(bad) };
+        let account = AccountId(raw.get(8..24).and_then(|s| s.try_into().ok()).ok_or_else(bad)?);
+        let epoch = u32::from_be_bytes(raw.get(24..28).and_then(|s| s.try_into().ok()).ok_or_else(bad)?);
+        let root = AccountRootKey::from_bytes(field(28)?);
+        let signing = Zeroizing::new(field(60)?);
+        let kem = Zeroizing::new(field(92)?);
+        let device = DeviceSecret::from_seeds(&signing, &kem);
+        if device.id().to_hex() != config.device_id || account.to_hex() != config.account_id {
+            return Err(bad());
+        }
+        Ok((config, DeviceKeys { account, epoch, root, device }))
+    }
+
+    /// Writes config and keys for a new account or device.
+    pub fn save(&self, config: &DeviceConfig, keys: &DeviceKeys) -> Result<()> {
+        std::fs::create_dir_all(&self.dir).map_err(ClientError::io(&self.dir))?;
+        let mut raw = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
+        let (signing, kem) = keys.device.expose_seeds();
+        raw.extend_from_slice(KEY_FILE_MAGIC);
+        raw.extend_from_slice(keys.account.as_bytes());
+        raw.extend_from_slice(&keys.epoch.to_be_bytes());
+        raw.extend_from_slice(keys.root.expose_secret());
+        raw.extend_from_slice(signing.as_ref());
+        raw.extend_from_slice(kem.as_ref());
+        write_private(&self.key_path(), &raw)?;
+        let json = serde_json::to_vec_pretty(config).map_err(|e| ClientError::Usage(e.to_string()))?;
+        write_private(&self.config_path(), &json)
+    }
+}
+
+/// Writes a file atomically (temp file, fsync, rename, fsync dir), mode 0600.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&tmp).map_err(ClientError::io(&tmp))?;
+    file.write_all(bytes).map_err(ClientError::io(&tmp))?;
+    file.sync_all().map_err(ClientError::io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(ClientError::io(path))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}

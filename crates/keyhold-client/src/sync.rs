@@ -1,0 +1,719 @@
+//! Two-way folder sync: a three-way merge of the base (the tree this device
+//! last agreed on), the local folder and the verified remote head.
+//!
+//! Order of work, chosen so that a crash anywhere loses nothing (F1–F4):
+//! verify the remote history; scan; plan; upload new blobs in packs; commit
+//! the merged tree by compare-and-swap (a moved head restarts the round);
+//! only then change local files — each download written to a temporary file,
+//! authenticated completely, and renamed into place only if the local file
+//! is still what the scan saw; deletions likewise; finally record the new
+//! base. A local deletion is propagated only for paths the base knew (F2).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use keyhold_core::{
+    BlobId, BlobRef, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng, seal_revision,
+    validate_name,
+};
+use serde::Serialize;
+
+use crate::api::CommitResult;
+use crate::client::{Client, Collection, RemoteNode, Tree, Uploader};
+use crate::error::{ClientError, Result};
+use crate::state::{BaseEntry, Stat};
+
+const READ_BUF: usize = 8 << 20;
+const TMP_PREFIX: &str = ".keyhold-tmp-";
+const MAX_ROUNDS: usize = 8;
+
+/// What a sync did.
+#[derive(Debug, Default, Serialize)]
+pub struct SyncReport {
+    /// Files uploaded (new or changed).
+    pub uploaded: Vec<String>,
+    /// Files downloaded.
+    pub downloaded: Vec<String>,
+    /// Local files deleted because they were deleted elsewhere.
+    pub deleted_locally: Vec<String>,
+    /// Paths whose deletion was propagated to the server.
+    pub deleted_remotely: Vec<String>,
+    /// Conflict copies created.
+    pub conflicts: Vec<String>,
+    /// Paths left alone, and why.
+    pub skipped: Vec<(String, String)>,
+    /// Head after the sync.
+    pub head: Option<u64>,
+    /// Bytes of new ciphertext uploaded.
+    pub bytes_uploaded: u64,
+}
+
+/// A file or folder found by the scan.
+#[derive(Debug, Clone)]
+struct LocalNode {
+    is_dir: bool,
+    mode: u32,
+    mtime_ns: i64,
+    stat: Stat,
+}
+
+enum Action {
+    MakeDir { path: String, mode: u32 },
+    Download { path: String, node: RemoteNode, expect: Option<Stat> },
+    RenameAside { from: String, to: String, expect: Stat },
+    DeleteFile { path: String, expect: Stat },
+    DeleteDir { path: String },
+}
+
+#[cfg(unix)]
+fn stat_of(meta: &std::fs::Metadata) -> (Stat, u32, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
+    let ctime_ns = meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec());
+    (Stat { size: meta.len(), mtime_ns, ino: meta.ino(), ctime_ns }, meta.mode() & 0o7777, mtime_ns)
+}
+
+fn local_path(root: &Path, rel: &str) -> PathBuf {
+    rel.split('/').fold(root.to_path_buf(), |p, c| p.join(c))
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Walks the folder. Names no collection can hold are reported, not mangled.
+fn scan(root: &Path, report: &mut SyncReport) -> Result<BTreeMap<String, LocalNode>> {
+    let mut out = BTreeMap::new();
+    let mut walker = walkdir::WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name().into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                report.skipped.push((e.path().map(|p| p.display().to_string()).unwrap_or_default(), format!("unreadable: {e}")));
+                continue;
+            }
+        };
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        let mut parts = Vec::new();
+        let mut bad = None;
+        for c in rel.components() {
+            match c.as_os_str().to_str() {
+                Some(name) if validate_name(name).is_ok() => parts.push(name),
+                _ => bad = Some("name is not valid UTF-8 or cannot be synced"),
+            }
+        }
+        let rel = parts.join("/");
+        let name = entry.file_name().to_string_lossy();
+        if name.starts_with(TMP_PREFIX) {
+            continue;
+        }
+        if let Some(why) = bad {
+            report.skipped.push((entry.path().display().to_string(), why.into()));
+            if entry.file_type().is_dir() {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
+        let ft = entry.file_type();
+        if !(ft.is_file() || ft.is_dir()) {
+            report.skipped.push((rel, "not a regular file or folder (symlinks and devices are not synced)".into()));
+            continue;
+        }
+        let meta = entry.metadata().map_err(|e| ClientError::Usage(format!("{}: {e}", entry.path().display())))?;
+        let (stat, mode, mtime_ns) = stat_of(&meta);
+        out.insert(rel, LocalNode { is_dir: ft.is_dir(), mode, mtime_ns, stat });
+    }
+    Ok(out)
+}
+
+/// Whether a local file is unchanged since the base recorded it. Stats of
+/// files changed within a second of being recorded are not kept at all
+/// (see [`trusted_stat`]), so equality here is safe.
+fn unchanged(base: &BaseEntry, local: &LocalNode) -> bool {
+    base.stat == Some(local.stat) && base.mode == local.mode
+}
+
+/// A stat worth recording: one whose change time lies safely in the past.
+/// A file changed within the timestamp's resolution of the record could
+/// change again without its stat moving ("racily clean", as in git). The
+/// change time is used, not the modification time, because it always
+/// comes from this machine's clock, whatever clock set the mtime.
+fn trusted_stat(stat: Stat) -> Option<Stat> {
+    (stat.ctime_ns < now_ns().saturating_sub(1_000_000_000)).then_some(stat)
+}
+
+fn dir_node(l: &LocalNode) -> RemoteNode {
+    RemoteNode { is_dir: true, size: 0, mtime_ns: l.mtime_ns, mode: l.mode, target: BlobRef { epoch: 0, id: BlobId([0; 32]) } }
+}
+
+fn conflict_name(path: &str, device: &str, taken: &dyn Fn(&str) -> bool) -> String {
+    let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
+        _ => (name, String::new()),
+    };
+    let secs = now_ns() / 1_000_000_000;
+    let short = device.get(..8).unwrap_or(device);
+    for n in 0u32.. {
+        let suffix = if n == 0 { String::new() } else { format!(" {n}") };
+        let candidate = format!("{stem} (conflict {short} {secs}{suffix}){ext}");
+        let full = if dir.is_empty() { candidate } else { format!("{dir}/{candidate}") };
+        if !taken(&full) {
+            return full;
+        }
+    }
+    unreachable!("u32 conflict suffixes exhausted")
+}
+
+/// Encrypts one local file, queueing its new blobs; `None` if it changed
+/// while being read (it is retried on the next sync).
+fn encrypt_file(
+    path: &Path,
+    node: &LocalNode,
+    coll: &Collection,
+    identity: (FileId, u64),
+    name: &str,
+    uploader: &mut Uploader,
+    progress: &ProgressBar,
+) -> Result<Option<(Manifest, BlobRef)>> {
+    let keys = coll.current()?;
+    let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
+    let mut encryptor = FileEncryptor::new(keys);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut sealed = Vec::new();
+    loop {
+        let n = file.read(&mut buf).map_err(ClientError::io(path))?;
+        if n == 0 {
+            break;
+        }
+        encryptor.update(buf.get(..n).unwrap_or_default(), &mut sealed)?;
+        progress.inc(u64::try_from(n).unwrap_or(0));
+        for blob in sealed.drain(..) {
+            uploader.push(blob)?;
+        }
+    }
+    let after = stat_of(&file.metadata().map_err(ClientError::io(path))?).0;
+    if after != node.stat {
+        return Ok(None);
+    }
+    let meta =
+        FileMeta { file_id: identity.0, version: identity.1, name: name.to_owned(), mode: node.mode, mtime_ns: node.mtime_ns };
+    let (manifest, blob) = encryptor.finish(meta, &mut sealed)?;
+    for b in sealed.drain(..) {
+        uploader.push(b)?;
+    }
+    let target = keys.blob_ref(&blob);
+    uploader.push(blob)?;
+    Ok(Some((manifest, target)))
+}
+
+fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
+    if !show || len == 0 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Syncs `dir` with the collection `collection`, both ways.
+pub async fn sync(client: &mut Client, dir: &Path, collection: &str, show_progress: bool) -> Result<SyncReport> {
+    let root = std::fs::canonicalize(dir).map_err(ClientError::io(dir))?;
+    if !root.is_dir() {
+        return Err(ClientError::Usage(format!("{} is not a folder", root.display())));
+    }
+    let root_key = root.display().to_string();
+    let mut coll = client.collection(collection).await?;
+    for _ in 0..MAX_ROUNDS {
+        if let Some(report) = sync_round(client, &root, &root_key, &mut coll, show_progress).await? {
+            return Ok(report);
+        }
+        tracing::info!("the collection changed during sync; merging again");
+    }
+    Err(ClientError::Usage("other devices kept changing the collection; try again".into()))
+}
+
+async fn sync_round(
+    client: &mut Client,
+    root: &Path,
+    root_key: &str,
+    coll: &mut Collection,
+    show: bool,
+) -> Result<Option<SyncReport>> {
+    let mut report = SyncReport::default();
+    let head = client.verified_head(coll).await?;
+    let remote = match &head {
+        Some(h) => client.read_tree(coll, h.revision.root).await?,
+        None => Tree::new(),
+    };
+    let (_, base) = client.state.base(root_key).await?;
+    let local = scan(root, &mut report)?;
+
+    // Plan.
+    let mut new_tree = Tree::new();
+    let mut actions = Vec::new();
+    let mut to_upload: Vec<String> = Vec::new();
+    let mut both_files: Vec<String> = Vec::new();
+    let mut new_base: BTreeMap<String, BaseEntry> = BTreeMap::new();
+    let paths: std::collections::BTreeSet<&String> = base.keys().chain(local.keys()).chain(remote.keys()).collect();
+    for p in paths {
+        let (b, l, r) = (base.get(p), local.get(p), remote.get(p));
+        let local_changed = match (b, l) {
+            (None, None) => false,
+            (Some(b), Some(l)) if b.is_dir || l.is_dir => b.is_dir != l.is_dir,
+            (Some(b), Some(l)) => !unchanged(b, l),
+            _ => true,
+        };
+        let remote_changed = match (b, r) {
+            (None, None) => false,
+            (Some(b), Some(r)) => b.is_dir != r.is_dir || (!r.is_dir && b.target != r.target),
+            _ => true,
+        };
+        match (local_changed, remote_changed) {
+            (false, false) => {
+                if let Some(r) = r {
+                    new_tree.insert(p.clone(), r.clone());
+                    if let Some(b) = b {
+                        new_base.insert(p.clone(), b.clone());
+                    }
+                }
+            }
+            (false, true) => take_remote(p, l, r, &mut new_tree, &mut actions),
+            (true, false) => take_local(p, l, &mut new_tree, &mut to_upload, &mut report),
+            (true, true) => match (l, r) {
+                (None, None) => {}
+                // Deleted here, changed there: the change wins, the file comes back.
+                (None, Some(_)) => take_remote(p, None, r, &mut new_tree, &mut actions),
+                // Changed here, deleted there: the change wins.
+                (Some(_), None) => take_local(p, l, &mut new_tree, &mut to_upload, &mut report),
+                (Some(l), Some(r)) if l.is_dir && r.is_dir => {
+                    new_tree.insert(p.clone(), r.clone());
+                }
+                (Some(l), Some(_)) if !l.is_dir && r.is_some_and(|r| !r.is_dir) => both_files.push(p.clone()),
+                (Some(l), Some(r)) if !l.is_dir => {
+                    // A local file where a folder arrived: the file moves aside.
+                    let to = conflict_name(p, &client.config.device_id, &|c| local.contains_key(c) || remote.contains_key(c));
+                    actions.push(Action::RenameAside { from: p.clone(), to: to.clone(), expect: l.stat });
+                    to_upload.push(to.clone());
+                    report.conflicts.push(to);
+                    take_remote(p, None, Some(r), &mut new_tree, &mut actions);
+                }
+                (Some(l), Some(r)) => {
+                    // A local folder where a file arrived: the file lands beside it.
+                    let to = conflict_name(p, &client.config.device_id, &|c| local.contains_key(c) || remote.contains_key(c));
+                    new_tree.insert(p.clone(), dir_node(l));
+                    new_tree.insert(to.clone(), r.clone());
+                    actions.push(Action::Download { path: to.clone(), node: r.clone(), expect: None });
+                    report.conflicts.push(to);
+                }
+            },
+        }
+    }
+
+    // Encrypt and queue what changed locally.
+    let mut uploader = Uploader::new(&client.api, coll)?;
+    let identities = identities(client, coll, &to_upload, &both_files, &base, &remote).await?;
+    let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
+    let bar = progress_bar(show, upload_bytes, "upload");
+    let renamed_from: HashMap<String, String> = actions
+        .iter()
+        .filter_map(|a| if let Action::RenameAside { from, to, .. } = a { Some((to.clone(), from.clone())) } else { None })
+        .collect();
+    for p in &to_upload {
+        let source = renamed_from.get(p).unwrap_or(p);
+        let Some(l) = local.get(source) else { continue };
+        let name = p.rsplit('/').next().unwrap_or(p);
+        let previous = identities.get(p);
+        let identity =
+            previous.map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
+        match encrypt_file(&local_path(root, source), l, coll, identity, name, &mut uploader, &bar)? {
+            Some((manifest, target)) => {
+                let mut node = RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target };
+                // Touched but not changed: keep the version it already is.
+                if let Some((_, prev)) = previous.filter(|(m, _)| same_version(m, &manifest)) {
+                    node = prev.clone();
+                }
+                if !renamed_from.contains_key(p) {
+                    new_base.insert(p.clone(), base_entry(&node, trusted_stat(l.stat)));
+                }
+                new_tree.insert(p.clone(), node);
+                report.uploaded.push(p.clone());
+            }
+            None => {
+                report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
+                if let Some(r) = remote.get(p) {
+                    new_tree.insert(p.clone(), r.clone());
+                }
+                if let Some(b) = base.get(p) {
+                    new_base.insert(p.clone(), b.clone());
+                }
+            }
+        }
+        uploader.throttle().await?;
+    }
+    // Both sides changed a file: equal content is no conflict; otherwise the
+    // remote version keeps the name and the local one becomes a copy.
+    let remote_manifests = {
+        let nodes: Vec<&RemoteNode> = both_files.iter().filter_map(|p| remote.get(p)).collect();
+        client.manifests(coll, &nodes).await?
+    };
+    for p in &both_files {
+        let (Some(l), Some(r)) = (local.get(p), remote.get(p)) else { continue };
+        let name = p.rsplit('/').next().unwrap_or(p);
+        let identity =
+            identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
+        let Some((manifest, target)) = encrypt_file(&local_path(root, p), l, coll, identity, name, &mut uploader, &bar)? else {
+            report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
+            new_tree.insert(p.clone(), r.clone());
+            continue;
+        };
+        new_tree.insert(p.clone(), r.clone());
+        let same = remote_manifests.get(&r.target.id).is_some_and(|m| m.chunks == manifest.chunks);
+        if same {
+            new_base.insert(p.clone(), base_entry(r, trusted_stat(l.stat)));
+        } else {
+            let to = conflict_name(p, &client.config.device_id, &|c| {
+                local.contains_key(c) || remote.contains_key(c) || new_tree.contains_key(c)
+            });
+            new_tree.insert(
+                to.clone(),
+                RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target },
+            );
+            actions.push(Action::RenameAside { from: p.clone(), to: to.clone(), expect: l.stat });
+            actions.push(Action::Download { path: p.clone(), node: r.clone(), expect: None });
+            report.conflicts.push(to);
+        }
+        uploader.throttle().await?;
+    }
+    bar.finish_and_clear();
+
+    // Every path needs its parent folders.
+    let paths: Vec<String> = new_tree.keys().cloned().collect();
+    for p in paths {
+        let mut at = p.as_str();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            if !new_tree.contains_key(parent) {
+                let mode = local.get(parent).map_or(0o755, |l| l.mode);
+                new_tree.insert(
+                    parent.to_owned(),
+                    RemoteNode { is_dir: true, size: 0, mtime_ns: 0, mode, target: BlobRef { epoch: 0, id: BlobId([0; 32]) } },
+                );
+                if !local.contains_key(parent) {
+                    actions.push(Action::MakeDir { path: parent.to_owned(), mode });
+                }
+            }
+            at = parent;
+        }
+    }
+
+    // Commit.
+    let root_ref = client.seal_tree(coll, &new_tree, &mut uploader)?;
+    report.bytes_uploaded = uploader.finish(client, coll).await?;
+    let committed = match &head {
+        Some(h) if h.revision.root == root_ref => Some(h.head()),
+        _ => {
+            let keys = coll.current()?.clone();
+            let revision = Revision {
+                collection: coll.id,
+                seq: head.as_ref().map_or(0, |h| h.revision.seq + 1),
+                prev: head.as_ref().map_or(GENESIS_PREV, |h| h.id),
+                epoch: keys.epoch(),
+                root: root_ref,
+                author: client.keys.device.id(),
+                time_ms: now_ns() / 1_000_000,
+            };
+            let (id, stored) = seal_revision(&keys, &revision, &client.keys.device, &mut os_rng())?;
+            match client.api.commit(coll.id, stored).await? {
+                CommitResult::HeadMoved => return Ok(None),
+                CommitResult::Committed => {
+                    let new_head = keyhold_core::Head { seq: revision.seq, id };
+                    client.state.set_verified_head(coll.id, new_head).await?;
+                    Some(new_head)
+                }
+            }
+        }
+    };
+    report.head = committed.map(|h| h.seq);
+
+    // Now change local files.
+    apply(client, coll, root, actions, &mut new_base, &mut report, show).await?;
+    // Folders: record them as they now stand.
+    for (p, node) in &new_tree {
+        if node.is_dir {
+            new_base.insert(p.clone(), base_entry(node, None));
+        }
+    }
+    client.state.save_base(root_key, coll.id, committed, &new_base).await?;
+    Ok(Some(report))
+}
+
+fn base_entry(node: &RemoteNode, stat: Option<Stat>) -> BaseEntry {
+    BaseEntry {
+        is_dir: node.is_dir,
+        size: node.size,
+        mtime_ns: node.mtime_ns,
+        mode: node.mode,
+        target: node.target,
+        file_id: None,
+        version: 0,
+        stat,
+    }
+}
+
+fn take_local(p: &str, l: Option<&LocalNode>, tree: &mut Tree, uploads: &mut Vec<String>, report: &mut SyncReport) {
+    match l {
+        Some(l) if l.is_dir => {
+            tree.insert(p.to_owned(), dir_node(l));
+        }
+        Some(_) => uploads.push(p.to_owned()),
+        None => report.deleted_remotely.push(p.to_owned()),
+    }
+}
+
+fn take_remote(p: &str, l: Option<&LocalNode>, r: Option<&RemoteNode>, tree: &mut Tree, actions: &mut Vec<Action>) {
+    match (r, l) {
+        (Some(r), _) => {
+            tree.insert(p.to_owned(), r.clone());
+            if r.is_dir {
+                if l.is_none() {
+                    actions.push(Action::MakeDir { path: p.to_owned(), mode: r.mode });
+                }
+            } else {
+                actions.push(Action::Download { path: p.to_owned(), node: r.clone(), expect: l.map(|l| l.stat) });
+            }
+        }
+        (None, Some(l)) if l.is_dir => actions.push(Action::DeleteDir { path: p.to_owned() }),
+        (None, Some(l)) => actions.push(Action::DeleteFile { path: p.to_owned(), expect: l.stat }),
+        (None, None) => {}
+    }
+}
+
+fn same_version(previous: &Manifest, new: &Manifest) -> bool {
+    previous.chunks == new.chunks
+        && previous.meta.mode == new.meta.mode
+        && previous.meta.mtime_ns == new.meta.mtime_ns
+        && previous.meta.name == new.meta.name
+}
+
+/// The version each path about to be written replaces (remote first, then
+/// base): its manifest gives the file id and version to continue.
+async fn identities(
+    client: &Client,
+    coll: &mut Collection,
+    uploads: &[String],
+    both: &[String],
+    base: &BTreeMap<String, BaseEntry>,
+    remote: &Tree,
+) -> Result<HashMap<String, (Manifest, RemoteNode)>> {
+    let mut wanted: Vec<(String, RemoteNode)> = Vec::new();
+    for p in uploads.iter().chain(both) {
+        let previous = remote.get(p).filter(|r| !r.is_dir).cloned().or_else(|| {
+            base.get(p).filter(|b| !b.is_dir).map(|b| RemoteNode {
+                is_dir: false,
+                size: b.size,
+                mtime_ns: b.mtime_ns,
+                mode: b.mode,
+                target: b.target,
+            })
+        });
+        if let Some(prev) = previous {
+            wanted.push((p.clone(), prev));
+        }
+    }
+    let ids: Vec<BlobId> = wanted.iter().map(|(_, n)| n.target.id).collect();
+    let mut blobs = client.fetch_blobs(coll, &ids).await?;
+    let mut out = HashMap::new();
+    for (p, node) in wanted {
+        if let Some(ct) = blobs.remove(&node.target.id) {
+            let m = coll.keys_for(node.target.epoch)?.open_manifest(&node.target.id, ct.clone())?;
+            blobs.insert(node.target.id, ct);
+            out.insert(p, (m, node));
+        }
+    }
+    Ok(out)
+}
+
+fn current_stat(path: &Path) -> Option<Stat> {
+    std::fs::symlink_metadata(path).ok().filter(|m| m.is_file()).map(|m| stat_of(&m).0)
+}
+
+/// Refuses to write through a symlinked folder (SECURITY G7).
+fn check_ancestors(root: &Path, rel: &str) -> Result<()> {
+    let mut at = root.to_path_buf();
+    let parts: Vec<&str> = rel.split('/').collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        at = at.join(part);
+        if let Ok(meta) = std::fs::symlink_metadata(&at) {
+            if !meta.is_dir() {
+                return Err(ClientError::Usage(format!("{} is not a folder; not writing below it", at.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply(
+    client: &Client,
+    coll: &mut Collection,
+    root: &Path,
+    mut actions: Vec<Action>,
+    new_base: &mut BTreeMap<String, BaseEntry>,
+    report: &mut SyncReport,
+    show: bool,
+) -> Result<()> {
+    let rank = |a: &Action| match a {
+        Action::RenameAside { .. } => 0,
+        Action::MakeDir { path, .. } => 1 + path.matches('/').count(),
+        Action::Download { .. } => 10_000,
+        Action::DeleteFile { .. } => 20_000,
+        Action::DeleteDir { path } => 40_000 - path.matches('/').count(),
+    };
+    actions.sort_by_key(rank);
+    let download_bytes: u64 = actions.iter().map(|a| if let Action::Download { node, .. } = a { node.size } else { 0 }).sum();
+    let bar = progress_bar(show, download_bytes, "download");
+    for action in actions {
+        match action {
+            Action::RenameAside { from, to, expect } => {
+                let (src, dst) = (local_path(root, &from), local_path(root, &to));
+                check_ancestors(root, &to)?;
+                // The copy gets no base entry: the next sync finds it equal to
+                // what was uploaded under its name and records it then.
+                if current_stat(&src) == Some(expect) && !dst.exists() {
+                    std::fs::rename(&src, &dst).map_err(ClientError::io(&src))?;
+                }
+            }
+            Action::MakeDir { path, mode } => {
+                check_ancestors(root, &path)?;
+                let dir = local_path(root, &path);
+                std::fs::create_dir_all(&dir).map_err(ClientError::io(&dir))?;
+                set_mode(&dir, mode.max(0o700));
+            }
+            Action::Download { path, node, expect } => {
+                check_ancestors(root, &path)?;
+                match download(client, coll, root, &path, &node, expect, &bar).await? {
+                    Some(stat) => {
+                        new_base.insert(path.clone(), base_entry(&node, trusted_stat(stat)));
+                        report.downloaded.push(path);
+                    }
+                    None => report.skipped.push((path, "changed locally during sync; kept, will be synced next time".into())),
+                }
+            }
+            Action::DeleteFile { path, expect } => {
+                let file = local_path(root, &path);
+                if current_stat(&file) == Some(expect) {
+                    std::fs::remove_file(&file).map_err(ClientError::io(&file))?;
+                    report.deleted_locally.push(path);
+                } else {
+                    report.skipped.push((path, "deleted elsewhere but changed here; kept".into()));
+                }
+            }
+            Action::DeleteDir { path } => {
+                let dir = local_path(root, &path);
+                if std::fs::remove_dir(&dir).is_ok() {
+                    report.deleted_locally.push(path);
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // Conflict copies renamed aside were uploaded under their new name; fix
+    // their base entries now that the tree is known.
+    Ok(())
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+}
+
+/// Downloads one file version into place. `Ok(None)` if the local file
+/// changed since the scan (it is left alone).
+pub(crate) async fn download(
+    client: &Client,
+    coll: &mut Collection,
+    root: &Path,
+    rel: &str,
+    node: &RemoteNode,
+    expect: Option<Stat>,
+    bar: &ProgressBar,
+) -> Result<Option<Stat>> {
+    let dest = local_path(root, rel);
+    let parent = dest.parent().unwrap_or(root).to_path_buf();
+    std::fs::create_dir_all(&parent).map_err(ClientError::io(&parent))?;
+    let manifest = client
+        .manifests(coll, &[node])
+        .await?
+        .remove(&node.target.id)
+        .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
+    let mut tmp = tempfile_in(&parent)?;
+    let written = write_verified(client, coll, node, manifest, &mut tmp.1, bar).await;
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp.0);
+        return Err(e);
+    }
+    let finish = (|| -> std::io::Result<()> {
+        set_mode(&tmp.0, node.mode);
+        tmp.1.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(node.mtime_ns).unwrap_or(0)))?;
+        tmp.1.sync_all()
+    })();
+    if let Err(e) = finish {
+        let _ = std::fs::remove_file(&tmp.0);
+        return Err(ClientError::io(&tmp.0)(e));
+    }
+    // Replace only what the scan saw; anything newer stays (F4: an
+    // unverified or newer local copy is never overwritten).
+    if current_stat(&dest) != expect || (expect.is_none() && dest.exists()) {
+        let _ = std::fs::remove_file(&tmp.0);
+        return Ok(None);
+    }
+    std::fs::rename(&tmp.0, &dest).map_err(ClientError::io(&dest))?;
+    if let Ok(d) = std::fs::File::open(&parent) {
+        let _ = d.sync_all();
+    }
+    Ok(current_stat(&dest))
+}
+
+fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    let mut suffix = [0u8; 8];
+    getrandom::fill(&mut suffix).map_err(|_| ClientError::Usage("no randomness".into()))?;
+    let path = dir.join(format!("{TMP_PREFIX}{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(ClientError::io(&path))?;
+    Ok((path, file))
+}
+
+/// Streams a file's authenticated chunks, in order, into `out`. Fetches a
+/// few chunks at a time to bound memory.
+pub(crate) async fn write_verified(
+    client: &Client,
+    coll: &mut Collection,
+    node: &RemoteNode,
+    manifest: Manifest,
+    out: &mut impl Write,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let keys = coll.keys_for(node.target.epoch)?.clone();
+    let ids: Vec<BlobId> = manifest.chunks.iter().map(|c| c.id).collect();
+    let mut decryptor = FileDecryptor::new(&keys, manifest);
+    for batch in ids.chunks(8) {
+        let mut blobs = client.fetch_blobs(coll, batch).await?;
+        for id in batch {
+            let ciphertext = blobs.get(id).cloned().ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?;
+            let plain = decryptor.open_next(ciphertext)?;
+            out.write_all(&plain).map_err(|e| ClientError::Io { path: PathBuf::from("(download)"), source: e })?;
+            bar.inc(u64::try_from(plain.len()).unwrap_or(0));
+        }
+        blobs.clear();
+    }
+    decryptor.finish()?;
+    Ok(())
+}
