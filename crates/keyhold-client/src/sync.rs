@@ -179,7 +179,7 @@ fn encrypt_file(
     name: &str,
     uploader: &mut Uploader,
     progress: &ProgressBar,
-) -> Result<Option<(Manifest, BlobRef)>> {
+) -> Result<Option<(Manifest, keyhold_core::SealedBlob)>> {
     let keys = coll.current()?;
     let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
     let mut encryptor = FileEncryptor::new(keys);
@@ -206,9 +206,8 @@ fn encrypt_file(
     for b in sealed.drain(..) {
         uploader.push(b)?;
     }
-    let target = keys.blob_ref(&blob);
-    uploader.push(blob)?;
-    Ok(Some((manifest, target)))
+    // The caller queues the manifest only if it is a new version.
+    Ok(Some((manifest, blob)))
 }
 
 fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -336,12 +335,16 @@ async fn sync_round(
         let identity =
             previous.map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
         match encrypt_file(&local_path(root, source), l, coll, identity, name, &mut uploader, &bar)? {
-            Some((manifest, target)) => {
-                let mut node = RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target };
+            Some((manifest, blob)) => {
                 // Touched but not changed: keep the version it already is.
-                if let Some((_, prev)) = previous.filter(|(m, _)| same_version(m, &manifest)) {
-                    node = prev.clone();
-                }
+                let node = match previous.filter(|(m, _)| same_version(m, &manifest)) {
+                    Some((_, prev)) => prev.clone(),
+                    None => {
+                        let target = coll.current()?.blob_ref(&blob);
+                        uploader.push(blob)?;
+                        RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target }
+                    }
+                };
                 if !renamed_from.contains_key(p) {
                     new_base.insert(p.clone(), base_entry(&node, trusted_stat(l.stat)));
                 }
@@ -371,7 +374,7 @@ async fn sync_round(
         let name = p.rsplit('/').next().unwrap_or(p);
         let identity =
             identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
-        let Some((manifest, target)) = encrypt_file(&local_path(root, p), l, coll, identity, name, &mut uploader, &bar)? else {
+        let Some((manifest, blob)) = encrypt_file(&local_path(root, p), l, coll, identity, name, &mut uploader, &bar)? else {
             report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
             new_tree.insert(p.clone(), r.clone());
             continue;
@@ -381,6 +384,8 @@ async fn sync_round(
         if same {
             new_base.insert(p.clone(), base_entry(r, trusted_stat(l.stat)));
         } else {
+            let target = coll.current()?.blob_ref(&blob);
+            uploader.push(blob)?;
             let to = conflict_name(p, &client.config.device_id, &|c| {
                 local.contains_key(c) || remote.contains_key(c) || new_tree.contains_key(c)
             });

@@ -1,0 +1,191 @@
+//! Test harness: a real `keyhold serve` on a loopback port chosen by the OS,
+//! and devices that each run the real binary with their own KEYHOLD_HOME.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_keyhold");
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    pub fn start(dir: &Path) -> Server {
+        let data = dir.join("server-data");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .env("KEYHOLD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The server prints its address once it is listening: no sleeps.
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening ").expect("server did not start").to_owned();
+        Server { child, url, data }
+    }
+
+    /// Every file the server stores, by path.
+    pub fn files(&self) -> Vec<PathBuf> {
+        walkdir(&self.data)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.data.join("metadata.sqlite3")
+    }
+
+    pub fn packs(&self) -> Vec<PathBuf> {
+        walkdir(&self.data.join("blobs"))
+    }
+
+    /// Runs SQL against the server's database (the hostile operator's view).
+    pub fn sql(&self, statement: &str) -> String {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); r=c.execute(sys.argv[2]).fetchall(); c.commit(); print(r)",
+            ])
+            .arg(self.db())
+            .arg(statement)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub struct Device {
+    pub home: PathBuf,
+    pub folder: PathBuf,
+    pub server: String,
+}
+
+impl Device {
+    pub fn new(dir: &Path, name: &str, server: &Server) -> Device {
+        let folder = dir.join(format!("{name}-folder"));
+        std::fs::create_dir_all(&folder).unwrap();
+        Device { home: dir.join(format!("{name}-home")), folder, server: server.url.clone() }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("KEYHOLD_HOME", &self.home)
+            .env("KEYHOLD_SERVER", &self.server)
+            .env("KEYHOLD_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "keyhold {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn sync(&self) -> String {
+        self.ok(&["sync", self.folder.to_str().unwrap()])
+    }
+
+    /// Creates the account; returns the recovery key.
+    pub fn init(&self, dir: &Path) -> String {
+        let file = dir.join(format!("recovery-{}", self.home.file_name().unwrap().to_string_lossy()));
+        self.ok(&["init", "--recovery-key-file", file.to_str().unwrap()]);
+        std::fs::read_to_string(file).unwrap().trim().to_owned()
+    }
+
+    pub fn recover(&self, key: &str) {
+        let out = Command::new(BIN)
+            .args(["recover"])
+            .env("KEYHOLD_HOME", &self.home)
+            .env("KEYHOLD_SERVER", &self.server)
+            .env("KEYHOLD_RECOVERY_KEY", key)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.folder.join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: &[u8]) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+}
+
+/// Path -> (is_dir, content, mode) of a whole folder, for comparisons.
+pub fn snapshot(root: &Path) -> BTreeMap<String, (bool, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                out.insert(rel, (true, Vec::new(), 0));
+                stack.push(p);
+            } else {
+                out.insert(rel, (false, std::fs::read(&p).unwrap(), meta.permissions().mode() & 0o777));
+            }
+        }
+    }
+    out
+}
+
+/// Deterministic pseudo-random bytes (xorshift), fast enough for 200 MiB.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
