@@ -154,7 +154,7 @@ pub async fn restore(client: &Client, coll: &mut Collection, path: &str, version
     let parent = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let name =
         dest.file_name().and_then(|n| n.to_str()).ok_or_else(|| ClientError::Usage("destination needs a file name".into()))?;
-    let stat = download(client, coll, &parent, name, &node, None, &ProgressBar::hidden()).await?;
+    let stat = download(client, coll, &parent, name, &node, &ProgressBar::hidden()).await?;
     if stat.is_none() {
         return Err(ClientError::Usage(format!("{} appeared while restoring; nothing was overwritten", dest.display())));
     }
@@ -180,7 +180,7 @@ pub async fn export(client: &Client, coll: &mut Collection, dest: &Path, progres
         let parent = target.parent().unwrap_or(dest).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(ClientError::io(&parent))?;
         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if download(client, coll, &parent, &name, node, None, &bar).await?.is_none() {
+        if download(client, coll, &parent, &name, node, &bar).await?.is_none() {
             return Err(ClientError::Usage(format!("{} appeared during export", target.display())));
         }
         files += 1;

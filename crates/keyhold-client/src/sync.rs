@@ -369,6 +369,12 @@ async fn sync_round(
         let nodes: Vec<&RemoteNode> = both_files.iter().filter_map(|p| remote.get(p)).collect();
         client.manifests(coll, &nodes).await?
     };
+    let base_nodes: Vec<RemoteNode> = both_files
+        .iter()
+        .filter_map(|p| base.get(p).filter(|b| !b.is_dir))
+        .map(|b| RemoteNode { is_dir: false, size: b.size, mtime_ns: b.mtime_ns, mode: b.mode, target: b.target })
+        .collect();
+    let base_manifests = client.manifests(coll, &base_nodes.iter().collect::<Vec<_>>()).await?;
     for p in &both_files {
         let (Some(l), Some(r)) = (local.get(p), remote.get(p)) else { continue };
         let name = p.rsplit('/').next().unwrap_or(p);
@@ -381,7 +387,11 @@ async fn sync_round(
         };
         new_tree.insert(p.clone(), r.clone());
         let same = remote_manifests.get(&r.target.id).is_some_and(|m| m.chunks == manifest.chunks);
-        if same {
+        // Content as in the base: only the stat was untrusted; a plain remote change.
+        let untouched = base.get(p).and_then(|b| base_manifests.get(&b.target.id)).is_some_and(|m| same_version(m, &manifest));
+        if untouched && !same {
+            actions.push(Action::Download { path: p.clone(), node: r.clone(), expect: Some(l.stat) });
+        } else if same {
             new_base.insert(p.clone(), base_entry(r, trusted_stat(l.stat)));
         } else {
             let target = coll.current()?.blob_ref(&blob);
@@ -420,8 +430,43 @@ async fn sync_round(
         }
     }
 
+    // Fetch and authenticate every download before committing or touching
+    // the folder: a lying server is caught while nothing has changed.
+    let mut fetched = prefetch(client, coll, root, &actions, show).await?;
+
     // Commit.
-    let root_ref = client.seal_tree(coll, &new_tree, &mut uploader)?;
+    let committed = commit(client, coll, &head, &new_tree, uploader, &mut report).await;
+    let committed = match committed {
+        Ok(Some(c)) => c,
+        other => {
+            discard(&fetched);
+            return other.map(|_| None);
+        }
+    };
+    report.head = committed.map(|h| h.seq);
+
+    // Now change local files.
+    apply(root, actions, &mut fetched, &mut new_base, &mut report)?;
+    // Folders: record them as they now stand.
+    for (p, node) in &new_tree {
+        if node.is_dir {
+            new_base.insert(p.clone(), base_entry(node, None));
+        }
+    }
+    client.state.save_base(root_key, coll.id, committed, &new_base).await?;
+    Ok(Some(report))
+}
+
+/// Uploads and commits; `Ok(None)` if the head moved (merge again).
+async fn commit(
+    client: &Client,
+    coll: &mut Collection,
+    head: &Option<keyhold_core::VerifiedRevision>,
+    new_tree: &Tree,
+    mut uploader: Uploader,
+    report: &mut SyncReport,
+) -> Result<Option<Option<keyhold_core::Head>>> {
+    let root_ref = client.seal_tree(coll, new_tree, &mut uploader)?;
     report.bytes_uploaded = uploader.finish(client, coll).await?;
     let committed = match &head {
         Some(h) if h.revision.root == root_ref => Some(h.head()),
@@ -447,18 +492,42 @@ async fn sync_round(
             }
         }
     };
-    report.head = committed.map(|h| h.seq);
+    Ok(Some(committed))
+}
 
-    // Now change local files.
-    apply(client, coll, root, actions, &mut new_base, &mut report, show).await?;
-    // Folders: record them as they now stand.
-    for (p, node) in &new_tree {
-        if node.is_dir {
-            new_base.insert(p.clone(), base_entry(node, None));
+fn discard(fetched: &HashMap<String, PathBuf>) {
+    for tmp in fetched.values() {
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+/// Downloads every file the plan needs into verified temporary files in
+/// the sync root (same filesystem, so moving them into place is a rename).
+async fn prefetch(
+    client: &Client,
+    coll: &mut Collection,
+    root: &Path,
+    actions: &[Action],
+    show: bool,
+) -> Result<HashMap<String, PathBuf>> {
+    let total: u64 = actions.iter().map(|a| if let Action::Download { node, .. } = a { node.size } else { 0 }).sum();
+    let bar = progress_bar(show, total, "download");
+    let mut fetched = HashMap::new();
+    for action in actions {
+        if let Action::Download { path, node, .. } = action {
+            match fetch_verified(client, coll, root, node, &bar).await {
+                Ok(tmp) => {
+                    fetched.insert(path.clone(), tmp);
+                }
+                Err(e) => {
+                    discard(&fetched);
+                    return Err(e);
+                }
+            }
         }
     }
-    client.state.save_base(root_key, coll.id, committed, &new_base).await?;
-    Ok(Some(report))
+    bar.finish_and_clear();
+    Ok(fetched)
 }
 
 fn base_entry(node: &RemoteNode, stat: Option<Stat>) -> BaseEntry {
@@ -566,14 +635,12 @@ fn check_ancestors(root: &Path, rel: &str) -> Result<()> {
     Ok(())
 }
 
-async fn apply(
-    client: &Client,
-    coll: &mut Collection,
+fn apply(
     root: &Path,
     mut actions: Vec<Action>,
+    fetched: &mut HashMap<String, PathBuf>,
     new_base: &mut BTreeMap<String, BaseEntry>,
     report: &mut SyncReport,
-    show: bool,
 ) -> Result<()> {
     let rank = |a: &Action| match a {
         Action::RenameAside { .. } => 0,
@@ -583,56 +650,56 @@ async fn apply(
         Action::DeleteDir { path } => 40_000 - path.matches('/').count(),
     };
     actions.sort_by_key(rank);
-    let download_bytes: u64 = actions.iter().map(|a| if let Action::Download { node, .. } = a { node.size } else { 0 }).sum();
-    let bar = progress_bar(show, download_bytes, "download");
-    for action in actions {
-        match action {
-            Action::RenameAside { from, to, expect } => {
-                let (src, dst) = (local_path(root, &from), local_path(root, &to));
-                check_ancestors(root, &to)?;
-                // The copy gets no base entry: the next sync finds it equal to
-                // what was uploaded under its name and records it then.
-                if current_stat(&src) == Some(expect) && !dst.exists() {
-                    std::fs::rename(&src, &dst).map_err(ClientError::io(&src))?;
-                }
-            }
-            Action::MakeDir { path, mode } => {
-                check_ancestors(root, &path)?;
-                let dir = local_path(root, &path);
-                std::fs::create_dir_all(&dir).map_err(ClientError::io(&dir))?;
-                set_mode(&dir, mode.max(0o700));
-            }
-            Action::Download { path, node, expect } => {
-                check_ancestors(root, &path)?;
-                match download(client, coll, root, &path, &node, expect, &bar).await? {
-                    Some(stat) => {
-                        new_base.insert(path.clone(), base_entry(&node, trusted_stat(stat)));
-                        report.downloaded.push(path);
+    let result = (|| -> Result<()> {
+        for action in actions {
+            match action {
+                Action::RenameAside { from, to, expect } => {
+                    let (src, dst) = (local_path(root, &from), local_path(root, &to));
+                    check_ancestors(root, &to)?;
+                    // The copy gets no base entry: the next sync finds it equal to
+                    // what was uploaded under its name and records it then.
+                    if current_stat(&src) == Some(expect) && !dst.exists() {
+                        std::fs::rename(&src, &dst).map_err(ClientError::io(&src))?;
                     }
-                    None => report.skipped.push((path, "changed locally during sync; kept, will be synced next time".into())),
                 }
-            }
-            Action::DeleteFile { path, expect } => {
-                let file = local_path(root, &path);
-                if current_stat(&file) == Some(expect) {
-                    std::fs::remove_file(&file).map_err(ClientError::io(&file))?;
-                    report.deleted_locally.push(path);
-                } else {
-                    report.skipped.push((path, "deleted elsewhere but changed here; kept".into()));
+                Action::MakeDir { path, mode } => {
+                    check_ancestors(root, &path)?;
+                    let dir = local_path(root, &path);
+                    std::fs::create_dir_all(&dir).map_err(ClientError::io(&dir))?;
+                    set_mode(&dir, mode.max(0o700));
                 }
-            }
-            Action::DeleteDir { path } => {
-                let dir = local_path(root, &path);
-                if std::fs::remove_dir(&dir).is_ok() {
-                    report.deleted_locally.push(path);
+                Action::Download { path, node, expect } => {
+                    check_ancestors(root, &path)?;
+                    let Some(tmp) = fetched.remove(&path) else { continue };
+                    match install(&tmp, &local_path(root, &path), expect)? {
+                        Some(stat) => {
+                            new_base.insert(path.clone(), base_entry(&node, trusted_stat(stat)));
+                            report.downloaded.push(path);
+                        }
+                        None => report.skipped.push((path, "changed locally during sync; kept, will be synced next time".into())),
+                    }
+                }
+                Action::DeleteFile { path, expect } => {
+                    let file = local_path(root, &path);
+                    if current_stat(&file) == Some(expect) {
+                        std::fs::remove_file(&file).map_err(ClientError::io(&file))?;
+                        report.deleted_locally.push(path);
+                    } else {
+                        report.skipped.push((path, "deleted elsewhere but changed here; kept".into()));
+                    }
+                }
+                Action::DeleteDir { path } => {
+                    let dir = local_path(root, &path);
+                    if std::fs::remove_dir(&dir).is_ok() {
+                        report.deleted_locally.push(path);
+                    }
                 }
             }
         }
-    }
-    bar.finish_and_clear();
-    // Conflict copies renamed aside were uploaded under their new name; fix
-    // their base entries now that the tree is known.
-    Ok(())
+        Ok(())
+    })();
+    discard(fetched);
+    result
 }
 
 #[cfg(unix)]
@@ -641,51 +708,73 @@ fn set_mode(path: &Path, mode: u32) {
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
 }
 
-/// Downloads one file version into place. `Ok(None)` if the local file
-/// changed since the scan (it is left alone).
+/// Downloads and authenticates one file version into a temporary file
+/// in `dir`, with its mode and mtime set and its data on disk.
+async fn fetch_verified(
+    client: &Client,
+    coll: &mut Collection,
+    dir: &Path,
+    node: &RemoteNode,
+    bar: &ProgressBar,
+) -> Result<PathBuf> {
+    let manifest = client
+        .manifests(coll, &[node])
+        .await?
+        .remove(&node.target.id)
+        .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
+    let (path, mut file) = tempfile_in(dir)?;
+    let written = write_verified(client, coll, node, manifest, &mut file, bar).await;
+    let finished = written.and_then(|()| {
+        set_mode(&path, node.mode);
+        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(node.mtime_ns).unwrap_or(0)))
+            .and_then(|()| file.sync_all())
+            .map_err(ClientError::io(&path))
+    });
+    match finished {
+        Ok(()) => Ok(path),
+        Err(e) => {
+            // B5: no unauthenticated or partial file is left behind.
+            let _ = std::fs::remove_file(&path);
+            Err(e)
+        }
+    }
+}
+
+/// Moves a verified temporary file into place, but only over what the scan
+/// saw (`expect`; `None`: nothing). Anything newer stays (F4).
+fn install(tmp: &Path, dest: &Path, expect: Option<Stat>) -> Result<Option<Stat>> {
+    let unchanged = match expect {
+        Some(stat) => current_stat(dest) == Some(stat),
+        None => std::fs::symlink_metadata(dest).is_err(),
+    };
+    if !unchanged {
+        let _ = std::fs::remove_file(tmp);
+        return Ok(None);
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(ClientError::io(parent))?;
+    }
+    std::fs::rename(tmp, dest).map_err(ClientError::io(dest))?;
+    if let Some(Ok(d)) = dest.parent().map(std::fs::File::open) {
+        let _ = d.sync_all();
+    }
+    Ok(current_stat(dest))
+}
+
+/// Downloads one file version to `root/rel`, which must not exist.
 pub(crate) async fn download(
     client: &Client,
     coll: &mut Collection,
     root: &Path,
     rel: &str,
     node: &RemoteNode,
-    expect: Option<Stat>,
     bar: &ProgressBar,
 ) -> Result<Option<Stat>> {
     let dest = local_path(root, rel);
     let parent = dest.parent().unwrap_or(root).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(ClientError::io(&parent))?;
-    let manifest = client
-        .manifests(coll, &[node])
-        .await?
-        .remove(&node.target.id)
-        .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
-    let mut tmp = tempfile_in(&parent)?;
-    let written = write_verified(client, coll, node, manifest, &mut tmp.1, bar).await;
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp.0);
-        return Err(e);
-    }
-    let finish = (|| -> std::io::Result<()> {
-        set_mode(&tmp.0, node.mode);
-        tmp.1.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(node.mtime_ns).unwrap_or(0)))?;
-        tmp.1.sync_all()
-    })();
-    if let Err(e) = finish {
-        let _ = std::fs::remove_file(&tmp.0);
-        return Err(ClientError::io(&tmp.0)(e));
-    }
-    // Replace only what the scan saw; anything newer stays (F4: an
-    // unverified or newer local copy is never overwritten).
-    if current_stat(&dest) != expect || (expect.is_none() && dest.exists()) {
-        let _ = std::fs::remove_file(&tmp.0);
-        return Ok(None);
-    }
-    std::fs::rename(&tmp.0, &dest).map_err(ClientError::io(&dest))?;
-    if let Ok(d) = std::fs::File::open(&parent) {
-        let _ = d.sync_all();
-    }
-    Ok(current_stat(&dest))
+    let tmp = fetch_verified(client, coll, &parent, node, bar).await?;
+    install(&tmp, &dest, None)
 }
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {

@@ -1,6 +1,6 @@
 //! End to end: two devices, one real server on loopback, the real binary.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
 
@@ -83,10 +83,10 @@ fn concurrent_edits_keep_both_versions() {
     a.sync();
     assert_eq!(snapshot(&a.folder), snapshot(&b.folder));
     let files = snapshot(&a.folder);
-    assert_eq!(files["shared.txt"].1, b"edited on a\n", "the first commit keeps the name");
+    assert_eq!(files["shared.txt"].1.0, b"edited on a\n", "the first commit keeps the name");
     let copies: Vec<_> = files.iter().filter(|(p, _)| p.contains("(conflict ")).collect();
     assert_eq!(copies.len(), 1, "{files:?}");
-    assert_eq!(copies[0].1.1, b"edited on b, longer\n");
+    assert_eq!(copies[0].1.1.0, b"edited on b, longer\n");
 }
 
 #[test]

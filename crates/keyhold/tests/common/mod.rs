@@ -1,7 +1,7 @@
 //! Test harness: a real `keyhold serve` on a loopback port chosen by the OS,
 //! and devices that each run the real binary with their own KEYHOLD_HOME.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -155,8 +155,19 @@ impl Device {
     }
 }
 
+/// Content, shortened to a digest in assertion messages.
+#[derive(PartialEq, Eq)]
+pub struct Content(pub Vec<u8>);
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digest = self.0.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3));
+        write!(f, "{} bytes, fnv {digest:016x}", self.0.len())
+    }
+}
+
 /// Path -> (is_dir, content, mode) of a whole folder, for comparisons.
-pub fn snapshot(root: &Path) -> BTreeMap<String, (bool, Vec<u8>, u32)> {
+pub fn snapshot(root: &Path) -> BTreeMap<String, (bool, Content, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -166,10 +177,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, (bool, Vec<u8>, u32)> {
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let meta = std::fs::symlink_metadata(&p).unwrap();
             if meta.is_dir() {
-                out.insert(rel, (true, Vec::new(), 0));
+                out.insert(rel, (true, Content(Vec::new()), 0));
                 stack.push(p);
             } else {
-                out.insert(rel, (false, std::fs::read(&p).unwrap(), meta.permissions().mode() & 0o777));
+                out.insert(rel, (false, Content(std::fs::read(&p).unwrap()), meta.permissions().mode() & 0o777));
             }
         }
     }
