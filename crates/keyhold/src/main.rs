@@ -363,9 +363,25 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, data: Option
     println!("listening {scheme}://{addr}");
     server
         .serve(async {
-            let _ = tokio::signal::ctrl_c().await;
+            shutdown_signal().await;
             eprintln!("keyhold: shutting down; finishing requests in flight");
         })
         .await?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM (what systemd and container runtimes send).
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

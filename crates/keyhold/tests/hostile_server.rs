@@ -6,16 +6,13 @@
 
 mod common;
 
-use common::{Device, Server, noise, snapshot};
+use common::{Device, Server, noise, snapshot, two_devices};
 
 const INTEGRITY_EXIT: i32 = 3;
 
 /// a and b in sync on some files; then a pushes `change`; returns (a, b).
 fn setup(dir: &std::path::Path, server: &Server) -> (Device, Device) {
-    let a = Device::new(dir, "a", server);
-    let b = Device::new(dir, "b", server);
-    let key = a.init(dir);
-    b.recover(&key);
+    let (a, b) = two_devices(dir, server);
     a.write("doc.txt", b"version one");
     a.write("other.txt", b"another file");
     a.write("folder/inner.txt", b"inside a folder");

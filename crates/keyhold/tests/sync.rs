@@ -6,16 +6,13 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Device, Server, noise, snapshot};
+use common::{Device, Server, noise, snapshot, two_devices};
 
 #[test]
 fn two_devices_converge_and_history_restores() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let a = Device::new(dir.path(), "a", &server);
-    let b = Device::new(dir.path(), "b", &server);
-    let key = a.init(dir.path());
-    b.recover(&key);
+    let (a, b) = two_devices(dir.path(), &server);
 
     // Every kind of entry.
     a.write("notes/todo.txt", b"buy milk\n");
@@ -69,10 +66,7 @@ fn two_devices_converge_and_history_restores() {
 fn concurrent_edits_keep_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let a = Device::new(dir.path(), "a", &server);
-    let b = Device::new(dir.path(), "b", &server);
-    let key = a.init(dir.path());
-    b.recover(&key);
+    let (a, b) = two_devices(dir.path(), &server);
     a.write("shared.txt", b"original\n");
     a.sync();
     b.sync();

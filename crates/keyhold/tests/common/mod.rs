@@ -155,6 +155,15 @@ impl Device {
     }
 }
 
+/// One account with two devices, "a" (which created it) and "b" (recovered).
+pub fn two_devices(dir: &Path, server: &Server) -> (Device, Device) {
+    let a = Device::new(dir, "a", server);
+    let b = Device::new(dir, "b", server);
+    let key = a.init(dir);
+    b.recover(&key);
+    (a, b)
+}
+
 /// Content, shortened to a digest in assertion messages.
 #[derive(PartialEq, Eq)]
 pub struct Content(pub Vec<u8>);
