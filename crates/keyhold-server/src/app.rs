@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -33,7 +34,7 @@ use tower_http::trace::TraceLayer;
 use crate::blobs::BlobStore;
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::store::{Commit, MetaStore, NewAccount, NewDevice, PackAdded};
+use crate::store::{Commit, MetaStore, NewAccount, NewDevice, PackAdded, WrapFiled};
 
 const CHALLENGE_SECS: i64 = 120;
 const REVISIONS_PER_PAGE: u32 = 1000;
@@ -145,6 +146,51 @@ async fn limit_auth(State(state): Shared, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
+/// `Json`, whose rejections are [`ApiError`]s: every error answer is a JSON
+/// body with a stable code, malformed bodies included.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest("expected Content-Type: application/json")),
+            Err(_) => Err(ApiError::BadRequest("malformed JSON body")),
+        }
+    }
+}
+
+/// `Path`, whose rejections are [`ApiError`]s.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|_| ApiError::BadRequest("malformed path"))
+    }
+}
+
+/// `Query`, whose rejections are [`ApiError`]s.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|_| ApiError::BadRequest("malformed query"))
+    }
+}
+
 /// An authenticated device, from `Authorization: Bearer <token>`.
 pub struct Authed {
     account: AccountId,
@@ -180,7 +226,7 @@ fn check_len(b: &B64, max: usize, what: &'static str) -> Result<(), ApiError> {
     if b.0.is_empty() || b.0.len() > max { Err(ApiError::BadRequest(what)) } else { Ok(()) }
 }
 
-async fn create_account(State(state): Shared, Json(body): Json<CreateAccount>) -> Result<StatusCode, ApiError> {
+async fn create_account(State(state): Shared, ApiJson(body): ApiJson<CreateAccount>) -> Result<StatusCode, ApiError> {
     let account = parse_id(&body.account_id, AccountId::from_hex)?;
     let device = device_keys(&body.device_public_keys.0)?;
     let auth_key = array::<32>(&body.recovery_auth_key, "recovery auth key")?;
@@ -218,14 +264,14 @@ async fn new_challenge(state: &AppState) -> Result<Challenge, ApiError> {
     Ok(Challenge { challenge: B64(challenge.to_vec()), expires_in: CHALLENGE_SECS.unsigned_abs() })
 }
 
-async fn challenge(State(state): Shared, Json(body): Json<ChallengeRequest>) -> Result<Json<Challenge>, ApiError> {
+async fn challenge(State(state): Shared, ApiJson(body): ApiJson<ChallengeRequest>) -> Result<Json<Challenge>, ApiError> {
     // The answer is the same whether or not the account exists (G1).
     parse_id(&body.account_id, AccountId::from_hex)?;
     parse_id(&body.device_id, DeviceId::from_hex)?;
     Ok(Json(new_challenge(&state).await?))
 }
 
-async fn session(State(state): Shared, Json(body): Json<SessionRequest>) -> Result<Json<Session>, ApiError> {
+async fn session(State(state): Shared, ApiJson(body): ApiJson<SessionRequest>) -> Result<Json<Session>, ApiError> {
     let account = parse_id(&body.account_id, AccountId::from_hex)?;
     let device = parse_id(&body.device_id, DeviceId::from_hex)?;
     let challenge = array::<CHALLENGE_LEN>(&body.challenge, "challenge")?;
@@ -242,7 +288,7 @@ async fn session(State(state): Shared, Json(body): Json<SessionRequest>) -> Resu
     Ok(Json(Session { token, expires_in: lifetime }))
 }
 
-async fn recovery_info(State(state): Shared, Path(locator): Path<String>) -> Result<Json<RecoveryInfo>, ApiError> {
+async fn recovery_info(State(state): Shared, ApiPath(locator): ApiPath<String>) -> Result<Json<RecoveryInfo>, ApiError> {
     let locator: [u8; 32] = parse_id(&locator, ObjectId::from_hex)?.0;
     let row = state.meta.recovery(&locator).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(RecoveryInfo {
@@ -255,8 +301,8 @@ async fn recovery_info(State(state): Shared, Path(locator): Path<String>) -> Res
 
 async fn enroll_device(
     State(state): Shared,
-    Path(locator): Path<String>,
-    Json(body): Json<EnrollDevice>,
+    ApiPath(locator): ApiPath<String>,
+    ApiJson(body): ApiJson<EnrollDevice>,
 ) -> Result<StatusCode, ApiError> {
     let locator: [u8; 32] = parse_id(&locator, ObjectId::from_hex)?.0;
     let device = device_keys(&body.device_public_keys.0)?;
@@ -313,19 +359,20 @@ async fn usage(State(state): Shared, who: Authed) -> Result<Json<Usage>, ApiErro
 async fn put_collection_key(
     State(state): Shared,
     who: Authed,
-    Path((collection, epoch)): Path<(String, u32)>,
-    Json(body): Json<PutCollectionKey>,
+    ApiPath((collection, epoch)): ApiPath<(String, u32)>,
+    ApiJson(body): ApiJson<PutCollectionKey>,
 ) -> Result<StatusCode, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     check_len(&body.wrap, 4096, "collection wrap")?;
     match state.meta.put_collection_wrap(who.account, collection, epoch, &body.wrap.0).await? {
-        None => Ok(StatusCode::CREATED),
-        Some(existing) if existing == body.wrap.0 => Ok(StatusCode::OK),
-        Some(_) => Err(ApiError::Conflict("a key for this collection epoch exists")),
+        WrapFiled::Filed => Ok(StatusCode::CREATED),
+        WrapFiled::Exists(existing) if existing == body.wrap.0 => Ok(StatusCode::OK),
+        WrapFiled::Exists(_) => Err(ApiError::Conflict("a key for this collection epoch exists")),
+        WrapFiled::OverQuota => Err(ApiError::QuotaExceeded),
     }
 }
 
-async fn head(State(state): Shared, who: Authed, Path(collection): Path<String>) -> Result<Json<HeadRecord>, ApiError> {
+async fn head(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<HeadRecord>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     let (seq, id) = state.meta.head(who.account, collection).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(HeadRecord { seq, id: HexId(id) }))
@@ -334,8 +381,8 @@ async fn head(State(state): Shared, who: Authed, Path(collection): Path<String>)
 async fn revisions(
     State(state): Shared,
     who: Authed,
-    Path(collection): Path<String>,
-    Query(query): Query<RevisionsQuery>,
+    ApiPath(collection): ApiPath<String>,
+    ApiQuery(query): ApiQuery<RevisionsQuery>,
 ) -> Result<Json<Revisions>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     let mut list = state.meta.revisions(who.account, collection, query.after, REVISIONS_PER_PAGE + 1).await?;
@@ -353,7 +400,7 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
 async fn commit_revision(
     State(state): Shared,
     who: Authed,
-    Path(collection): Path<String>,
+    ApiPath(collection): ApiPath<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
@@ -378,13 +425,13 @@ async fn commit_revision(
     }
 }
 
-async fn packs(State(state): Shared, who: Authed, Path(collection): Path<String>) -> Result<Json<Packs>, ApiError> {
+async fn packs(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<Packs>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     let packs = state.meta.packs(who.account, collection).await?;
     Ok(Json(Packs { packs: packs.into_iter().map(|(id, size)| PackRecord { id: HexId(id), size }).collect() }))
 }
 
-async fn put_pack(State(state): Shared, who: Authed, Path(id): Path<String>, req: Request) -> Result<StatusCode, ApiError> {
+async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String>, req: Request) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, ObjectId::from_hex)?;
     let body = read_body(&state, req.into_body()).await?;
     if ObjectId::of(&body) != id {
@@ -398,6 +445,13 @@ async fn put_pack(State(state): Shared, who: Authed, Path(id): Path<String>, req
     let size = u64::try_from(body.len()).map_err(|_| ApiError::TooLarge)?;
     if state.meta.pack_size(who.account, id).await?.is_some() {
         return Ok(StatusCode::OK);
+    }
+    // Refuse what cannot fit before writing it: an over-quota pack must not
+    // stay behind as an uncounted blob (G5). `add_pack` checks again,
+    // atomically, for concurrent uploads.
+    let (used, quota) = state.meta.usage(who.account).await?;
+    if used.saturating_add(size) > quota {
+        return Err(ApiError::QuotaExceeded);
     }
     // Blob first, then the row: a row never names a missing blob (F3). A
     // crash in between leaves an unreferenced blob, reclaimed later.
@@ -423,7 +477,12 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, Api
     Ok(Some(range))
 }
 
-async fn get_pack(State(state): Shared, who: Authed, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn get_pack(
+    State(state): Shared,
+    who: Authed,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let id = parse_id(&id, ObjectId::from_hex)?;
     let size = state.meta.pack_size(who.account, id).await?.ok_or(ApiError::NotFound)?;
     let range = parse_range(&headers, size)?;

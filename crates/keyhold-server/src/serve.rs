@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::http::Request;
@@ -14,6 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -132,6 +135,7 @@ impl BoundServer {
             let service = TowerToHyperService::new(service);
             match &tls {
                 None => {
+                    let stream = VersionDeadline::new(stream, header_timeout);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
@@ -149,6 +153,7 @@ impl BoundServer {
                             tracing::debug!(%peer, "TLS handshake failed or timed out");
                             return;
                         };
+                        let stream = VersionDeadline::new(stream, header_timeout);
                         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
                         if let Err(e) = watcher.watch(conn).await {
                             tracing::debug!(error = %e, "connection ended with an error");
@@ -163,5 +168,89 @@ impl BoundServer {
             tracing::warn!("some connections were still busy after 30 s; closing them");
         }
         Ok(())
+    }
+}
+
+/// The HTTP/2 connection preface.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection that fails its reads if the client has not shown which HTTP
+/// version it speaks within the header timeout (SECURITY G3).
+///
+/// hyper-util's version detection reads up to the 24-byte HTTP/2 preface
+/// with no timer of its own, and hyper's HTTP/1 header timer starts only
+/// after it: without this, a client that connects and sends nothing, or
+/// trickles a prefix of the preface, holds its connection forever. The
+/// deadline is disarmed as soon as the bytes read diverge from the preface
+/// (HTTP/1, where hyper's timer takes over) or complete it (HTTP/2).
+struct VersionDeadline<S> {
+    inner: S,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    seen: usize,
+}
+
+impl<S> VersionDeadline<S> {
+    fn new(inner: S, timeout: Duration) -> Self {
+        VersionDeadline { inner, deadline: Some(Box::pin(tokio::time::sleep(timeout))), seen: 0 }
+    }
+
+    /// Notes `new` bytes read; `true` once the HTTP version is decided.
+    fn version_known(&mut self, new: &[u8]) -> bool {
+        let start = self.seen.min(H2_PREFACE.len());
+        self.seen = self.seen.saturating_add(new.len());
+        let end = self.seen.min(H2_PREFACE.len());
+        let expected = H2_PREFACE.get(start..end).unwrap_or_default();
+        let matches = new.get(..expected.len()).is_some_and(|got| got == expected);
+        !matches || self.seen >= H2_PREFACE.len()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for VersionDeadline<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(deadline) = this.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no request within the header timeout",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if this.deadline.is_some() && matches!(result, Poll::Ready(Ok(()))) {
+            let new = buf.filled().get(before..).unwrap_or_default();
+            // An empty read is end of stream: nothing more to time.
+            if new.is_empty() || this.version_known(new) {
+                this.deadline = None;
+            }
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for VersionDeadline<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }

@@ -54,6 +54,17 @@ pub enum Commit {
     OverQuota,
 }
 
+/// What [`MetaStore::put_collection_wrap`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WrapFiled {
+    /// Filed and counted against the quota.
+    Filed,
+    /// A wrap is filed already for this collection and epoch: this one.
+    Exists(Vec<u8>),
+    /// It would exceed the account's quota.
+    OverQuota,
+}
+
 /// A new account's first rows.
 pub struct NewAccount<'a> {
     /// Account id.
@@ -278,14 +289,17 @@ impl MetaStore {
         Ok(KeysRow { account_epoch: to_u32(epoch, "epoch")?, devices, device_wraps, collection_wraps })
     }
 
-    /// Files a collection key wrap once. `Some(existing)` if one is filed already.
+    /// Files a collection key wrap once and counts it against the quota
+    /// (wraps are client-chosen bytes too: uncounted, they would be free
+    /// storage, SECURITY G5).
     pub async fn put_collection_wrap(
         &self,
         account: AccountId,
         collection: CollectionId,
         epoch: u32,
         wrap: &[u8],
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<WrapFiled> {
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO collection_wraps (account_id, collection_id, epoch, wrap) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
@@ -293,19 +307,24 @@ impl MetaStore {
         .bind(collection.as_bytes().as_slice())
         .bind(i64::from(epoch))
         .bind(wrap)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
         if inserted == 1 {
-            return Ok(None);
+            if !charge(&mut tx, account, u64::try_from(wrap.len()).unwrap_or(u64::MAX)).await? {
+                return Ok(WrapFiled::OverQuota);
+            }
+            tx.commit().await?;
+            return Ok(WrapFiled::Filed);
         }
-        Ok(sqlx::query("SELECT wrap FROM collection_wraps WHERE account_id = ? AND collection_id = ? AND epoch = ?")
+        let existing = sqlx::query("SELECT wrap FROM collection_wraps WHERE account_id = ? AND collection_id = ? AND epoch = ?")
             .bind(account.as_bytes().as_slice())
             .bind(collection.as_bytes().as_slice())
             .bind(i64::from(epoch))
-            .fetch_optional(&self.pool)
+            .fetch_one(&mut *tx)
             .await?
-            .map(|r| r.get(0)))
+            .get(0);
+        Ok(WrapFiled::Exists(existing))
     }
 
     /// Files a single-use challenge.
