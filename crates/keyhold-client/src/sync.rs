@@ -179,14 +179,19 @@ fn encrypt_file(
     name: &str,
     uploader: &mut Uploader,
     progress: &ProgressBar,
+    buf: &mut Vec<u8>,
 ) -> Result<Option<(Manifest, keyhold_core::SealedBlob)>> {
     let keys = coll.current()?;
     let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
     let mut encryptor = FileEncryptor::new(keys);
-    let mut buf = vec![0u8; READ_BUF];
+    // One buffer for the whole sync, sized to the largest file read so far.
+    let want = usize::try_from(node.stat.size.saturating_add(1)).unwrap_or(READ_BUF).min(READ_BUF);
+    if buf.len() < want {
+        buf.resize(want, 0);
+    }
     let mut sealed = Vec::new();
     loop {
-        let n = file.read(&mut buf).map_err(ClientError::io(path))?;
+        let n = file.read(buf).map_err(ClientError::io(path))?;
         if n == 0 {
             break;
         }
@@ -250,11 +255,18 @@ async fn sync_round(
 ) -> Result<Option<SyncReport>> {
     let mut report = SyncReport::default();
     let head = client.verified_head(coll).await?;
+    let (base_head, base) = client.state.base(root_key).await?;
     let remote = match &head {
+        // Nothing new on the server: the base *is* the verified remote tree.
+        Some(h) if base_head == Some(h.head()) => base
+            .iter()
+            .map(|(p, b)| {
+                (p.clone(), RemoteNode { is_dir: b.is_dir, size: b.size, mtime_ns: b.mtime_ns, mode: b.mode, target: b.target })
+            })
+            .collect(),
         Some(h) => client.read_tree(coll, h.revision.root).await?,
         None => Tree::new(),
     };
-    let (_, base) = client.state.base(root_key).await?;
     let local = scan(root, &mut report)?;
 
     // Plan.
@@ -323,6 +335,7 @@ async fn sync_round(
     let identities = identities(client, coll, &to_upload, &both_files, &base, &remote).await?;
     let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
     let bar = progress_bar(show, upload_bytes, "upload");
+    let mut read_buf = Vec::new();
     let renamed_from: HashMap<String, String> = actions
         .iter()
         .filter_map(|a| if let Action::RenameAside { from, to, .. } = a { Some((to.clone(), from.clone())) } else { None })
@@ -334,7 +347,7 @@ async fn sync_round(
         let previous = identities.get(p);
         let identity =
             previous.map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
-        match encrypt_file(&local_path(root, source), l, coll, identity, name, &mut uploader, &bar)? {
+        match encrypt_file(&local_path(root, source), l, coll, identity, name, &mut uploader, &bar, &mut read_buf)? {
             Some((manifest, blob)) => {
                 // Touched but not changed: keep the version it already is.
                 let node = match previous.filter(|(m, _)| same_version(m, &manifest)) {
@@ -380,7 +393,9 @@ async fn sync_round(
         let name = p.rsplit('/').next().unwrap_or(p);
         let identity =
             identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
-        let Some((manifest, blob)) = encrypt_file(&local_path(root, p), l, coll, identity, name, &mut uploader, &bar)? else {
+        let Some((manifest, blob)) =
+            encrypt_file(&local_path(root, p), l, coll, identity, name, &mut uploader, &bar, &mut read_buf)?
+        else {
             report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
             new_tree.insert(p.clone(), r.clone());
             continue;
@@ -448,12 +463,20 @@ async fn sync_round(
     // Now change local files.
     apply(root, actions, &mut fetched, &mut new_base, &mut report)?;
     // Folders: record them as they now stand.
+    // The base mirrors the committed tree exactly (which lets an unchanged
+    // head skip reading the tree); entries without a trusted stat are
+    // re-read, and compared by content, on the next sync.
     for (p, node) in &new_tree {
         if node.is_dir {
             new_base.insert(p.clone(), base_entry(node, None));
+        } else {
+            new_base.entry(p.clone()).or_insert_with(|| base_entry(node, None));
         }
     }
-    client.state.save_base(root_key, coll.id, committed, &new_base).await?;
+    new_base.retain(|p, _| new_tree.contains_key(p));
+    if new_base != base || committed != base_head {
+        client.state.save_base(root_key, coll.id, committed, &new_base).await?;
+    }
     Ok(Some(report))
 }
 
@@ -503,6 +526,7 @@ fn discard(fetched: &HashMap<String, PathBuf>) {
 
 /// Downloads every file the plan needs into verified temporary files in
 /// the sync root (same filesystem, so moving them into place is a rename).
+/// Small files are fetched in batches, so many of them cost few requests.
 async fn prefetch(
     client: &Client,
     coll: &mut Collection,
@@ -510,24 +534,81 @@ async fn prefetch(
     actions: &[Action],
     show: bool,
 ) -> Result<HashMap<String, PathBuf>> {
-    let total: u64 = actions.iter().map(|a| if let Action::Download { node, .. } = a { node.size } else { 0 }).sum();
-    let bar = progress_bar(show, total, "download");
+    let wanted: Vec<(&String, &RemoteNode)> = actions
+        .iter()
+        .filter_map(|a| if let Action::Download { path, node, .. } = a { Some((path, node)) } else { None })
+        .collect();
+    let bar = progress_bar(show, wanted.iter().map(|(_, n)| n.size).sum(), "download");
     let mut fetched = HashMap::new();
-    for action in actions {
-        if let Action::Download { path, node, .. } = action {
-            match fetch_verified(client, coll, root, node, &bar).await {
-                Ok(tmp) => {
-                    fetched.insert(path.clone(), tmp);
-                }
-                Err(e) => {
-                    discard(&fetched);
-                    return Err(e);
-                }
-            }
+    let result = fetch_all(client, coll, root, &wanted, &bar, &mut fetched).await;
+    bar.finish_and_clear();
+    match result {
+        Ok(()) => Ok(fetched),
+        Err(e) => {
+            discard(&fetched);
+            Err(e)
         }
     }
-    bar.finish_and_clear();
-    Ok(fetched)
+}
+
+const BATCH_BYTES: u64 = 64 << 20;
+
+async fn fetch_all(
+    client: &Client,
+    coll: &mut Collection,
+    root: &Path,
+    wanted: &[(&String, &RemoteNode)],
+    bar: &ProgressBar,
+    fetched: &mut HashMap<String, PathBuf>,
+) -> Result<()> {
+    let nodes: Vec<&RemoteNode> = wanted.iter().map(|(_, n)| *n).collect();
+    let mut manifests = client.manifests(coll, &nodes).await?;
+    let mut batch: Vec<(&String, &RemoteNode, Manifest)> = Vec::new();
+    let mut batch_bytes = 0;
+    for (i, (path, node)) in wanted.iter().enumerate() {
+        let manifest =
+            manifests.get(&node.target.id).cloned().ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
+        if node.size > BATCH_BYTES / 4 {
+            // Large files stream a few chunks at a time.
+            let (tmp, mut file) = tempfile_in(root)?;
+            fetched.insert((*path).clone(), tmp.clone());
+            write_verified(client, coll, node, manifest, &mut file, bar).await?;
+            finish_file(&tmp, &file, node)?;
+        } else {
+            batch_bytes += node.size;
+            batch.push((path, node, manifest));
+        }
+        if batch_bytes >= BATCH_BYTES || i + 1 == wanted.len() {
+            let ids: Vec<BlobId> = batch.iter().flat_map(|(_, _, m)| m.chunks.iter().map(|c| c.id)).collect();
+            let mut blobs = client.fetch_blobs(coll, &ids).await?;
+            for (path, node, manifest) in batch.drain(..) {
+                let keys = coll.keys_for(node.target.epoch)?.clone();
+                let (tmp, mut file) = tempfile_in(root)?;
+                fetched.insert(path.clone(), tmp.clone());
+                let mut decryptor = FileDecryptor::new(&keys, manifest);
+                while let Some(chunk) = decryptor.expected().copied() {
+                    let ciphertext = blobs.get(&chunk.id).cloned().ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?;
+                    let plain = decryptor.open_next(ciphertext)?;
+                    file.write_all(&plain).map_err(ClientError::io(&tmp))?;
+                    bar.inc(u64::try_from(plain.len()).unwrap_or(0));
+                }
+                decryptor.finish()?;
+                finish_file(&tmp, &file, node)?;
+            }
+            blobs.clear();
+            batch_bytes = 0;
+        }
+    }
+    manifests.clear();
+    Ok(())
+}
+
+/// Sets mode and mtime and puts the data on disk before the rename.
+fn finish_file(path: &Path, file: &std::fs::File, node: &RemoteNode) -> Result<()> {
+    set_mode(path, node.mode);
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(node.mtime_ns).unwrap_or(0)))
+        .and_then(|()| file.sync_all())
+        .map_err(ClientError::io(path))
 }
 
 fn base_entry(node: &RemoteNode, stat: Option<Stat>) -> BaseEntry {
@@ -724,12 +805,7 @@ async fn fetch_verified(
         .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
     let (path, mut file) = tempfile_in(dir)?;
     let written = write_verified(client, coll, node, manifest, &mut file, bar).await;
-    let finished = written.and_then(|()| {
-        set_mode(&path, node.mode);
-        file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(node.mtime_ns).unwrap_or(0)))
-            .and_then(|()| file.sync_all())
-            .map_err(ClientError::io(&path))
-    });
+    let finished = written.and_then(|()| finish_file(&path, &file, node));
     match finished {
         Ok(()) => Ok(path),
         Err(e) => {
