@@ -15,7 +15,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use crate::error::{ClientError, Result};
 
 /// Largest response the client accepts for JSON bodies.
-const MAX_JSON: usize = 64 << 20;
+const MAX_JSON: u64 = 64 << 20;
 
 /// A connection to one server.
 #[derive(Clone)]
@@ -78,7 +78,7 @@ impl Api {
 
     async fn json<T: serde::de::DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T> {
         let response = self.send(rb).await?;
-        if response.content_length().is_some_and(|l| l > MAX_JSON as u64) {
+        if response.content_length().is_some_and(|l| l > MAX_JSON) {
             return Err(ClientError::Protocol("response too large".into()));
         }
         let body = response.bytes().await?;

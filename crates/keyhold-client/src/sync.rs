@@ -171,6 +171,7 @@ fn conflict_name(path: &str, device: &str, taken: &dyn Fn(&str) -> bool) -> Stri
 
 /// Encrypts one local file, queueing its new blobs; `None` if it changed
 /// while being read (it is retried on the next sync).
+#[allow(clippy::too_many_arguments)] // each is one field of a single, documented step
 fn encrypt_file(
     path: &Path,
     node: &LocalNode,

@@ -466,6 +466,7 @@ impl MetaStore {
     /// Appends a revision if, and only if, it extends the current head
     /// (compare-and-swap: concurrent writers get `HeadMoved`, never a lost
     /// update).
+    #[allow(clippy::too_many_arguments)] // each is one field of a single, documented step
     pub async fn commit_revision(
         &self,
         account: AccountId,

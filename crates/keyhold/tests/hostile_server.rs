@@ -207,7 +207,7 @@ fn e2_a_seized_server_holds_no_plaintext_name_key_or_exact_size() {
     // No stored size equals a plaintext size: packs are padded.
     for pack in server.packs() {
         let len = std::fs::metadata(&pack).unwrap().len();
-        assert_ne!(len, odd_len as u64);
+        assert_ne!(len, u64::try_from(odd_len).unwrap());
         assert_eq!(len, keyhold_core::padme(len), "pack length is not a Padmé length");
     }
     let sizes = server.sql("SELECT size FROM packs");
