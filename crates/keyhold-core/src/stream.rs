@@ -42,7 +42,8 @@ impl<'k> FileEncryptor<'k> {
     pub fn new(keys: &'k CollectionKeys) -> Self {
         FileEncryptor {
             keys,
-            pending: Vec::with_capacity(MAX_CHUNK),
+            // Grown on demand: most files are far smaller than a chunk.
+            pending: Vec::new(),
             start: 0,
             sealed: SealedChunks { chunks: Vec::new(), size: 0 },
         }
