@@ -195,7 +195,9 @@ impl Client {
         let Some(newest) = revisions.last().cloned() else {
             return Err(ClientError::Integrity(keyhold_core::Error::MissingRevisions { after }));
         };
-        if newest.head() != offered {
+        // Another device may have committed between the two requests: the
+        // chain must contain the offered head, and may go beyond it.
+        if !revisions.iter().any(|r| r.head() == offered) {
             return Err(ClientError::Integrity(keyhold_core::Error::Fork { seq: offered.seq }));
         }
         if fresh {

@@ -2,12 +2,13 @@
 //! last agreed on), the local folder and the verified remote head.
 //!
 //! Order of work, chosen so that a crash anywhere loses nothing (F1–F4):
-//! verify the remote history; scan; plan; upload new blobs in packs; commit
-//! the merged tree by compare-and-swap (a moved head restarts the round);
-//! only then change local files — each download written to a temporary file,
-//! authenticated completely, and renamed into place only if the local file
-//! is still what the scan saw; deletions likewise; finally record the new
-//! base. A local deletion is propagated only for paths the base knew (F2).
+//! verify the remote history; scan; plan; upload new blobs in packs; fetch
+//! every download into a temporary file and authenticate it completely;
+//! commit the merged tree by compare-and-swap (a moved head restarts the
+//! round); only then change local files — each temporary file renamed into
+//! place only if the local file is still what the scan saw; deletions
+//! likewise; finally record the new base. A local deletion is propagated
+//! only for paths the base knew (F2).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};

@@ -106,7 +106,9 @@ impl DevicePublicKeys {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let mut r = Reader::new(bytes);
         let signing = VerifyingKey::from_bytes(&r.array::<32>()?).map_err(|_| Error::Malformed("Ed25519 public key"))?;
-        if signing.is_weak() || bytes.get(..32) != Some(signing.as_bytes().as_slice()) {
+        // Only the canonical encoding of a point is accepted, so one key has
+        // exactly one device id (`as_bytes` echoes the input, so re-compress).
+        if signing.is_weak() || bytes.get(..32) != Some(signing.to_edwards().compress().as_bytes().as_slice()) {
             return Err(Error::Malformed("weak Ed25519 public key"));
         }
         let kem = KemPublicKey::from_bytes(r.take(KEM_PUBLIC_KEY_LEN)?).map_err(|_| Error::Malformed("X-Wing public key"))?;

@@ -380,3 +380,15 @@ fn secrets_do_not_show_in_debug_output() {
         assert!(!text.contains("ab, ab") && !text.contains("171") && !text.to_lowercase().contains("abab"), "{text}");
     }
 }
+
+#[test]
+fn a2_a_non_canonical_encoding_of_a_device_key_is_refused() {
+    // y = 3 + p encodes the same point as y = 3 would; only one may parse.
+    let mut keys = device(1).public().to_bytes();
+    keys[..32].copy_from_slice(&[
+        0xf0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+    ]);
+    assert!(DevicePublicKeys::from_bytes(&keys).is_err());
+    assert!(DevicePublicKeys::from_bytes(&device(1).public().to_bytes()).is_ok());
+}
