@@ -158,7 +158,12 @@ impl Api {
                 return Ok(out);
             }
             let last = out.last().and_then(|r| keyhold_core::RevisionHeader::parse(r).ok());
-            after = Some(last.ok_or_else(|| ClientError::Protocol("unparsable revision in listing".into()))?.seq);
+            let next = last.ok_or_else(|| ClientError::Protocol("unparsable revision in listing".into()))?.seq;
+            // Each page must move forward, or a server could keep us paging forever.
+            if after.is_some_and(|a| next <= a) {
+                return Err(ClientError::Protocol("revision pages do not advance".into()));
+            }
+            after = Some(next);
         }
     }
 

@@ -143,6 +143,10 @@ impl Client {
 
     /// Opens (creating on first use) the collection named `name`.
     pub async fn collection(&mut self, name: &str) -> Result<Collection> {
+        self.collection_attempt(name, 0).await
+    }
+
+    async fn collection_attempt(&mut self, name: &str, attempt: u32) -> Result<Collection> {
         let id = CollectionId::named(self.root(), name);
         let mut keys = HashMap::new();
         for (cid, epoch, wrap) in self.collection_wraps.iter().filter(|(c, _, _)| *c == id) {
@@ -165,9 +169,13 @@ impl Client {
             };
             let wrap = wrap_collection_key(&key, self.root(), &ctx, &mut os_rng())?;
             if !self.api.put_collection_key(id, 0, wrap).await? {
-                // Another device created it first: use theirs.
+                // Another device created it first: use theirs (a server that
+                // claims so but never shows it is refused after a few tries).
+                if attempt >= 3 {
+                    return Err(ClientError::Protocol("the server refuses the collection key but shows none".into()));
+                }
                 self.load_account_keys().await?;
-                return Box::pin(self.collection(name)).await;
+                return Box::pin(self.collection_attempt(name, attempt + 1)).await;
             }
             keys.insert(0, Arc::new(CollectionKeys::derive(&key, id, 0)));
         }
