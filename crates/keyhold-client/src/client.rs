@@ -9,8 +9,8 @@ use bytes::Bytes;
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
 use keyhold_core::{
     AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceId,
-    DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, SealedBlob,
-    VerifiedRevision, check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
+    DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, SealedBlob, VerifiedRevision,
+    check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
 };
 use tokio::task::JoinSet;
 
@@ -493,6 +493,3 @@ impl Uploader {
         Ok(self.bytes_queued)
     }
 }
-
-/// Keeps `ObjectType` in scope for callers matching blob kinds.
-pub const CHUNK: ObjectType = ObjectType::Chunk;

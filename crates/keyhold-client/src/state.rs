@@ -10,7 +10,9 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use keyhold_core::{BlobId, BlobRef, CollectionId, FileId, Head, ObjectId, ObjectType};
+use keyhold_core::{BlobId, BlobRef, CollectionId, Head, ObjectId, ObjectType};
+
+use crate::client::RemoteNode;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
@@ -22,7 +24,7 @@ CREATE TABLE IF NOT EXISTS roots (root TEXT PRIMARY KEY, collection_id BLOB NOT 
 CREATE TABLE IF NOT EXISTS base (
     root TEXT NOT NULL, path TEXT NOT NULL, is_dir INTEGER NOT NULL,
     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
-    target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL, file_id BLOB, version INTEGER NOT NULL,
+    target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
     st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
     PRIMARY KEY (root, path));
 CREATE TABLE IF NOT EXISTS blobs (collection_id BLOB NOT NULL, blob_id BLOB NOT NULL, kind INTEGER NOT NULL,
@@ -44,24 +46,13 @@ pub struct Stat {
     pub ctime_ns: i64,
 }
 
-/// One entry of a base tree.
+/// One entry of a base tree: the node both sides agreed on, and the local
+/// stat when the file was known to match it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseEntry {
-    /// Folder or file.
-    pub is_dir: bool,
-    /// Size.
-    pub size: u64,
-    /// Modification time, ns.
-    pub mtime_ns: i64,
-    /// Mode bits.
-    pub mode: u32,
-    /// Manifest (file) or listing (folder).
-    pub target: BlobRef,
-    /// File id (files).
-    pub file_id: Option<FileId>,
-    /// File version (files).
-    pub version: u64,
-    /// Local stat when the file was known to match `target`.
+    /// The agreed node.
+    pub node: RemoteNode,
+    /// Local stat when the file was known to match `node`.
     pub stat: Option<Stat>,
 }
 
@@ -160,7 +151,7 @@ impl State {
             None => None,
         };
         let rows = sqlx::query(
-            "SELECT path, is_dir, size, mtime_ns, mode, target_epoch, target_id, file_id, version, st_size, st_mtime_ns, st_ino, st_ctime_ns FROM base WHERE root = ?",
+            "SELECT path, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns FROM base WHERE root = ?",
         )
         .bind(root)
         .fetch_all(&self.pool)
@@ -168,27 +159,26 @@ impl State {
         let mut out = std::collections::BTreeMap::new();
         for r in rows {
             let stat = match (
+                r.get::<Option<i64>, _>(7),
+                r.get::<Option<i64>, _>(8),
                 r.get::<Option<i64>, _>(9),
                 r.get::<Option<i64>, _>(10),
-                r.get::<Option<i64>, _>(11),
-                r.get::<Option<i64>, _>(12),
             ) {
                 (Some(size), Some(mtime_ns), Some(ino), Some(ctime_ns)) => {
                     Some(Stat { size: u64_of(size), mtime_ns, ino: u64_of(ino), ctime_ns })
                 }
                 _ => None,
             };
-            let file_id = r.get::<Option<Vec<u8>>, _>(7).map(arr).transpose()?.map(FileId);
             out.insert(
                 r.get::<String, _>(0),
                 BaseEntry {
-                    is_dir: r.get::<i64, _>(1) != 0,
-                    size: u64_of(r.get(2)),
-                    mtime_ns: r.get(3),
-                    mode: u32::try_from(r.get::<i64, _>(4)).unwrap_or(0),
-                    target: BlobRef { epoch: u32::try_from(r.get::<i64, _>(5)).unwrap_or(0), id: BlobId(arr(r.get(6))?) },
-                    file_id,
-                    version: u64_of(r.get(8)),
+                    node: RemoteNode {
+                        is_dir: r.get::<i64, _>(1) != 0,
+                        size: u64_of(r.get(2)),
+                        mtime_ns: r.get(3),
+                        mode: u32::try_from(r.get::<i64, _>(4)).unwrap_or(0),
+                        target: BlobRef { epoch: u32::try_from(r.get::<i64, _>(5)).unwrap_or(0), id: BlobId(arr(r.get(6))?) },
+                    },
                     stat,
                 },
             );
@@ -214,17 +204,15 @@ impl State {
             .await?;
         sqlx::query("DELETE FROM base WHERE root = ?").bind(root).execute(&mut *tx).await?;
         for (path, e) in entries {
-            sqlx::query("INSERT INTO base (root, path, is_dir, size, mtime_ns, mode, target_epoch, target_id, file_id, version, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            sqlx::query("INSERT INTO base (root, path, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
                 .bind(root)
                 .bind(path)
-                .bind(i64::from(e.is_dir))
-                .bind(i64_of(e.size))
-                .bind(e.mtime_ns)
-                .bind(i64::from(e.mode))
-                .bind(i64::from(e.target.epoch))
-                .bind(e.target.id.as_bytes().as_slice())
-                .bind(e.file_id.map(|f| f.as_bytes().to_vec()))
-                .bind(i64_of(e.version))
+                .bind(i64::from(e.node.is_dir))
+                .bind(i64_of(e.node.size))
+                .bind(e.node.mtime_ns)
+                .bind(i64::from(e.node.mode))
+                .bind(i64::from(e.node.target.epoch))
+                .bind(e.node.target.id.as_bytes().as_slice())
                 .bind(e.stat.map(|s| i64_of(s.size)))
                 .bind(e.stat.map(|s| s.mtime_ns))
                 .bind(e.stat.map(|s| i64_of(s.ino)))

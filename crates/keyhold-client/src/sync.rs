@@ -135,7 +135,7 @@ fn scan(root: &Path, report: &mut SyncReport) -> Result<BTreeMap<String, LocalNo
 /// files changed within a second of being recorded are not kept at all
 /// (see [`trusted_stat`]), so equality here is safe.
 fn unchanged(base: &BaseEntry, local: &LocalNode) -> bool {
-    base.stat == Some(local.stat) && base.mode == local.mode
+    base.stat == Some(local.stat) && base.node.mode == local.mode
 }
 
 /// A stat worth recording: one whose change time lies safely in the past.
@@ -147,8 +147,13 @@ fn trusted_stat(stat: Stat) -> Option<Stat> {
     (stat.ctime_ns < now_ns().saturating_sub(1_000_000_000)).then_some(stat)
 }
 
+/// A folder of the tree being built; its listing is sealed later.
+fn folder_node(mode: u32, mtime_ns: i64) -> RemoteNode {
+    RemoteNode { is_dir: true, size: 0, mtime_ns, mode, target: BlobRef { epoch: 0, id: BlobId([0; 32]) } }
+}
+
 fn dir_node(l: &LocalNode) -> RemoteNode {
-    RemoteNode { is_dir: true, size: 0, mtime_ns: l.mtime_ns, mode: l.mode, target: BlobRef { epoch: 0, id: BlobId([0; 32]) } }
+    folder_node(l.mode, l.mtime_ns)
 }
 
 fn conflict_name(path: &str, device: &str, taken: &dyn Fn(&str) -> bool) -> String {
@@ -260,12 +265,7 @@ async fn sync_round(
     let (base_head, base) = client.state.base(root_key).await?;
     let remote = match &head {
         // Nothing new on the server: the base *is* the verified remote tree.
-        Some(h) if base_head == Some(h.head()) => base
-            .iter()
-            .map(|(p, b)| {
-                (p.clone(), RemoteNode { is_dir: b.is_dir, size: b.size, mtime_ns: b.mtime_ns, mode: b.mode, target: b.target })
-            })
-            .collect(),
+        Some(h) if base_head == Some(h.head()) => base.iter().map(|(p, b)| (p.clone(), b.node.clone())).collect(),
         Some(h) => client.read_tree(coll, h.revision.root).await?,
         None => Tree::new(),
     };
@@ -282,13 +282,13 @@ async fn sync_round(
         let (b, l, r) = (base.get(p), local.get(p), remote.get(p));
         let local_changed = match (b, l) {
             (None, None) => false,
-            (Some(b), Some(l)) if b.is_dir || l.is_dir => b.is_dir != l.is_dir,
+            (Some(b), Some(l)) if b.node.is_dir || l.is_dir => b.node.is_dir != l.is_dir,
             (Some(b), Some(l)) => !unchanged(b, l),
             _ => true,
         };
         let remote_changed = match (b, r) {
             (None, None) => false,
-            (Some(b), Some(r)) => b.is_dir != r.is_dir || (!r.is_dir && b.target != r.target),
+            (Some(b), Some(r)) => b.node.is_dir != r.is_dir || (!r.is_dir && b.node.target != r.target),
             _ => true,
         };
         match (local_changed, remote_changed) {
@@ -311,7 +311,7 @@ async fn sync_round(
                 (Some(l), Some(r)) if l.is_dir && r.is_dir => {
                     new_tree.insert(p.clone(), r.clone());
                 }
-                (Some(l), Some(_)) if !l.is_dir && r.is_some_and(|r| !r.is_dir) => both_files.push(p.clone()),
+                (Some(l), Some(r)) if !l.is_dir && !r.is_dir => both_files.push(p.clone()),
                 (Some(l), Some(r)) if !l.is_dir => {
                     // A local file where a folder arrived: the file moves aside.
                     let to = conflict_name(p, &client.config.device_id, &|c| local.contains_key(c) || remote.contains_key(c));
@@ -384,11 +384,8 @@ async fn sync_round(
         let nodes: Vec<&RemoteNode> = both_files.iter().filter_map(|p| remote.get(p)).collect();
         client.manifests(coll, &nodes).await?
     };
-    let base_nodes: Vec<RemoteNode> = both_files
-        .iter()
-        .filter_map(|p| base.get(p).filter(|b| !b.is_dir))
-        .map(|b| RemoteNode { is_dir: false, size: b.size, mtime_ns: b.mtime_ns, mode: b.mode, target: b.target })
-        .collect();
+    let base_nodes: Vec<RemoteNode> =
+        both_files.iter().filter_map(|p| base.get(p).filter(|b| !b.node.is_dir)).map(|b| b.node.clone()).collect();
     let base_manifests = client.manifests(coll, &base_nodes.iter().collect::<Vec<_>>()).await?;
     for p in &both_files {
         let (Some(l), Some(r)) = (local.get(p), remote.get(p)) else { continue };
@@ -405,7 +402,8 @@ async fn sync_round(
         new_tree.insert(p.clone(), r.clone());
         let same = remote_manifests.get(&r.target.id).is_some_and(|m| m.chunks == manifest.chunks);
         // Content as in the base: only the stat was untrusted; a plain remote change.
-        let untouched = base.get(p).and_then(|b| base_manifests.get(&b.target.id)).is_some_and(|m| same_version(m, &manifest));
+        let untouched =
+            base.get(p).and_then(|b| base_manifests.get(&b.node.target.id)).is_some_and(|m| same_version(m, &manifest));
         if untouched && !same {
             actions.push(Action::Download { path: p.clone(), node: r.clone(), expect: Some(l.stat) });
         } else if same {
@@ -435,10 +433,7 @@ async fn sync_round(
         while let Some((parent, _)) = at.rsplit_once('/') {
             if !new_tree.contains_key(parent) {
                 let mode = local.get(parent).map_or(0o755, |l| l.mode);
-                new_tree.insert(
-                    parent.to_owned(),
-                    RemoteNode { is_dir: true, size: 0, mtime_ns: 0, mode, target: BlobRef { epoch: 0, id: BlobId([0; 32]) } },
-                );
+                new_tree.insert(parent.to_owned(), folder_node(mode, 0));
                 if !local.contains_key(parent) {
                     actions.push(Action::MakeDir { path: parent.to_owned(), mode });
                 }
@@ -614,16 +609,7 @@ fn finish_file(path: &Path, file: &std::fs::File, node: &RemoteNode) -> Result<(
 }
 
 fn base_entry(node: &RemoteNode, stat: Option<Stat>) -> BaseEntry {
-    BaseEntry {
-        is_dir: node.is_dir,
-        size: node.size,
-        mtime_ns: node.mtime_ns,
-        mode: node.mode,
-        target: node.target,
-        file_id: None,
-        version: 0,
-        stat,
-    }
+    BaseEntry { node: node.clone(), stat }
 }
 
 fn take_local(p: &str, l: Option<&LocalNode>, tree: &mut Tree, uploads: &mut Vec<String>, report: &mut SyncReport) {
@@ -673,30 +659,17 @@ async fn identities(
 ) -> Result<HashMap<String, (Manifest, RemoteNode)>> {
     let mut wanted: Vec<(String, RemoteNode)> = Vec::new();
     for p in uploads.iter().chain(both) {
-        let previous = remote.get(p).filter(|r| !r.is_dir).cloned().or_else(|| {
-            base.get(p).filter(|b| !b.is_dir).map(|b| RemoteNode {
-                is_dir: false,
-                size: b.size,
-                mtime_ns: b.mtime_ns,
-                mode: b.mode,
-                target: b.target,
-            })
-        });
+        let previous = remote
+            .get(p)
+            .filter(|r| !r.is_dir)
+            .cloned()
+            .or_else(|| base.get(p).filter(|b| !b.node.is_dir).map(|b| b.node.clone()));
         if let Some(prev) = previous {
             wanted.push((p.clone(), prev));
         }
     }
-    let ids: Vec<BlobId> = wanted.iter().map(|(_, n)| n.target.id).collect();
-    let mut blobs = client.fetch_blobs(coll, &ids).await?;
-    let mut out = HashMap::new();
-    for (p, node) in wanted {
-        if let Some(ct) = blobs.remove(&node.target.id) {
-            let m = coll.keys_for(node.target.epoch)?.open_manifest(&node.target.id, ct.clone())?;
-            blobs.insert(node.target.id, ct);
-            out.insert(p, (m, node));
-        }
-    }
-    Ok(out)
+    let manifests = client.manifests(coll, &wanted.iter().map(|(_, n)| n).collect::<Vec<_>>()).await?;
+    Ok(wanted.into_iter().filter_map(|(p, node)| Some((p, (manifests.get(&node.target.id)?.clone(), node)))).collect())
 }
 
 fn current_stat(path: &Path) -> Option<Stat> {

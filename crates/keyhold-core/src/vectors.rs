@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chacha20::ChaCha20Rng;
+use rand_core::utils::next_word_via_fill;
 use rand_core::{SeedableRng, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 
@@ -54,14 +55,10 @@ impl RecordingRng {
 impl TryRng for RecordingRng {
     type Error = core::convert::Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
+        next_word_via_fill(self)
     }
     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
+        next_word_via_fill(self)
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
         self.inner.try_fill_bytes(dst)?;
@@ -86,14 +83,10 @@ impl ReplayRng {
 impl TryRng for ReplayRng {
     type Error = core::convert::Infallible;
     fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        let mut b = [0u8; 4];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u32::from_le_bytes(b))
+        next_word_via_fill(self)
     }
     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        let mut b = [0u8; 8];
-        self.try_fill_bytes(&mut b)?;
-        Ok(u64::from_le_bytes(b))
+        next_word_via_fill(self)
     }
     fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
         let end = self.pos + dst.len();
