@@ -1,4 +1,5 @@
-//! Client errors. Integrity failures (anything the core refuses) are kept
+//! Client errors. A variant with a source does not repeat it in its own
+//! message: callers print the chain (`{:#}`), once. Integrity failures (anything the core refuses) are kept
 //! apart from transport and local failures: they mean the server, or
 //! something between, lied, and the message says so plainly.
 
@@ -15,7 +16,7 @@ pub enum ClientError {
     #[error("this device already has an account ({0}); use another KEYHOLD_HOME for another account")]
     AlreadyInitialized(PathBuf),
     /// Verification of server data failed: tampering, rollback, fork or injection.
-    #[error("integrity check failed: {0}. The server returned data that does not verify; nothing was changed locally")]
+    #[error("integrity check failed: the server returned data that does not verify; nothing was changed locally")]
     Integrity(#[from] keyhold_core::Error),
     /// A server answer that breaks the protocol.
     #[error("the server answered something unexpected: {0}")]
@@ -31,10 +32,10 @@ pub enum ClientError {
         message: String,
     },
     /// The server could not be reached.
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server")]
     Http(#[from] reqwest::Error),
     /// Local filesystem failure.
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         /// Which path.
         path: PathBuf,
@@ -43,7 +44,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The local state database failed.
-    #[error("local state database: {0}")]
+    #[error("local state database")]
     State(#[from] sqlx::Error),
     /// Bad input from the user.
     #[error("{0}")]

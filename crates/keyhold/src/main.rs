@@ -219,6 +219,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Sync { dir, collection, watch, interval } => {
+            if !dir.is_dir() {
+                bail!("{} is not a folder; create it first or check the path", dir.display());
+            }
             let mut client = Client::open(&home).await?;
             if client.state_rebuilt {
                 eprintln!(
