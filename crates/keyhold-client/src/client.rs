@@ -98,7 +98,7 @@ impl Client {
         let (config, keys) = home.load()?;
         let mut api = Api::new(&config.server)?;
         api.sign_in(keys.account, &keys.device).await?;
-        let (state, state_rebuilt) = State::open(&home.state_path()).await?;
+        let (state, state_rebuilt) = State::open(&home.state_path())?;
         let mut client =
             Client { api, config, keys, state, state_rebuilt, devices: HashMap::new(), collection_wraps: Vec::new() };
         client.load_account_keys().await?;
@@ -180,14 +180,14 @@ impl Client {
             keys.insert(0, Arc::new(CollectionKeys::derive(&key, id, 0)));
         }
         let current_epoch = keys.keys().copied().max().unwrap_or(0);
-        let index = self.state.blob_index(id).await?;
+        let index = self.state.blob_index(id)?;
         Ok(Collection { id, keys, current_epoch, index })
     }
 
     /// Verifies the collection's history up to the server's head against the
     /// last head this device accepted (rollback, fork, injection).
     pub async fn verified_head(&self, coll: &Collection) -> Result<Option<VerifiedRevision>> {
-        let last = self.state.verified_head(coll.id).await?;
+        let last = self.state.verified_head(coll.id)?;
         let Some(offered) = self.api.head(coll.id).await? else {
             return match last {
                 Some(seen) => Err(ClientError::Integrity(keyhold_core::Error::Rollback { seen: seen.seq, served: 0 })),
@@ -210,7 +210,7 @@ impl Client {
         }
         if fresh {
             let head = verifier.extend(&revisions)?;
-            self.state.set_verified_head(coll.id, head).await?;
+            self.state.set_verified_head(coll.id, head)?;
         }
         Ok(Some(newest))
     }
@@ -225,7 +225,7 @@ impl Client {
         if !revisions.is_empty() {
             verifier.extend(&revisions)?;
         }
-        if let Some(seen) = self.state.verified_head(coll.id).await? {
+        if let Some(seen) = self.state.verified_head(coll.id)? {
             if revisions.get(usize::try_from(seen.seq).unwrap_or(usize::MAX)).map(VerifiedRevision::head) != Some(seen) {
                 return Err(ClientError::Integrity(keyhold_core::Error::Fork { seq: seen.seq }));
             }
@@ -242,7 +242,7 @@ impl Client {
     /// Loads the index of every pack the server lists that this device has
     /// not indexed yet (each index is authenticated by the pack key).
     pub async fn refresh_index(&self, coll: &mut Collection) -> Result<()> {
-        let known = self.state.known_packs(coll.id).await?;
+        let known = self.state.known_packs(coll.id)?;
         let listed = self.api.packs(coll.id).await?;
         for pack in listed.packs.into_iter().filter(|p| !known.contains(&p.id.0)) {
             let (id, size) = (pack.id.0, pack.size);
@@ -258,7 +258,7 @@ impl Client {
             let start = u64::try_from(offset).unwrap_or(0);
             let sealed = self.api.get_pack(id, Some(start..start + u64::try_from(index_len).unwrap_or(0))).await?;
             let entries = open_index(keys, &prefix, &sealed, offset)?;
-            self.state.add_pack(coll.id, id, size, &entries).await?;
+            self.state.add_packs(coll.id, [(id, size, entries.as_slice())])?;
             for e in &entries {
                 coll.index
                     .insert(e.id, BlobLocation { kind: e.kind, pack: id, offset: u64::from(e.offset), len: u64::from(e.len) });
@@ -483,8 +483,8 @@ impl Uploader {
         while let Some(done) = self.in_flight.join_next().await {
             self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
         }
-        for (id, size, entries) in &self.done {
-            client.state.add_pack(coll.id, *id, *size, entries).await?;
+        client.state.add_packs(coll.id, self.done.iter().map(|(id, size, entries)| (*id, *size, entries.as_slice())))?;
+        for (id, _, entries) in &self.done {
             for e in entries {
                 coll.index
                     .insert(e.id, BlobLocation { kind: e.kind, pack: *id, offset: u64::from(e.offset), len: u64::from(e.len) });

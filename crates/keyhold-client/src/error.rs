@@ -45,7 +45,7 @@ pub enum ClientError {
     },
     /// The local state database failed.
     #[error("local state database")]
-    State(#[from] sqlx::Error),
+    State(#[from] rusqlite::Error),
     /// Bad input from the user.
     #[error("{0}")]
     Usage(String),

@@ -317,7 +317,7 @@ pub async fn status(client: &Client) -> Result<Status> {
         account: client.config.account_id.clone(),
         device: client.config.device_id.clone(),
         devices: client.devices().len(),
-        folders: client.state.roots().await?.into_iter().map(|(root, _, seq)| (root, seq)).collect(),
+        folders: client.state.roots()?.into_iter().map(|(root, _, seq)| (root, seq)).collect(),
         used_bytes: usage.used_bytes,
         quota_bytes: usage.quota_bytes,
     })
@@ -327,7 +327,7 @@ pub async fn status(client: &Client) -> Result<Status> {
 /// inside the collection.
 pub async fn locate(client: &Client, path: &Path) -> Result<Option<(PathBuf, String)>> {
     let absolute = std::path::absolute(path).map_err(ClientError::io(path))?;
-    for (root, _, _) in client.state.roots().await? {
+    for (root, _, _) in client.state.roots()? {
         let root = PathBuf::from(root);
         if let Ok(rel) = absolute.strip_prefix(&root) {
             let rel = rel.components().filter_map(|c| c.as_os_str().to_str()).collect::<Vec<_>>().join("/");

@@ -6,16 +6,15 @@
 //! damaged database is set aside and rebuilt, and an empty base never
 //! propagates a deletion (SECURITY F2, F7).
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use keyhold_core::{BlobId, BlobRef, CollectionId, Head, ObjectId, ObjectType};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::client::RemoteNode;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-
 use crate::error::{ClientError, Result};
 
 const SCHEMA: &str = "
@@ -69,10 +68,12 @@ pub struct BlobLocation {
     pub len: u64,
 }
 
-/// The state database.
+/// The state database. A local, embedded cache that sync reads and writes
+/// in tight loops, so it is synchronous and in-process (rusqlite): every
+/// call is a few microseconds of work, with no thread hop per row.
 #[derive(Clone)]
 pub struct State {
-    pool: SqlitePool,
+    db: Arc<Mutex<Connection>>,
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -87,26 +88,26 @@ fn arr<const N: usize>(v: Vec<u8>) -> Result<[u8; N]> {
     v.try_into().map_err(|_| ClientError::Usage("local state database holds a malformed id; delete it to rebuild".into()))
 }
 
-async fn connect(path: &Path) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str("sqlite://")?
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .busy_timeout(Duration::from_secs(30));
-    let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-    for statement in SCHEMA.split(';').filter(|s| !s.trim().is_empty()) {
-        sqlx::query(sqlx::AssertSqlSafe(statement.to_owned())).execute(&pool).await?;
+fn connect(path: &Path) -> Result<Connection> {
+    let db = Connection::open(path)?;
+    db.busy_timeout(Duration::from_secs(30))?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.pragma_update(None, "synchronous", "FULL")?;
+    db.execute_batch(SCHEMA)?;
+    // Damage is found here, once, rather than halfway through a sync.
+    let verdict: String = db.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if verdict != "ok" {
+        return Err(ClientError::Usage(format!("local state database is damaged: {verdict}")));
     }
-    sqlx::query("PRAGMA quick_check").fetch_all(&pool).await?;
-    Ok(pool)
+    Ok(db)
 }
 
 impl State {
     /// Opens the database; a damaged one is moved aside and rebuilt empty.
-    pub async fn open(path: &Path) -> Result<(Self, bool)> {
-        match connect(path).await {
-            Ok(pool) => Ok((State { pool }, false)),
+    pub fn open(path: &Path) -> Result<(Self, bool)> {
+        let wrap = |db| State { db: Arc::new(Mutex::new(db)) };
+        match connect(path) {
+            Ok(db) => Ok((wrap(db), false)),
             Err(e) => {
                 tracing::warn!(error = %e, "local state database unusable; rebuilding it from the server");
                 let aside = path.with_extension(format!("corrupt-{}", std::process::id()));
@@ -114,179 +115,184 @@ impl State {
                     let from = format!("{}{suffix}", path.display());
                     let _ = std::fs::rename(&from, format!("{}{suffix}", aside.display()));
                 }
-                Ok((State { pool: connect(path).await? }, true))
+                Ok((wrap(connect(path)?), true))
             }
         }
     }
 
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite itself consistent
+        // (the transaction rolls back on drop), so the poison is moot.
+        self.db.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The highest head this device verified for a collection.
-    pub async fn verified_head(&self, collection: CollectionId) -> Result<Option<Head>> {
-        let row = sqlx::query("SELECT seq, id FROM heads WHERE collection_id = ?")
-            .bind(collection.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok(Head { seq: u64_of(r.get(0)), id: ObjectId(arr(r.get(1))?) })).transpose()
+    pub fn verified_head(&self, collection: CollectionId) -> Result<Option<Head>> {
+        let row = self
+            .db()
+            .query_row("SELECT seq, id FROM heads WHERE collection_id = ?", [collection.as_bytes().as_slice()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?;
+        row.map(|(seq, id)| Ok(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) })).transpose()
     }
 
     /// Records a newly verified head.
-    pub async fn set_verified_head(&self, collection: CollectionId, head: Head) -> Result<()> {
-        sqlx::query("INSERT INTO heads (collection_id, seq, id) VALUES (?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET seq = excluded.seq, id = excluded.id")
-            .bind(collection.as_bytes().as_slice())
-            .bind(i64_of(head.seq))
-            .bind(head.id.as_bytes().as_slice())
-            .execute(&self.pool)
-            .await?;
+    pub fn set_verified_head(&self, collection: CollectionId, head: Head) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO heads (collection_id, seq, id) VALUES (?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET seq = excluded.seq, id = excluded.id",
+            params![collection.as_bytes().as_slice(), i64_of(head.seq), head.id.as_bytes().as_slice()],
+        )?;
         Ok(())
     }
 
     /// The base tree of a synced folder and the head it corresponds to.
-    pub async fn base(&self, root: &str) -> Result<(Option<Head>, std::collections::BTreeMap<String, BaseEntry>)> {
-        let head =
-            sqlx::query("SELECT head_seq, head_id FROM roots WHERE root = ?").bind(root).fetch_optional(&self.pool).await?;
+    pub fn base(&self, root: &str) -> Result<(Option<Head>, BTreeMap<String, BaseEntry>)> {
+        let db = self.db();
+        let head = db
+            .query_row("SELECT head_seq, head_id FROM roots WHERE root = ?", [root], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
+            })
+            .optional()?;
         let head = match head {
-            Some(r) => match (r.get::<Option<i64>, _>(0), r.get::<Option<Vec<u8>>, _>(1)) {
-                (Some(seq), Some(id)) => Some(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) }),
-                _ => None,
-            },
-            None => None,
+            Some((Some(seq), Some(id))) => Some(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) }),
+            _ => None,
         };
-        let rows = sqlx::query(
+        let mut statement = db.prepare_cached(
             "SELECT path, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns FROM base WHERE root = ?",
-        )
-        .bind(root)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = std::collections::BTreeMap::new();
-        for r in rows {
+        )?;
+        let mut rows = statement.query([root])?;
+        let mut out = BTreeMap::new();
+        while let Some(r) = rows.next()? {
             let stat = match (
-                r.get::<Option<i64>, _>(7),
-                r.get::<Option<i64>, _>(8),
-                r.get::<Option<i64>, _>(9),
-                r.get::<Option<i64>, _>(10),
+                r.get::<_, Option<i64>>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+                r.get::<_, Option<i64>>(9)?,
+                r.get::<_, Option<i64>>(10)?,
             ) {
                 (Some(size), Some(mtime_ns), Some(ino), Some(ctime_ns)) => {
                     Some(Stat { size: u64_of(size), mtime_ns, ino: u64_of(ino), ctime_ns })
                 }
                 _ => None,
             };
-            out.insert(
-                r.get::<String, _>(0),
-                BaseEntry {
-                    node: RemoteNode {
-                        is_dir: r.get::<i64, _>(1) != 0,
-                        size: u64_of(r.get(2)),
-                        mtime_ns: r.get(3),
-                        mode: u32::try_from(r.get::<i64, _>(4)).unwrap_or(0),
-                        target: BlobRef { epoch: u32::try_from(r.get::<i64, _>(5)).unwrap_or(0), id: BlobId(arr(r.get(6))?) },
-                    },
-                    stat,
-                },
-            );
+            let node = RemoteNode {
+                is_dir: r.get::<_, i64>(1)? != 0,
+                size: u64_of(r.get(2)?),
+                mtime_ns: r.get(3)?,
+                mode: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+                target: BlobRef { epoch: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0), id: BlobId(arr(r.get(6)?)?) },
+            };
+            out.insert(r.get::<_, String>(0)?, BaseEntry { node, stat });
         }
         Ok((head, out))
     }
 
-    /// Replaces a synced folder's base tree and head in one transaction.
-    pub async fn save_base(
+    /// Replaces a synced folder's base tree and head in one transaction,
+    /// writing only the entries that differ from `old`.
+    pub fn save_base(
         &self,
         root: &str,
         collection: CollectionId,
         head: Option<Head>,
-        entries: &std::collections::BTreeMap<String, BaseEntry>,
+        old: &BTreeMap<String, BaseEntry>,
+        entries: &BTreeMap<String, BaseEntry>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id")
-            .bind(root)
-            .bind(collection.as_bytes().as_slice())
-            .bind(head.map(|h| i64_of(h.seq)))
-            .bind(head.map(|h| h.id.as_bytes().to_vec()))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM base WHERE root = ?").bind(root).execute(&mut *tx).await?;
-        for (path, e) in entries {
-            sqlx::query("INSERT INTO base (root, path, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .bind(root)
-                .bind(path)
-                .bind(i64::from(e.node.is_dir))
-                .bind(i64_of(e.node.size))
-                .bind(e.node.mtime_ns)
-                .bind(i64::from(e.node.mode))
-                .bind(i64::from(e.node.target.epoch))
-                .bind(e.node.target.id.as_bytes().as_slice())
-                .bind(e.stat.map(|s| i64_of(s.size)))
-                .bind(e.stat.map(|s| s.mtime_ns))
-                .bind(e.stat.map(|s| i64_of(s.ino)))
-                .bind(e.stat.map(|s| s.ctime_ns))
-                .execute(&mut *tx)
-                .await?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id",
+            params![root, collection.as_bytes().as_slice(), head.map(|h| i64_of(h.seq)), head.map(|h| h.id.as_bytes().to_vec())],
+        )?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM base WHERE root = ? AND path = ?")?;
+            for path in old.keys().filter(|p| !entries.contains_key(*p)) {
+                delete.execute(params![root, path])?;
+            }
+            let mut upsert = tx.prepare_cached("INSERT OR REPLACE INTO base (root, path, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
+            for (path, e) in entries.iter().filter(|(p, e)| old.get(*p) != Some(*e)) {
+                upsert.execute(params![
+                    root,
+                    path,
+                    i64::from(e.node.is_dir),
+                    i64_of(e.node.size),
+                    e.node.mtime_ns,
+                    i64::from(e.node.mode),
+                    i64::from(e.node.target.epoch),
+                    e.node.target.id.as_bytes().as_slice(),
+                    e.stat.map(|s| i64_of(s.size)),
+                    e.stat.map(|s| s.mtime_ns),
+                    e.stat.map(|s| i64_of(s.ino)),
+                    e.stat.map(|s| s.ctime_ns),
+                ])?;
+            }
         }
-        tx.commit().await?;
+        tx.commit()?;
         Ok(())
     }
 
     /// Synced folders: (root, collection).
-    pub async fn roots(&self) -> Result<Vec<(String, CollectionId, Option<u64>)>> {
-        sqlx::query("SELECT root, collection_id, head_seq FROM roots ORDER BY root")
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| Ok((r.get(0), CollectionId(arr(r.get(1))?), r.get::<Option<i64>, _>(2).map(u64_of))))
-            .collect()
+    pub fn roots(&self) -> Result<Vec<(String, CollectionId, Option<u64>)>> {
+        let db = self.db();
+        let mut statement = db.prepare("SELECT root, collection_id, head_seq FROM roots ORDER BY root")?;
+        let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<i64>>(2)?)))?;
+        rows.map(|r| {
+            let (root, id, seq) = r?;
+            Ok((root, CollectionId(arr(id)?), seq.map(u64_of)))
+        })
+        .collect()
     }
 
     /// Packs whose index is loaded.
-    pub async fn known_packs(&self, collection: CollectionId) -> Result<std::collections::HashSet<ObjectId>> {
-        sqlx::query("SELECT pack_id FROM packs WHERE collection_id = ?")
-            .bind(collection.as_bytes().as_slice())
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| Ok(ObjectId(arr(r.get(0))?)))
-            .collect()
+    pub fn known_packs(&self, collection: CollectionId) -> Result<HashSet<ObjectId>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached("SELECT pack_id FROM packs WHERE collection_id = ?")?;
+        let rows = statement.query_map([collection.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| Ok(ObjectId(arr(r?)?))).collect()
     }
 
-    /// Records a pack and its verified index.
-    pub async fn add_pack(
+    /// Records packs and their verified indexes, in one transaction.
+    pub fn add_packs<'a>(
         &self,
         collection: CollectionId,
-        pack: ObjectId,
-        size: u64,
-        entries: &[keyhold_core::pack::PackEntry],
+        packs: impl IntoIterator<Item = (ObjectId, u64, &'a [keyhold_core::pack::PackEntry])>,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for e in entries {
-            sqlx::query("INSERT INTO blobs (collection_id, blob_id, kind, pack_id, offset, len) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")
-                .bind(collection.as_bytes().as_slice())
-                .bind(e.id.as_bytes().as_slice())
-                .bind(i64::from(e.kind.byte()))
-                .bind(pack.as_bytes().as_slice())
-                .bind(i64::from(e.offset))
-                .bind(i64::from(e.len))
-                .execute(&mut *tx)
-                .await?;
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        {
+            let mut blob = tx.prepare_cached("INSERT INTO blobs (collection_id, blob_id, kind, pack_id, offset, len) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?;
+            let mut pack_row = tx.prepare_cached(
+                "INSERT INTO packs (collection_id, pack_id, size) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            )?;
+            for (pack, size, entries) in packs {
+                for e in entries {
+                    blob.execute(params![
+                        collection.as_bytes().as_slice(),
+                        e.id.as_bytes().as_slice(),
+                        i64::from(e.kind.byte()),
+                        pack.as_bytes().as_slice(),
+                        i64::from(e.offset),
+                        i64::from(e.len),
+                    ])?;
+                }
+                pack_row.execute(params![collection.as_bytes().as_slice(), pack.as_bytes().as_slice(), i64_of(size)])?;
+            }
         }
-        sqlx::query("INSERT INTO packs (collection_id, pack_id, size) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")
-            .bind(collection.as_bytes().as_slice())
-            .bind(pack.as_bytes().as_slice())
-            .bind(i64_of(size))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        tx.commit()?;
         Ok(())
     }
 
     /// The whole blob index of a collection.
-    pub async fn blob_index(&self, collection: CollectionId) -> Result<std::collections::HashMap<BlobId, BlobLocation>> {
-        let rows = sqlx::query("SELECT blob_id, kind, pack_id, offset, len FROM blobs WHERE collection_id = ?")
-            .bind(collection.as_bytes().as_slice())
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = std::collections::HashMap::with_capacity(rows.len());
-        for r in rows {
-            let kind = u8::try_from(r.get::<i64, _>(1)).ok().and_then(ObjectType::from_byte).unwrap_or(ObjectType::Chunk);
+    pub fn blob_index(&self, collection: CollectionId) -> Result<HashMap<BlobId, BlobLocation>> {
+        let db = self.db();
+        let mut statement =
+            db.prepare_cached("SELECT blob_id, kind, pack_id, offset, len FROM blobs WHERE collection_id = ?")?;
+        let mut rows = statement.query([collection.as_bytes().as_slice()])?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next()? {
+            let kind = u8::try_from(r.get::<_, i64>(1)?).ok().and_then(ObjectType::from_byte).unwrap_or(ObjectType::Chunk);
             out.insert(
-                BlobId(arr(r.get(0))?),
-                BlobLocation { kind, pack: ObjectId(arr(r.get(2))?), offset: u64_of(r.get(3)), len: u64_of(r.get(4)) },
+                BlobId(arr(r.get(0)?)?),
+                BlobLocation { kind, pack: ObjectId(arr(r.get(2)?)?), offset: u64_of(r.get(3)?), len: u64_of(r.get(4)?) },
             );
         }
         Ok(out)

@@ -262,7 +262,7 @@ async fn sync_round(
 ) -> Result<Option<SyncReport>> {
     let mut report = SyncReport::default();
     let head = client.verified_head(coll).await?;
-    let (base_head, base) = client.state.base(root_key).await?;
+    let (base_head, base) = client.state.base(root_key)?;
     let remote = match &head {
         // Nothing new on the server: the base *is* the verified remote tree.
         Some(h) if base_head == Some(h.head()) => base.iter().map(|(p, b)| (p.clone(), b.node.clone())).collect(),
@@ -472,7 +472,7 @@ async fn sync_round(
     }
     new_base.retain(|p, _| new_tree.contains_key(p));
     if new_base != base || committed != base_head {
-        client.state.save_base(root_key, coll.id, committed, &new_base).await?;
+        client.state.save_base(root_key, coll.id, committed, &base, &new_base)?;
     }
     Ok(Some(report))
 }
@@ -506,7 +506,7 @@ async fn commit(
                 CommitResult::HeadMoved => return Ok(None),
                 CommitResult::Committed => {
                     let new_head = keyhold_core::Head { seq: revision.seq, id };
-                    client.state.set_verified_head(coll.id, new_head).await?;
+                    client.state.set_verified_head(coll.id, new_head)?;
                     Some(new_head)
                 }
             }
