@@ -12,6 +12,7 @@ use keyhold_core::{
     DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, SealedBlob, VerifiedRevision,
     check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
 };
+use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use crate::api::Api;
@@ -267,48 +268,21 @@ impl Client {
         Ok(())
     }
 
-    /// Fetches the ciphertexts of `ids`: whole packs when many blobs of one
-    /// pack are wanted, byte ranges otherwise.
-    pub async fn fetch_blobs(&self, coll: &mut Collection, ids: &[BlobId]) -> Result<HashMap<BlobId, Vec<u8>>> {
+    /// Where each of `ids` is stored, loading new pack indexes first if
+    /// any is unknown.
+    pub async fn locate(&self, coll: &mut Collection, ids: &[BlobId]) -> Result<Vec<(BlobId, BlobLocation)>> {
         if ids.iter().any(|id| !coll.index.contains_key(id)) {
             self.refresh_index(coll).await?;
         }
-        let mut by_pack: HashMap<ObjectId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-        for id in ids.iter().collect::<HashSet<_>>() {
-            let loc = *coll.index.get(id).ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?;
-            by_pack.entry(loc.pack).or_default().push((*id, loc));
-        }
-        let mut out = HashMap::with_capacity(ids.len());
-        let mut jobs = JoinSet::new();
-        for (pack, wanted) in by_pack {
-            let api = self.api.clone();
-            jobs.spawn(async move {
-                let mut got = Vec::with_capacity(wanted.len());
-                if wanted.len() > 3 {
-                    let bytes = api.get_pack(pack, None).await?;
-                    for (id, loc) in wanted {
-                        let range = usize::try_from(loc.offset).unwrap_or(usize::MAX)
-                            ..usize::try_from(loc.offset + loc.len).unwrap_or(usize::MAX);
-                        let slice = bytes.get(range).ok_or_else(|| ClientError::Protocol("blob outside its pack".into()))?;
-                        got.push((id, slice.to_vec()));
-                    }
-                } else {
-                    for (id, loc) in wanted {
-                        got.push((id, api.get_pack(pack, Some(loc.offset..loc.offset + loc.len)).await?.to_vec()));
-                    }
-                }
-                Ok::<_, ClientError>(got)
-            });
-            while jobs.len() >= 8 {
-                if let Some(done) = jobs.join_next().await {
-                    out.extend(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
-                }
-            }
-        }
-        while let Some(done) = jobs.join_next().await {
-            out.extend(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
-        }
-        Ok(out)
+        ids.iter()
+            .map(|id| Ok((*id, *coll.index.get(id).ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?)))
+            .collect()
+    }
+
+    /// Fetches the ciphertexts of `ids` (see [`fetch_located`]).
+    pub async fn fetch_blobs(&self, coll: &mut Collection, ids: &[BlobId]) -> Result<HashMap<BlobId, Vec<u8>>> {
+        let located = self.locate(coll, ids).await?;
+        fetch_located(&self.api, located).await
     }
 
     /// Reads and authenticates a whole tree (every listing; manifests are
@@ -390,6 +364,57 @@ impl Client {
         }
         sealed.remove("").ok_or_else(|| ClientError::Protocol("no root".into()))
     }
+}
+
+/// Blobs closer than this in one pack are fetched in one range request:
+/// fewer round trips, and the server sees runs rather than single blobs.
+const COALESCE_GAP: u64 = 1 << 20;
+
+/// Fetches located blobs: per pack, runs of nearby blobs in one range
+/// request each, a few requests at a time.
+pub async fn fetch_located(api: &Api, located: Vec<(BlobId, BlobLocation)>) -> Result<HashMap<BlobId, Vec<u8>>> {
+    let mut by_pack: HashMap<ObjectId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (id, loc) in located {
+        if seen.insert(id) {
+            by_pack.entry(loc.pack).or_default().push((id, loc));
+        }
+    }
+    let mut runs: Vec<(ObjectId, Vec<(BlobId, BlobLocation)>)> = Vec::new();
+    for (pack, mut blobs) in by_pack {
+        blobs.sort_by_key(|(_, loc)| loc.offset);
+        let mut run: Vec<(BlobId, BlobLocation)> = Vec::new();
+        for blob in blobs {
+            let end = run.last().map(|(_, l)| l.offset.saturating_add(l.len));
+            if end.is_some_and(|end| blob.1.offset > end.saturating_add(COALESCE_GAP)) {
+                runs.push((pack, std::mem::take(&mut run)));
+            }
+            run.push(blob);
+        }
+        runs.push((pack, run));
+    }
+    let fetches = runs.into_iter().map(|(pack, run)| {
+        let api = api.clone();
+        async move {
+            let (Some((_, first)), Some((_, last))) = (run.first(), run.last()) else { return Ok(Vec::new()) };
+            let start = first.offset;
+            let bytes = api.get_pack(pack, Some(start..last.offset.saturating_add(last.len))).await?;
+            run.into_iter()
+                .map(|(id, loc)| {
+                    let from = usize::try_from(loc.offset - start).unwrap_or(usize::MAX);
+                    let to = from.saturating_add(usize::try_from(loc.len).unwrap_or(usize::MAX));
+                    let slice = bytes.get(from..to).ok_or_else(|| ClientError::Protocol("blob outside its pack".into()))?;
+                    Ok((id, slice.to_vec()))
+                })
+                .collect::<Result<Vec<_>>>()
+        }
+    });
+    let mut out = HashMap::new();
+    let mut done = futures::stream::iter(fetches).buffer_unordered(8);
+    while let Some(blobs) = done.next().await {
+        out.extend(blobs?);
+    }
+    Ok(out)
 }
 
 /// Packs new blobs and uploads full packs in the background (a few at a

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyhold_core::{
     BlobId, BlobRef, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng, seal_revision,
@@ -22,7 +23,7 @@ use keyhold_core::{
 use serde::Serialize;
 
 use crate::api::CommitResult;
-use crate::client::{Client, Collection, RemoteNode, Tree, Uploader};
+use crate::client::{Client, Collection, RemoteNode, Tree, Uploader, fetch_located};
 use crate::error::{ClientError, Result};
 use crate::state::{BaseEntry, Stat};
 
@@ -537,7 +538,11 @@ async fn prefetch(
         .collect();
     let bar = progress_bar(show, wanted.iter().map(|(_, n)| n.size).sum(), "download");
     let mut fetched = HashMap::new();
-    let result = fetch_all(client, coll, root, &wanted, &bar, &mut fetched).await;
+    let mut result = fetch_all(client, coll, root, &wanted, &bar, &mut fetched).await;
+    if result.is_ok() && !fetched.is_empty() {
+        // Every temporary file is on disk before any is renamed into place.
+        result = make_durable(root, fetched.values().map(PathBuf::as_path));
+    }
     bar.finish_and_clear();
     match result {
         Ok(()) => Ok(fetched),
@@ -577,6 +582,10 @@ async fn fetch_all(
         }
         if batch_bytes >= BATCH_BYTES || i + 1 == wanted.len() {
             let ids: Vec<BlobId> = batch.iter().flat_map(|(_, _, m)| m.chunks.iter().map(|c| c.id)).collect();
+            let mut uses: HashMap<BlobId, usize> = HashMap::new();
+            for id in &ids {
+                *uses.entry(*id).or_default() += 1;
+            }
             let mut blobs = client.fetch_blobs(coll, &ids).await?;
             for (path, node, manifest) in batch.drain(..) {
                 let keys = coll.keys_for(node.target.epoch)?.clone();
@@ -584,7 +593,13 @@ async fn fetch_all(
                 fetched.insert(path.clone(), tmp.clone());
                 let mut decryptor = FileDecryptor::new(&keys, manifest);
                 while let Some(chunk) = decryptor.expected().copied() {
-                    let ciphertext = blobs.get(&chunk.id).cloned().ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?;
+                    // Moved out at its last use, cloned before (identical files share chunks).
+                    let left = uses.get_mut(&chunk.id).map(|n| {
+                        *n = n.saturating_sub(1);
+                        *n
+                    });
+                    let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
+                    let ciphertext = ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?;
                     let plain = decryptor.open_next(ciphertext)?;
                     file.write_all(&plain).map_err(ClientError::io(&tmp))?;
                     bar.inc(u64::try_from(plain.len()).unwrap_or(0));
@@ -600,12 +615,33 @@ async fn fetch_all(
     Ok(())
 }
 
-/// Sets mode and mtime and puts the data on disk before the rename.
+/// Sets mode and mtime. The data reaches the disk in [`make_durable`],
+/// once for the whole batch, before anything is renamed into place.
 fn finish_file(path: &Path, file: &std::fs::File, node: &RemoteNode) -> Result<()> {
     set_mode(path, node.mode);
     file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(node.mtime_ns).unwrap_or(0)))
-        .and_then(|()| file.sync_all())
         .map_err(ClientError::io(path))
+}
+
+/// Puts `paths` (files or folders under `root`) on disk. On Linux one
+/// `syncfs` flushes the whole filesystem at once, which costs about as much
+/// as a single `fsync`; thousands of small downloads then cost one flush
+/// instead of one each. Elsewhere each path is synced in turn.
+fn make_durable<'a>(root: &Path, paths: impl Iterator<Item = &'a Path>) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = paths;
+        let dir = std::fs::File::open(root).map_err(ClientError::io(root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| ClientError::io(root)(e.into()))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        for path in paths {
+            std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(ClientError::io(path))?;
+        }
+        Ok(())
+    }
 }
 
 fn base_entry(node: &RemoteNode, stat: Option<Stat>) -> BaseEntry {
@@ -706,8 +742,15 @@ fn apply(
         Action::DeleteDir { path } => 40_000 - path.matches('/').count(),
     };
     actions.sort_by_key(rank);
+    // Folders whose entries changed; their new entries are made durable together.
+    let mut touched = std::collections::BTreeSet::new();
     let result = (|| -> Result<()> {
         for action in actions {
+            let parent = |p: &str| local_path(root, p.rsplit_once('/').map_or("", |(d, _)| d));
+            match &action {
+                Action::RenameAside { to: p, .. } | Action::Download { path: p, .. } => touched.insert(parent(p)),
+                Action::MakeDir { .. } | Action::DeleteFile { .. } | Action::DeleteDir { .. } => false,
+            };
             match action {
                 Action::RenameAside { from, to, expect } => {
                     let (src, dst) = (local_path(root, &from), local_path(root, &to));
@@ -755,7 +798,7 @@ fn apply(
         Ok(())
     })();
     discard(fetched);
-    result
+    result.and_then(|()| make_durable(root, touched.iter().map(PathBuf::as_path)))
 }
 
 #[cfg(unix)]
@@ -780,7 +823,9 @@ async fn fetch_verified(
         .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
     let (path, mut file) = tempfile_in(dir)?;
     let written = write_verified(client, coll, node, manifest, &mut file, bar).await;
-    let finished = written.and_then(|()| finish_file(&path, &file, node));
+    let finished = written
+        .and_then(|()| finish_file(&path, &file, node))
+        .and_then(|()| file.sync_all().map_err(ClientError::io(&path)));
     match finished {
         Ok(()) => Ok(path),
         Err(e) => {
@@ -806,9 +851,6 @@ fn install(tmp: &Path, dest: &Path, expect: Option<Stat>) -> Result<Option<Stat>
         std::fs::create_dir_all(parent).map_err(ClientError::io(parent))?;
     }
     std::fs::rename(tmp, dest).map_err(ClientError::io(dest))?;
-    if let Some(Ok(d)) = dest.parent().map(std::fs::File::open) {
-        let _ = d.sync_all();
-    }
     Ok(current_stat(dest))
 }
 
@@ -825,7 +867,9 @@ pub(crate) async fn download(
     let parent = dest.parent().unwrap_or(root).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(ClientError::io(&parent))?;
     let tmp = fetch_verified(client, coll, &parent, node, bar).await?;
-    install(&tmp, &dest, None)
+    let stat = install(&tmp, &dest, None)?;
+    make_durable(&parent, std::iter::once(parent.as_path()))?;
+    Ok(stat)
 }
 
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
@@ -836,8 +880,9 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     Ok((path, file))
 }
 
-/// Streams a file's authenticated chunks, in order, into `out`. Fetches a
-/// few chunks at a time to bound memory.
+/// Streams a file's authenticated chunks, in order, into `out`: a few
+/// runs of chunks are in flight while earlier ones are decrypted and
+/// written, so memory stays bounded and the network never waits.
 pub(crate) async fn write_verified(
     client: &Client,
     coll: &mut Collection,
@@ -846,18 +891,25 @@ pub(crate) async fn write_verified(
     out: &mut impl Write,
     bar: &ProgressBar,
 ) -> Result<()> {
+    const RUN: usize = 4;
+    const IN_FLIGHT: usize = 4;
     let keys = coll.keys_for(node.target.epoch)?.clone();
     let ids: Vec<BlobId> = manifest.chunks.iter().map(|c| c.id).collect();
+    let located = client.locate(coll, &ids).await?;
     let mut decryptor = FileDecryptor::new(&keys, manifest);
-    for batch in ids.chunks(8) {
-        let mut blobs = client.fetch_blobs(coll, batch).await?;
-        for id in batch {
-            let ciphertext = blobs.get(id).cloned().ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?;
+    let runs = located.chunks(RUN).map(|run| fetch_located(&client.api, run.to_vec()).map(move |r| r.map(|b| (run, b))));
+    let mut runs = futures::stream::iter(runs).buffered(IN_FLIGHT);
+    while let Some(fetched) = runs.next().await {
+        let (run, mut blobs) = fetched?;
+        for (i, (id, _)) in run.iter().enumerate() {
+            // A chunk repeated within the run is cloned; otherwise moved.
+            let again = run.get(i + 1..).is_some_and(|rest| rest.iter().any(|(other, _)| other == id));
+            let ciphertext = if again { blobs.get(id).cloned() } else { blobs.remove(id) };
+            let ciphertext = ciphertext.ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?;
             let plain = decryptor.open_next(ciphertext)?;
             out.write_all(&plain).map_err(|e| ClientError::Io { path: PathBuf::from("(download)"), source: e })?;
             bar.inc(u64::try_from(plain.len()).unwrap_or(0));
         }
-        blobs.clear();
     }
     decryptor.finish()?;
     Ok(())

@@ -19,6 +19,7 @@ use axum::{Extension, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use futures::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TRAILER_LEN};
@@ -397,6 +398,34 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, state.limits.max_body_bytes).await.map_err(|_| ApiError::TooLarge)
 }
 
+/// An object upload as it arrived: its frames (never copied into one
+/// buffer), hashed while they stream in, and a copy of its first bytes.
+struct Upload {
+    frames: Vec<Bytes>,
+    len: usize,
+    id: ObjectId,
+    head: Vec<u8>,
+}
+
+async fn receive(state: &AppState, body: Body, head_len: usize) -> Result<Upload, ApiError> {
+    let _slot = state.upload_slots.acquire().await.map_err(|_| ApiError::BadRequest("server shutting down"))?;
+    let mut stream = body.into_data_stream();
+    let (mut frames, mut len, mut head) = (Vec::new(), 0usize, Vec::with_capacity(head_len));
+    let mut hasher = blake3::Hasher::new();
+    while let Some(frame) = stream.next().await {
+        let frame = frame.map_err(|_| ApiError::BadRequest("upload body could not be read"))?;
+        len = len.saturating_add(frame.len());
+        if len > state.limits.max_body_bytes {
+            return Err(ApiError::TooLarge);
+        }
+        hasher.update(&frame);
+        let wanted = head_len.saturating_sub(head.len()).min(frame.len());
+        head.extend_from_slice(frame.get(..wanted).unwrap_or_default());
+        frames.push(frame);
+    }
+    Ok(Upload { frames, len, id: ObjectId(*hasher.finalize().as_bytes()), head })
+}
+
 async fn commit_revision(
     State(state): Shared,
     who: Authed,
@@ -433,16 +462,20 @@ async fn packs(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<S
 
 async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String>, req: Request) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, ObjectId::from_hex)?;
-    let body = read_body(&state, req.into_body()).await?;
-    if ObjectId::of(&body) != id {
+    let upload = receive(&state, req.into_body(), PACK_PREFIX_LEN).await?;
+    if upload.id != id {
         return Err(ApiError::DigestMismatch);
     }
-    if keyhold_core::peek_type(&body) != Some(ObjectType::Pack) || body.len() < PACK_PREFIX_LEN + PACK_TRAILER_LEN {
+    if keyhold_core::peek_type(&upload.head) != Some(ObjectType::Pack) || upload.len < PACK_PREFIX_LEN + PACK_TRAILER_LEN {
         return Err(ApiError::BadRequest("not a pack"));
     }
-    let collection =
-        body.get(7..23).and_then(|b| b.try_into().ok()).map(CollectionId).ok_or(ApiError::BadRequest("not a pack"))?;
-    let size = u64::try_from(body.len()).map_err(|_| ApiError::TooLarge)?;
+    let collection = upload
+        .head
+        .get(7..23)
+        .and_then(|b| b.try_into().ok())
+        .map(CollectionId)
+        .ok_or(ApiError::BadRequest("not a pack"))?;
+    let size = u64::try_from(upload.len).map_err(|_| ApiError::TooLarge)?;
     if state.meta.pack_size(who.account, id).await?.is_some() {
         return Ok(StatusCode::OK);
     }
@@ -455,7 +488,7 @@ async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String
     }
     // Blob first, then the row: a row never names a missing blob (F3). A
     // crash in between leaves an unreferenced blob, reclaimed later.
-    state.blobs.put(who.account, id, body).await?;
+    state.blobs.put(who.account, id, upload.frames).await?;
     match state.meta.add_pack(who.account, collection, id, size, now()).await? {
         PackAdded::Added => Ok(StatusCode::CREATED),
         PackAdded::AlreadyThere => Ok(StatusCode::OK),

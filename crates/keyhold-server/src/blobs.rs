@@ -46,12 +46,15 @@ impl BlobStore {
     pub fn local(dir: &Path) -> Result<Self, BlobError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?;
-        Ok(BlobStore { store: Arc::new(LocalFileSystem::new_with_prefix(dir)?) })
+        // A pack is durable before its row is committed, as on S3: a crash or a
+        // power cut never leaves metadata naming a torn pack (F3).
+        let store = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
+        Ok(BlobStore { store: Arc::new(store) })
     }
 
     /// Stores an object (atomically: readers see all of it or nothing).
-    pub async fn put(&self, account: AccountId, id: ObjectId, bytes: Bytes) -> Result<(), BlobError> {
-        self.store.put(&location(account, id), PutPayload::from(bytes)).await?;
+    pub async fn put(&self, account: AccountId, id: ObjectId, frames: Vec<Bytes>) -> Result<(), BlobError> {
+        self.store.put(&location(account, id), frames.into_iter().collect::<PutPayload>()).await?;
         Ok(())
     }
 
