@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Times `keyhold sync` against `restic backup` on the same data, in one run,
-# and prints MB/s, files/s, peak memory and the ratios.
+# Times `keyhold sync` against `restic backup` (and `rclone` crypt, when it is
+# installed) on the same data, in one run, and prints each target of issue
+# #9 with Keyhold's figure, the peers' figures and the ratio.
 #
 #   scripts/bench-sync.sh [WORKDIR]     (default: a fresh temporary folder)
 #
 # Data: one 1 GiB random file; 20,000 small files of 1-16 KiB. Keyhold runs
 # client and server on this machine over loopback (release build); restic
-# backs up to a local repository. Installs restic and GNU time from Debian's
-# packages if they are missing.
+# backs up to a local repository. Every measurement starts after `sync`, so
+# no run pays for the previous run's writeback. Installs restic and GNU time
+# from Debian's packages if they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,18 +40,29 @@ for i in range(20000):
         f.write(os.urandom(random.randint(1024, 16384)))
 PY
 fi
-sync
 
-# measure LABEL CMD...: wall seconds and peak RSS (KiB) into $WALL / $RSS.
+RESULTS="$WORK/results.txt"
+: > "$RESULTS"
+server_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat"; }
+
+# measure KEY LABEL CMD...: records wall seconds, client CPU seconds (user +
+# sys), peak RSS (KiB) and the server's CPU seconds meanwhile under KEY.
 measure() {
-  local label=$1; shift
-  /usr/bin/time -f "%e %M" -o time.out "$@" > /dev/null 2> cmd.err || { echo "$label failed:"; cat cmd.err; exit 1; }
-  read -r WALL RSS < time.out
-  printf '  %-34s %8.2f s  %7d MiB peak\n' "$label" "$WALL" "$((RSS / 1024))"
+  local key=$1 label=$2; shift 2
+  sync
+  local before
+  before=$(server_cpu)
+  /usr/bin/time -f "%e %U %S %M" -o time.out "$@" > /dev/null 2> cmd.err || { echo "$label failed:"; cat cmd.err; exit 1; }
+  local wall user sys rss
+  read -r wall user sys rss < time.out
+  local server
+  server=$(python3 -c "print(round($(server_cpu) - $before, 2))")
+  echo "$key $wall $(python3 -c "print($user + $sys)") $rss $server" >> "$RESULTS"
+  printf '  %-30s %7.2f s wall %6.2f s CPU %6d MiB peak\n' "$label" "$wall" "$(python3 -c "print($user + $sys)")" "$((rss / 1024))"
 }
 
 # Keyhold server.
-rm -rf srv homes folders
+rm -rf srv homes folders restore
 "$KEYHOLD" serve --listen 127.0.0.1:0 --data srv > serve.out 2> serve.err &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
@@ -58,43 +71,89 @@ export KEYHOLD_SERVER=$(awk '/listening/{print $2}' serve.out)
 KEYHOLD_HOME=homes/a "$KEYHOLD" -q init --recovery-key-file rk > /dev/null
 KEYHOLD_HOME=homes/b KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
 KEYHOLD_HOME=homes/c KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
-mkdir -p folders/b folders/c
+mkdir -p folders/b folders/c restore
 
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
 rm -rf restic-repo restic-cache
 restic init -q -r restic-repo
 
-GIB=1073741824
+RCLONE=""
+if command -v rclone > /dev/null; then
+  RCLONE=rclone
+  rm -rf rclone-remote
+  mkdir -p rclone-remote
+  export RCLONE_CONFIG_KHBENCH_TYPE=crypt RCLONE_CONFIG_KHBENCH_REMOTE="$WORK/rclone-remote"
+  RCLONE_CONFIG_KHBENCH_PASSWORD=$(rclone obscure bench)
+  export RCLONE_CONFIG_KHBENCH_PASSWORD
+fi
+
 echo "1 GiB random file"
-measure "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync big
-K_PUSH=$WALL; K_PUSH_RSS=$RSS
-measure "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync folders/b
-K_PULL=$WALL
-measure "restic backup" restic -q -r restic-repo backup big
-R_PUSH=$WALL; R_PUSH_RSS=$RSS
+measure k_push "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync big
+measure k_pull "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync folders/b
+measure r_push "restic backup" restic -q -r restic-repo backup big
+measure r_pull "restic restore" restic -q -r restic-repo restore latest --target restore/big
+if [ -n "$RCLONE" ]; then
+  measure c_push "rclone crypt copy" rclone copy big khbench:big
+fi
 
 echo "20,000 small files (1-16 KiB)"
-measure "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync small --collection small
-K_SMALL=$WALL
-measure "keyhold pull" env KEYHOLD_HOME=homes/c "$KEYHOLD" -q sync folders/c --collection small
-K_SMALL_PULL=$WALL
-measure "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync small --collection small
-K_RESYNC=$WALL
-measure "restic backup" restic -q -r restic-repo backup small
-R_SMALL=$WALL
-measure "restic unchanged re-run" restic -q -r restic-repo backup small
-R_RESYNC=$WALL
+measure k_small "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync small --collection small
+measure k_small_pull "keyhold pull" env KEYHOLD_HOME=homes/c "$KEYHOLD" -q sync folders/c --collection small
+measure k_resync "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync small --collection small
+measure r_small "restic backup" restic -q -r restic-repo backup small
+measure r_small_pull "restic restore" restic -q -r restic-repo restore latest --target restore/small --include /small
+measure r_resync "restic unchanged re-run" restic -q -r restic-repo backup small
+if [ -n "$RCLONE" ]; then
+  measure c_small "rclone crypt copy" rclone copy small khbench:small
+  measure c_resync "rclone unchanged re-run" rclone copy small khbench:small
+fi
 
-python3 - "$K_PUSH" "$K_PULL" "$R_PUSH" "$K_SMALL" "$K_SMALL_PULL" "$R_SMALL" "$K_RESYNC" "$R_RESYNC" "$K_PUSH_RSS" "$R_PUSH_RSS" <<'PY'
+python3 - "$RESULTS" <<'PY'
 import sys
-kp, kl, rp, ks, ksl, rs, kr, rr, kmem, rmem = map(float, sys.argv[1:])
-mb = 1073741824 / 1e6
+m = {}
+for line in open(sys.argv[1]):
+    key, wall, cpu, rss, server = line.split()
+    m[key] = dict(wall=float(wall), cpu=float(cpu), rss=int(rss) / 1024, server=float(server))
+MB = 1073741824 / 1e6
+have_rclone = "c_push" in m
+
+def peers(fn, key_r, key_c):
+    r = fn(m[key_r]) if key_r in m else None
+    c = fn(m[key_c]) if key_c and key_c in m else None
+    return r, c
+
+rows = []
+def row(name, k, r, c, ratio, target, ok):
+    rows.append((name, k, r, c, ratio, target, "yes" if ok else "NO"))
+
+mbps = lambda x: MB / x["wall"]
+mbcpu = lambda x: MB / x["cpu"]
+fps = lambda x: 20000 / x["wall"]
+k = mbps(m["k_push"]); r, c = peers(mbps, "r_push", "c_push")
+row("1 GiB push, MB/s", k, r, c, k / r, ">= 3x restic", k >= 3 * r)
+k = mbcpu(m["k_push"]); r, c = peers(mbcpu, "r_push", "c_push")
+row("1 GiB push, client MB per CPU-s", k, r, c, k / r, ">= 4x restic", k >= 4 * r)
+k = fps(m["k_small"]); r, c = peers(fps, "r_small", "c_small")
+row("20k files first push, files/s", k, r, c, k / r, ">= 5x restic", k >= 5 * r)
+k = m["k_resync"]["wall"]; r, c = peers(lambda x: x["wall"], "r_resync", "c_resync")
+row("20k unchanged re-sync, s", k, r, c, r / k, ">= 5x, < 0.25 s", r / k >= 5 and k < 0.25)
+k = mbps(m["k_pull"]); r, _ = peers(mbps, "r_pull", None)
+row("1 GiB pull, MB/s", k, r, None, k / mbps(m["k_push"]), ">= push", k >= mbps(m["k_push"]))
+k = fps(m["k_small_pull"]); r, _ = peers(fps, "r_small_pull", None)
+row("20k files pull, files/s", k, r, None, k / fps(m["k_small"]), ">= push", k >= fps(m["k_small"]))
+k = max(v["rss"] for key, v in m.items() if key.startswith("k_"))
+r = max(v["rss"] for key, v in m.items() if key.startswith("r_"))
+c = max((v["rss"] for key, v in m.items() if key.startswith("c_")), default=None)
+row("client peak memory, MiB", k, r, c, k / r, "< 150 MiB", k < 150)
+k = MB / m["k_push"]["server"] if m["k_push"]["server"] > 0 else float("inf")
+row("server MB per CPU-s (1 GiB push)", k, None, None, k / mbps(m["k_push"]), ">= client MB/s", k >= mbps(m["k_push"]))
+
+fmt = lambda v: "-" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
 print()
-print(f"{'measure':34} {'keyhold':>12} {'restic':>12} {'ratio':>8} {'goal':>6}")
-print(f"{'1 GiB push, MB/s':34} {mb/kp:12.0f} {mb/rp:12.0f} {rp/kp:8.2f} {'4x':>6}")
-print(f"{'1 GiB pull, MB/s':34} {mb/kl:12.0f} {'-':>12} {'-':>8}")
-print(f"{'20k files push, files/s':34} {20000/ks:12.0f} {20000/rs:12.0f} {rs/ks:8.2f} {'4x':>6}")
-print(f"{'20k files pull, files/s':34} {20000/ksl:12.0f} {'-':>12} {'-':>8}")
-print(f"{'20k unchanged re-sync, s':34} {kr:12.2f} {rr:12.2f} {rr/kr:8.2f} {'4x':>6}")
-print(f"{'1 GiB push peak memory, MiB':34} {kmem/1024:12.0f} {rmem/1024:12.0f}")
+print(f"{'target':34} {'keyhold':>9} {'restic':>9} {'rclone':>9} {'ratio':>7}  {'goal':<17} met")
+for name, k, r, c, ratio, target, ok in rows:
+    print(f"{name:34} {fmt(k):>9} {fmt(r):>9} {fmt(c):>9} {ratio:7.2f}  {target:<17} {ok}")
+print()
+print("ratio: keyhold / restic (for times: restic / keyhold; for pull: keyhold pull / keyhold push;")
+print("for server: server MB per CPU-s / client push MB/s). Raw figures:", sys.argv[1])
 PY
