@@ -10,6 +10,13 @@
 # backs up to a local repository. Every measurement starts after `sync`, so
 # no run pays for the previous run's writeback. Installs restic and GNU time
 # from Debian's packages if they are missing.
+#
+# Run as root, everything the tools write lands on a fresh ext4 filesystem
+# (a loop-mounted image under WORKDIR, removed afterwards): on a filesystem
+# that has just deleted many files, ext4 can take ten times as long to
+# create new ones, which would make the pull figures (Keyhold's and
+# restic's alike) depend on what ran before. KEYHOLD_BENCH_FRESH_FS=0 runs
+# in WORKDIR itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +48,17 @@ for i in range(20000):
 PY
 fi
 
+if [ "$(id -u)" = 0 ] && [ "${KEYHOLD_BENCH_FRESH_FS:-1}" != 0 ] && command -v mkfs.ext4 > /dev/null; then
+  FS_IMAGE="$WORK/fresh-fs.img"
+  mkdir -p "$WORK/fresh"
+  truncate -s 24G "$FS_IMAGE"
+  mkfs.ext4 -q -F "$FS_IMAGE"
+  mount -o loop "$FS_IMAGE" "$WORK/fresh"
+  cd "$WORK/fresh"
+  echo "tools write to a fresh ext4 filesystem at $WORK/fresh"
+fi
+
+BIG="$WORK/big" SMALL="$WORK/small"
 RESULTS="$WORK/results.txt"
 : > "$RESULTS"
 server_cpu() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$SERVER_PID/stat"; }
@@ -65,7 +83,14 @@ measure() {
 rm -rf srv homes folders restore
 "$KEYHOLD" serve --listen 127.0.0.1:0 --data srv > serve.out 2> serve.err &
 SERVER_PID=$!
-trap 'kill $SERVER_PID 2>/dev/null || true' EXIT
+cleanup() {
+  kill "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  if [ -n "${FS_IMAGE:-}" ]; then
+    cd "$WORK" && umount "$WORK/fresh" && rm -f "$FS_IMAGE"
+  fi
+}
+trap cleanup EXIT
 for _ in $(seq 100); do grep -q listening serve.out 2>/dev/null && break; sleep 0.05; done
 export KEYHOLD_SERVER=$(awk '/listening/{print $2}' serve.out)
 KEYHOLD_HOME=homes/a "$KEYHOLD" -q init --recovery-key-file rk > /dev/null
@@ -73,7 +98,7 @@ KEYHOLD_HOME=homes/b KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
 KEYHOLD_HOME=homes/c KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
 mkdir -p folders/b folders/c restore
 
-export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$WORK/restic-cache"
+export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$PWD/restic-cache"
 rm -rf restic-repo restic-cache
 restic init -q -r restic-repo
 
@@ -82,30 +107,30 @@ if command -v rclone > /dev/null; then
   RCLONE=rclone
   rm -rf rclone-remote
   mkdir -p rclone-remote
-  export RCLONE_CONFIG_KHBENCH_TYPE=crypt RCLONE_CONFIG_KHBENCH_REMOTE="$WORK/rclone-remote"
+  export RCLONE_CONFIG_KHBENCH_TYPE=crypt RCLONE_CONFIG_KHBENCH_REMOTE="$PWD/rclone-remote"
   RCLONE_CONFIG_KHBENCH_PASSWORD=$(rclone obscure bench)
   export RCLONE_CONFIG_KHBENCH_PASSWORD
 fi
 
 echo "1 GiB random file"
-measure k_push "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync big
+measure k_push "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$BIG"
 measure k_pull "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync folders/b
-measure r_push "restic backup" restic -q -r restic-repo backup big
+measure r_push "restic backup" restic -q -r restic-repo backup "$BIG"
 measure r_pull "restic restore" restic -q -r restic-repo restore latest --target restore/big
 if [ -n "$RCLONE" ]; then
-  measure c_push "rclone crypt copy" rclone copy big khbench:big
+  measure c_push "rclone crypt copy" rclone copy "$BIG" khbench:big
 fi
 
 echo "20,000 small files (1-16 KiB)"
-measure k_small "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync small --collection small
+measure k_small "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection small
 measure k_small_pull "keyhold pull" env KEYHOLD_HOME=homes/c "$KEYHOLD" -q sync folders/c --collection small
-measure k_resync "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync small --collection small
-measure r_small "restic backup" restic -q -r restic-repo backup small
-measure r_small_pull "restic restore" restic -q -r restic-repo restore latest --target restore/small --include /small
-measure r_resync "restic unchanged re-run" restic -q -r restic-repo backup small
+measure k_resync "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection small
+measure r_small "restic backup" restic -q -r restic-repo backup "$SMALL"
+measure r_small_pull "restic restore" restic -q -r restic-repo restore latest --target restore/small --include "$SMALL"
+measure r_resync "restic unchanged re-run" restic -q -r restic-repo backup "$SMALL"
 if [ -n "$RCLONE" ]; then
-  measure c_small "rclone crypt copy" rclone copy small khbench:small
-  measure c_resync "rclone unchanged re-run" rclone copy small khbench:small
+  measure c_small "rclone crypt copy" rclone copy "$SMALL" khbench:small
+  measure c_resync "rclone unchanged re-run" rclone copy "$SMALL" khbench:small
 fi
 
 python3 - "$RESULTS" <<'PY'

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
 use keyhold_core::{
     AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceId,
     DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, SealedBlob, VerifiedRevision,
     check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
 };
-use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use crate::api::Api;
@@ -274,9 +274,7 @@ impl Client {
         if ids.iter().any(|id| !coll.index.contains_key(id)) {
             self.refresh_index(coll).await?;
         }
-        ids.iter()
-            .map(|id| Ok((*id, *coll.index.get(id).ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?)))
-            .collect()
+        ids.iter().map(|id| Ok((*id, *coll.index.get(id).ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?))).collect()
     }
 
     /// Fetches the ciphertexts of `ids` (see [`fetch_located`]).

@@ -93,6 +93,9 @@ fn connect(path: &Path) -> Result<Connection> {
     db.busy_timeout(Duration::from_secs(30))?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
+    // Up to 64 MiB of page cache, so a large base is written without
+    // spilling pages to the log mid-transaction (used only as needed).
+    db.pragma_update(None, "cache_size", -65536)?;
     db.execute_batch(SCHEMA)?;
     // Damage is found here, once, rather than halfway through a sync.
     let verdict: String = db.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
@@ -234,7 +237,8 @@ impl State {
     pub fn roots(&self) -> Result<Vec<(String, CollectionId, Option<u64>)>> {
         let db = self.db();
         let mut statement = db.prepare("SELECT root, collection_id, head_seq FROM roots ORDER BY root")?;
-        let rows = statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<i64>>(2)?)))?;
+        let rows =
+            statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<i64>>(2)?)))?;
         rows.map(|r| {
             let (root, id, seq) = r?;
             Ok((root, CollectionId(arr(id)?), seq.map(u64_of)))
@@ -260,9 +264,8 @@ impl State {
         let tx = db.transaction()?;
         {
             let mut blob = tx.prepare_cached("INSERT INTO blobs (collection_id, blob_id, kind, pack_id, offset, len) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?;
-            let mut pack_row = tx.prepare_cached(
-                "INSERT INTO packs (collection_id, pack_id, size) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            )?;
+            let mut pack_row =
+                tx.prepare_cached("INSERT INTO packs (collection_id, pack_id, size) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?;
             for (pack, size, entries) in packs {
                 for e in entries {
                     blob.execute(params![
@@ -284,8 +287,7 @@ impl State {
     /// The whole blob index of a collection.
     pub fn blob_index(&self, collection: CollectionId) -> Result<HashMap<BlobId, BlobLocation>> {
         let db = self.db();
-        let mut statement =
-            db.prepare_cached("SELECT blob_id, kind, pack_id, offset, len FROM blobs WHERE collection_id = ?")?;
+        let mut statement = db.prepare_cached("SELECT blob_id, kind, pack_id, offset, len FROM blobs WHERE collection_id = ?")?;
         let mut rows = statement.query([collection.as_bytes().as_slice()])?;
         let mut out = HashMap::new();
         while let Some(r) = rows.next()? {

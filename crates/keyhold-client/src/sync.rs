@@ -13,12 +13,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyhold_core::{
-    BlobId, BlobRef, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng, seal_revision,
-    validate_name,
+    BlobId, BlobRef, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng,
+    seal_revision, validate_name,
 };
 use serde::Serialize;
 
@@ -176,51 +178,122 @@ fn conflict_name(path: &str, device: &str, taken: &dyn Fn(&str) -> bool) -> Stri
     unreachable!("u32 conflict suffixes exhausted")
 }
 
-/// Encrypts one local file, queueing its new blobs; `None` if it changed
-/// while being read (it is retried on the next sync).
-#[allow(clippy::too_many_arguments)] // each is one field of a single, documented step
-fn encrypt_file(
-    path: &Path,
-    node: &LocalNode,
-    coll: &Collection,
+/// A local file to encrypt as a new version.
+struct EncryptJob {
+    path: PathBuf,
+    node: LocalNode,
     identity: (FileId, u64),
-    name: &str,
-    uploader: &mut Uploader,
+    name: String,
+}
+
+/// A manifest and its sealed blob, or `None` for a file that changed while
+/// it was read (it is retried on the next sync).
+type Encrypted = Option<(Manifest, keyhold_core::SealedBlob)>;
+
+enum EncryptEvent {
+    Blob(keyhold_core::SealedBlob),
+    File(usize, Result<Encrypted>),
+}
+
+/// Encrypts one local file, handing each new blob to `emit` as soon as it
+/// is sealed (so a file of any size takes bounded memory).
+fn encrypt_file(
+    job: &EncryptJob,
+    keys: &CollectionKeys,
     progress: &ProgressBar,
     buf: &mut Vec<u8>,
-) -> Result<Option<(Manifest, keyhold_core::SealedBlob)>> {
-    let keys = coll.current()?;
+    emit: &mut dyn FnMut(keyhold_core::SealedBlob) -> Result<()>,
+) -> Result<Encrypted> {
+    let path = job.path.as_path();
     let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
     let mut encryptor = FileEncryptor::new(keys);
-    // One buffer for the whole sync, sized to the largest file read so far.
-    let want = usize::try_from(node.stat.size.saturating_add(1)).unwrap_or(READ_BUF).min(READ_BUF);
+    // One buffer per worker, sized to the largest file read so far.
+    let want = usize::try_from(job.node.stat.size.saturating_add(1)).unwrap_or(READ_BUF).min(READ_BUF);
     if buf.len() < want {
         buf.resize(want, 0);
     }
     let mut sealed = Vec::new();
-    loop {
+    let mut total = 0u64;
+    // Reading stops at the scanned size; the check below catches a file
+    // that changed size meanwhile, so no extra read is spent on EOF.
+    while total < job.node.stat.size {
         let n = file.read(buf).map_err(ClientError::io(path))?;
         if n == 0 {
             break;
         }
+        total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
         encryptor.update(buf.get(..n).unwrap_or_default(), &mut sealed)?;
         progress.inc(u64::try_from(n).unwrap_or(0));
         for blob in sealed.drain(..) {
-            uploader.push(blob)?;
+            emit(blob)?;
         }
     }
     let after = stat_of(&file.metadata().map_err(ClientError::io(path))?).0;
-    if after != node.stat {
+    if after != job.node.stat || total != job.node.stat.size {
         return Ok(None);
     }
-    let meta =
-        FileMeta { file_id: identity.0, version: identity.1, name: name.to_owned(), mode: node.mode, mtime_ns: node.mtime_ns };
+    let meta = FileMeta {
+        file_id: job.identity.0,
+        version: job.identity.1,
+        name: job.name.clone(),
+        mode: job.node.mode,
+        mtime_ns: job.node.mtime_ns,
+    };
     let (manifest, blob) = encryptor.finish(meta, &mut sealed)?;
     for b in sealed.drain(..) {
-        uploader.push(b)?;
+        emit(b)?;
     }
     // The caller queues the manifest only if it is a new version.
     Ok(Some((manifest, blob)))
+}
+
+/// Encrypts files on every core, queueing their chunks for upload as they
+/// are sealed; returns each file's result in the order of `jobs`. The
+/// channel is short, so readers wait for the packer rather than fill memory.
+async fn encrypt_all(
+    jobs: Vec<EncryptJob>,
+    keys: Arc<CollectionKeys>,
+    uploader: &mut Uploader,
+    bar: &ProgressBar,
+) -> Result<Vec<Encrypted>> {
+    let count = jobs.len();
+    let jobs = Arc::new(jobs);
+    let next = Arc::new(AtomicUsize::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).min(count);
+    for _ in 0..workers {
+        let (jobs, next, tx, keys, bar) = (jobs.clone(), next.clone(), tx.clone(), keys.clone(), bar.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::new();
+            let stopped = || ClientError::Protocol("sync stopped".into());
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(job) = jobs.get(i) else { break };
+                let mut emit = |blob| tx.blocking_send(EncryptEvent::Blob(blob)).map_err(|_| stopped());
+                let result = encrypt_file(job, &keys, &bar, &mut buf, &mut emit);
+                if tx.blocking_send(EncryptEvent::File(i, result)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut out: Vec<Option<Encrypted>> = (0..count).map(|_| None).collect();
+    // Dropping the receiver on an error stops every worker at its next send.
+    while let Some(event) = rx.recv().await {
+        match event {
+            EncryptEvent::Blob(blob) => {
+                uploader.push(blob)?;
+                uploader.throttle().await?;
+            }
+            EncryptEvent::File(i, result) => {
+                if let Some(slot) = out.get_mut(i) {
+                    *slot = Some(result?);
+                }
+            }
+        }
+    }
+    out.into_iter().map(|r| r.ok_or_else(|| ClientError::Protocol("an encryption worker stopped".into()))).collect()
 }
 
 fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -262,7 +335,14 @@ async fn sync_round(
     show: bool,
 ) -> Result<Option<SyncReport>> {
     let mut report = SyncReport::default();
+    // Phase timings, for `RUST_LOG=keyhold_client=debug` and profiling.
+    let mut started = std::time::Instant::now();
+    let mut phase = |name: &str| {
+        tracing::debug!(phase = name, ms = started.elapsed().as_secs_f64() * 1e3, "sync phase done");
+        started = std::time::Instant::now();
+    };
     let head = client.verified_head(coll).await?;
+    phase("verified head");
     let (base_head, base) = client.state.base(root_key)?;
     let remote = match &head {
         // Nothing new on the server: the base *is* the verified remote tree.
@@ -270,7 +350,9 @@ async fn sync_round(
         Some(h) => client.read_tree(coll, h.revision.root).await?,
         None => Tree::new(),
     };
+    phase("remote tree");
     let local = scan(root, &mut report)?;
+    phase("scan");
 
     // Plan.
     let mut new_tree = Tree::new();
@@ -338,25 +420,33 @@ async fn sync_round(
     let identities = identities(client, coll, &to_upload, &both_files, &base, &remote).await?;
     let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
     let bar = progress_bar(show, upload_bytes, "upload");
-    let mut read_buf = Vec::new();
     let renamed_from: HashMap<String, String> = actions
         .iter()
         .filter_map(|a| if let Action::RenameAside { from, to, .. } = a { Some((to.clone(), from.clone())) } else { None })
         .collect();
+    let keys = coll.current()?.clone();
+    let mut jobs = Vec::new();
+    let mut job_paths = Vec::new();
     for p in &to_upload {
         let source = renamed_from.get(p).unwrap_or(p);
         let Some(l) = local.get(source) else { continue };
-        let name = p.rsplit('/').next().unwrap_or(p);
         let previous = identities.get(p);
         let identity =
             previous.map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
-        match encrypt_file(&local_path(root, source), l, coll, identity, name, &mut uploader, &bar, &mut read_buf)? {
+        let name = p.rsplit('/').next().unwrap_or(p).to_owned();
+        jobs.push(EncryptJob { path: local_path(root, source), node: l.clone(), identity, name });
+        job_paths.push((p, l));
+    }
+    let results = encrypt_all(jobs, keys.clone(), &mut uploader, &bar).await?;
+    for ((p, l), result) in job_paths.into_iter().zip(results) {
+        let previous = identities.get(p);
+        match result {
             Some((manifest, blob)) => {
                 // Touched but not changed: keep the version it already is.
                 let node = match previous.filter(|(m, _)| same_version(m, &manifest)) {
                     Some((_, prev)) => prev.clone(),
                     None => {
-                        let target = coll.current()?.blob_ref(&blob);
+                        let target = keys.blob_ref(&blob);
                         uploader.push(blob)?;
                         RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target }
                     }
@@ -388,14 +478,19 @@ async fn sync_round(
     let base_nodes: Vec<RemoteNode> =
         both_files.iter().filter_map(|p| base.get(p).filter(|b| !b.node.is_dir)).map(|b| b.node.clone()).collect();
     let base_manifests = client.manifests(coll, &base_nodes.iter().collect::<Vec<_>>()).await?;
+    let mut jobs = Vec::new();
+    let mut job_paths = Vec::new();
     for p in &both_files {
         let (Some(l), Some(r)) = (local.get(p), remote.get(p)) else { continue };
-        let name = p.rsplit('/').next().unwrap_or(p);
         let identity =
             identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
-        let Some((manifest, blob)) =
-            encrypt_file(&local_path(root, p), l, coll, identity, name, &mut uploader, &bar, &mut read_buf)?
-        else {
+        let name = p.rsplit('/').next().unwrap_or(p).to_owned();
+        jobs.push(EncryptJob { path: local_path(root, p), node: l.clone(), identity, name });
+        job_paths.push((p, l, r));
+    }
+    let results = encrypt_all(jobs, keys.clone(), &mut uploader, &bar).await?;
+    for ((p, l, r), result) in job_paths.into_iter().zip(results) {
+        let Some((manifest, blob)) = result else {
             report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
             new_tree.insert(p.clone(), r.clone());
             continue;
@@ -410,7 +505,7 @@ async fn sync_round(
         } else if same {
             new_base.insert(p.clone(), base_entry(r, trusted_stat(l.stat)));
         } else {
-            let target = coll.current()?.blob_ref(&blob);
+            let target = keys.blob_ref(&blob);
             uploader.push(blob)?;
             let to = conflict_name(p, &client.config.device_id, &|c| {
                 local.contains_key(c) || remote.contains_key(c) || new_tree.contains_key(c)
@@ -426,6 +521,7 @@ async fn sync_round(
         uploader.throttle().await?;
     }
     bar.finish_and_clear();
+    phase("encrypt and upload");
 
     // Every path needs its parent folders.
     let paths: Vec<String> = new_tree.keys().cloned().collect();
@@ -446,9 +542,11 @@ async fn sync_round(
     // Fetch and authenticate every download before committing or touching
     // the folder: a lying server is caught while nothing has changed.
     let mut fetched = prefetch(client, coll, root, &actions, show).await?;
+    phase("download and verify");
 
     // Commit.
     let committed = commit(client, coll, &head, &new_tree, uploader, &mut report).await;
+    phase("commit");
     let committed = match committed {
         Ok(Some(c)) => c,
         other => {
@@ -460,6 +558,7 @@ async fn sync_round(
 
     // Now change local files.
     apply(root, actions, &mut fetched, &mut new_base, &mut report)?;
+    phase("apply");
     // Folders: record them as they now stand.
     // The base mirrors the committed tree exactly (which lets an unchanged
     // head skip reading the tree); entries without a trusted stat are
@@ -475,6 +574,7 @@ async fn sync_round(
     if new_base != base || committed != base_head {
         client.state.save_base(root_key, coll.id, committed, &base, &new_base)?;
     }
+    phase("save local state");
     Ok(Some(report))
 }
 
@@ -553,7 +653,7 @@ async fn prefetch(
     }
 }
 
-const BATCH_BYTES: u64 = 64 << 20;
+const BATCH_BYTES: u64 = 32 << 20;
 
 async fn fetch_all(
     client: &Client,
@@ -713,12 +813,20 @@ fn current_stat(path: &Path) -> Option<Stat> {
 }
 
 /// Refuses to write through a symlinked folder (SECURITY G7).
-fn check_ancestors(root: &Path, rel: &str) -> Result<()> {
+/// Refuses to write below anything but a real folder (G7). `checked` holds
+/// folders already found real during this apply, so each is looked at once.
+fn check_ancestors(root: &Path, rel: &str, checked: &mut std::collections::HashSet<PathBuf>) -> Result<()> {
     let mut at = root.to_path_buf();
     let parts: Vec<&str> = rel.split('/').collect();
     for part in parts.iter().take(parts.len().saturating_sub(1)) {
         at = at.join(part);
+        if checked.contains(&at) {
+            continue;
+        }
         if let Ok(meta) = std::fs::symlink_metadata(&at) {
+            if meta.is_dir() {
+                checked.insert(at.clone());
+            }
             if !meta.is_dir() {
                 return Err(ClientError::Usage(format!("{} is not a folder; not writing below it", at.display())));
             }
@@ -744,6 +852,7 @@ fn apply(
     actions.sort_by_key(rank);
     // Folders whose entries changed; their new entries are made durable together.
     let mut touched = std::collections::BTreeSet::new();
+    let mut checked = std::collections::HashSet::new();
     let result = (|| -> Result<()> {
         for action in actions {
             let parent = |p: &str| local_path(root, p.rsplit_once('/').map_or("", |(d, _)| d));
@@ -754,7 +863,7 @@ fn apply(
             match action {
                 Action::RenameAside { from, to, expect } => {
                     let (src, dst) = (local_path(root, &from), local_path(root, &to));
-                    check_ancestors(root, &to)?;
+                    check_ancestors(root, &to, &mut checked)?;
                     // The copy gets no base entry: the next sync finds it equal to
                     // what was uploaded under its name and records it then.
                     if current_stat(&src) == Some(expect) && !dst.exists() {
@@ -762,15 +871,15 @@ fn apply(
                     }
                 }
                 Action::MakeDir { path, mode } => {
-                    check_ancestors(root, &path)?;
+                    check_ancestors(root, &path, &mut checked)?;
                     let dir = local_path(root, &path);
                     std::fs::create_dir_all(&dir).map_err(ClientError::io(&dir))?;
                     set_mode(&dir, mode.max(0o700));
                 }
                 Action::Download { path, node, expect } => {
-                    check_ancestors(root, &path)?;
+                    check_ancestors(root, &path, &mut checked)?;
                     let Some(tmp) = fetched.remove(&path) else { continue };
-                    match install(&tmp, &local_path(root, &path), expect)? {
+                    match install(&tmp, &local_path(root, &path), expect, &checked)? {
                         Some(stat) => {
                             new_base.insert(path.clone(), base_entry(&node, trusted_stat(stat)));
                             report.downloaded.push(path);
@@ -823,9 +932,8 @@ async fn fetch_verified(
         .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
     let (path, mut file) = tempfile_in(dir)?;
     let written = write_verified(client, coll, node, manifest, &mut file, bar).await;
-    let finished = written
-        .and_then(|()| finish_file(&path, &file, node))
-        .and_then(|()| file.sync_all().map_err(ClientError::io(&path)));
+    let finished =
+        written.and_then(|()| finish_file(&path, &file, node)).and_then(|()| file.sync_all().map_err(ClientError::io(&path)));
     match finished {
         Ok(()) => Ok(path),
         Err(e) => {
@@ -838,7 +946,7 @@ async fn fetch_verified(
 
 /// Moves a verified temporary file into place, but only over what the scan
 /// saw (`expect`; `None`: nothing). Anything newer stays (F4).
-fn install(tmp: &Path, dest: &Path, expect: Option<Stat>) -> Result<Option<Stat>> {
+fn install(tmp: &Path, dest: &Path, expect: Option<Stat>, existing: &std::collections::HashSet<PathBuf>) -> Result<Option<Stat>> {
     let unchanged = match expect {
         Some(stat) => current_stat(dest) == Some(stat),
         None => std::fs::symlink_metadata(dest).is_err(),
@@ -847,7 +955,7 @@ fn install(tmp: &Path, dest: &Path, expect: Option<Stat>) -> Result<Option<Stat>
         let _ = std::fs::remove_file(tmp);
         return Ok(None);
     }
-    if let Some(parent) = dest.parent() {
+    if let Some(parent) = dest.parent().filter(|p| !existing.contains(*p)) {
         std::fs::create_dir_all(parent).map_err(ClientError::io(parent))?;
     }
     std::fs::rename(tmp, dest).map_err(ClientError::io(dest))?;
@@ -867,17 +975,31 @@ pub(crate) async fn download(
     let parent = dest.parent().unwrap_or(root).to_path_buf();
     std::fs::create_dir_all(&parent).map_err(ClientError::io(&parent))?;
     let tmp = fetch_verified(client, coll, &parent, node, bar).await?;
-    let stat = install(&tmp, &dest, None)?;
+    let stat = install(&tmp, &dest, None, &std::collections::HashSet::new())?;
     make_durable(&parent, std::iter::once(parent.as_path()))?;
     Ok(stat)
 }
 
+/// Creates a new temporary file in `dir`. Names are a random per-process
+/// prefix and a counter: unique without a random draw per file, and never
+/// taken over (`create_new`).
 fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
-    let mut suffix = [0u8; 8];
-    getrandom::fill(&mut suffix).map_err(|_| ClientError::Usage("no randomness".into()))?;
-    let path = dir.join(format!("{TMP_PREFIX}{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()));
-    let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path).map_err(ClientError::io(&path))?;
-    Ok((path, file))
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        let _ = getrandom::fill(&mut bytes);
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    loop {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TMP_PREFIX}{prefix}-{n}"));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(ClientError::io(&path)(e)),
+        }
+    }
 }
 
 /// Streams a file's authenticated chunks, in order, into `out`: a few

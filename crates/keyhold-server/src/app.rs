@@ -469,12 +469,8 @@ async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String
     if keyhold_core::peek_type(&upload.head) != Some(ObjectType::Pack) || upload.len < PACK_PREFIX_LEN + PACK_TRAILER_LEN {
         return Err(ApiError::BadRequest("not a pack"));
     }
-    let collection = upload
-        .head
-        .get(7..23)
-        .and_then(|b| b.try_into().ok())
-        .map(CollectionId)
-        .ok_or(ApiError::BadRequest("not a pack"))?;
+    let collection =
+        upload.head.get(7..23).and_then(|b| b.try_into().ok()).map(CollectionId).ok_or(ApiError::BadRequest("not a pack"))?;
     let size = u64::try_from(upload.len).map_err(|_| ApiError::TooLarge)?;
     if state.meta.pack_size(who.account, id).await?.is_some() {
         return Ok(StatusCode::OK);
