@@ -11,12 +11,13 @@
 # no run pays for the previous run's writeback. Installs restic and GNU time
 # from Debian's packages if they are missing.
 #
-# Run as root, everything the tools write lands on a fresh ext4 filesystem
-# (a loop-mounted image under WORKDIR, removed afterwards): on a filesystem
-# that has just deleted many files, ext4 can take ten times as long to
-# create new ones, which would make the pull figures (Keyhold's and
-# restic's alike) depend on what ran before. KEYHOLD_BENCH_FRESH_FS=0 runs
-# in WORKDIR itself.
+# On a filesystem that has just deleted many files, ext4 can take ten times
+# as long to create new ones, so pull figures (Keyhold's and restic's alike)
+# depend on what ran before. KEYHOLD_BENCH_FRESH_FS=1 (as root) makes every
+# tool write to a fresh loop-mounted ext4 image under WORKDIR instead,
+# removed afterwards; note that a loop device makes every fsync dearer, which
+# penalises the tools that fsync (Keyhold's server and client) over restic's
+# restore, which does not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,7 +49,7 @@ for i in range(20000):
 PY
 fi
 
-if [ "$(id -u)" = 0 ] && [ "${KEYHOLD_BENCH_FRESH_FS:-1}" != 0 ] && command -v mkfs.ext4 > /dev/null; then
+if [ "$(id -u)" = 0 ] && [ "${KEYHOLD_BENCH_FRESH_FS:-0}" = 1 ] && command -v mkfs.ext4 > /dev/null; then
   FS_IMAGE="$WORK/fresh-fs.img"
   mkdir -p "$WORK/fresh"
   truncate -s 24G "$FS_IMAGE"

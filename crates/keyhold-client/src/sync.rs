@@ -653,7 +653,7 @@ async fn prefetch(
     }
 }
 
-const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_BYTES: u64 = 16 << 20;
 
 async fn fetch_all(
     client: &Client,
@@ -665,53 +665,69 @@ async fn fetch_all(
 ) -> Result<()> {
     let nodes: Vec<&RemoteNode> = wanted.iter().map(|(_, n)| *n).collect();
     let mut manifests = client.manifests(coll, &nodes).await?;
-    let mut batch: Vec<(&String, &RemoteNode, Manifest)> = Vec::new();
+    let mut batches: Vec<Vec<(&String, &RemoteNode, Manifest)>> = vec![Vec::new()];
     let mut batch_bytes = 0;
-    for (i, (path, node)) in wanted.iter().enumerate() {
-        let manifest =
-            manifests.get(&node.target.id).cloned().ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
+    for (path, node) in wanted {
+        let manifest = manifests.remove(&node.target.id).ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
         if node.size > BATCH_BYTES / 4 {
             // Large files stream a few chunks at a time.
             let (tmp, mut file) = tempfile_in(root)?;
             fetched.insert((*path).clone(), tmp.clone());
-            write_verified(client, coll, node, manifest, &mut file, bar).await?;
+            write_verified(client, coll, node, manifest.clone(), &mut file, bar).await?;
             finish_file(&tmp, &file, node)?;
-        } else {
-            batch_bytes += node.size;
-            batch.push((path, node, manifest));
+            manifests.insert(node.target.id, manifest);
+            continue;
         }
-        if batch_bytes >= BATCH_BYTES || i + 1 == wanted.len() {
-            let ids: Vec<BlobId> = batch.iter().flat_map(|(_, _, m)| m.chunks.iter().map(|c| c.id)).collect();
-            let mut uses: HashMap<BlobId, usize> = HashMap::new();
-            for id in &ids {
-                *uses.entry(*id).or_default() += 1;
-            }
-            let mut blobs = client.fetch_blobs(coll, &ids).await?;
-            for (path, node, manifest) in batch.drain(..) {
-                let keys = coll.keys_for(node.target.epoch)?.clone();
-                let (tmp, mut file) = tempfile_in(root)?;
-                fetched.insert(path.clone(), tmp.clone());
-                let mut decryptor = FileDecryptor::new(&keys, manifest);
-                while let Some(chunk) = decryptor.expected().copied() {
-                    // Moved out at its last use, cloned before (identical files share chunks).
-                    let left = uses.get_mut(&chunk.id).map(|n| {
-                        *n = n.saturating_sub(1);
-                        *n
-                    });
-                    let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
-                    let ciphertext = ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?;
-                    let plain = decryptor.open_next(ciphertext)?;
-                    file.write_all(&plain).map_err(ClientError::io(&tmp))?;
-                    bar.inc(u64::try_from(plain.len()).unwrap_or(0));
-                }
-                decryptor.finish()?;
-                finish_file(&tmp, &file, node)?;
-            }
-            blobs.clear();
+        if batch_bytes >= BATCH_BYTES {
+            batches.push(Vec::new());
             batch_bytes = 0;
         }
+        batch_bytes += node.size;
+        if let Some(batch) = batches.last_mut() {
+            batch.push((path, node, manifest.clone()));
+        }
+        // The same version may be wanted at two paths.
+        manifests.insert(node.target.id, manifest);
     }
-    manifests.clear();
+    // Small files: the next batch downloads while this one is written.
+    let mut located = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let ids: Vec<BlobId> = batch.iter().flat_map(|(_, _, m)| m.chunks.iter().map(|c| c.id)).collect();
+        located.push(client.locate(coll, &ids).await?);
+    }
+    let downloads = located.into_iter().map(|run| {
+        let api = client.api.clone();
+        tokio::spawn(async move { fetch_located(&api, run).await })
+    });
+    let mut downloads = futures::stream::iter(downloads).buffered(2);
+    for batch in batches {
+        let Some(blobs) = downloads.next().await else { break };
+        let mut blobs = blobs.map_err(|e| ClientError::Protocol(e.to_string()))??;
+        let mut uses: HashMap<BlobId, usize> = HashMap::new();
+        for chunk in batch.iter().flat_map(|(_, _, m)| m.chunks.iter()) {
+            *uses.entry(chunk.id).or_default() += 1;
+        }
+        for (path, node, manifest) in batch {
+            let keys = coll.keys_for(node.target.epoch)?.clone();
+            let (tmp, mut file) = tempfile_in(root)?;
+            fetched.insert(path.clone(), tmp.clone());
+            let mut decryptor = FileDecryptor::new(&keys, manifest);
+            while let Some(chunk) = decryptor.expected().copied() {
+                // Moved out at its last use, cloned before (identical files share chunks).
+                let left = uses.get_mut(&chunk.id).map(|n| {
+                    *n = n.saturating_sub(1);
+                    *n
+                });
+                let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
+                let ciphertext = ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?;
+                let plain = decryptor.open_next(ciphertext)?;
+                file.write_all(&plain).map_err(ClientError::io(&tmp))?;
+                bar.inc(u64::try_from(plain.len()).unwrap_or(0));
+            }
+            decryptor.finish()?;
+            finish_file(&tmp, &file, node)?;
+        }
+    }
     Ok(())
 }
 
@@ -1019,10 +1035,14 @@ pub(crate) async fn write_verified(
     let ids: Vec<BlobId> = manifest.chunks.iter().map(|c| c.id).collect();
     let located = client.locate(coll, &ids).await?;
     let mut decryptor = FileDecryptor::new(&keys, manifest);
-    let runs = located.chunks(RUN).map(|run| fetch_located(&client.api, run.to_vec()).map(move |r| r.map(|b| (run, b))));
+    // Spawned, so downloads progress while this task decrypts and writes.
+    let runs = located.chunks(RUN).map(|run| {
+        let (api, wanted) = (client.api.clone(), run.to_vec());
+        tokio::spawn(async move { fetch_located(&api, wanted).await }).map(move |r| (run, r))
+    });
     let mut runs = futures::stream::iter(runs).buffered(IN_FLIGHT);
-    while let Some(fetched) = runs.next().await {
-        let (run, mut blobs) = fetched?;
+    while let Some((run, fetched)) = runs.next().await {
+        let mut blobs = fetched.map_err(|e| ClientError::Protocol(e.to_string()))??;
         for (i, (id, _)) in run.iter().enumerate() {
             // A chunk repeated within the run is cloned; otherwise moved.
             let again = run.get(i + 1..).is_some_and(|rest| rest.iter().any(|(other, _)| other == id));
