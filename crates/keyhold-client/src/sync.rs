@@ -335,7 +335,7 @@ async fn sync_round(
     show: bool,
 ) -> Result<Option<SyncReport>> {
     let mut report = SyncReport::default();
-    // Phase timings, for `RUST_LOG=keyhold_client=debug` and profiling.
+    // Phase timings, for `KEYHOLD_LOG=keyhold_client=debug` and profiling.
     let mut started = std::time::Instant::now();
     let mut phase = |name: &str| {
         tracing::debug!(phase = name, ms = started.elapsed().as_secs_f64() * 1e3, "sync phase done");
@@ -425,14 +425,16 @@ async fn sync_round(
         .filter_map(|a| if let Action::RenameAside { from, to, .. } = a { Some((to.clone(), from.clone())) } else { None })
         .collect();
     let keys = coll.current()?.clone();
+    // A changed file keeps its identity and takes the next version number.
+    let next_identity = |p: &String| {
+        identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1))
+    };
     let mut jobs = Vec::new();
     let mut job_paths = Vec::new();
     for p in &to_upload {
         let source = renamed_from.get(p).unwrap_or(p);
         let Some(l) = local.get(source) else { continue };
-        let previous = identities.get(p);
-        let identity =
-            previous.map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
+        let identity = next_identity(p);
         let name = p.rsplit('/').next().unwrap_or(p).to_owned();
         jobs.push(EncryptJob { path: local_path(root, source), node: l.clone(), identity, name });
         job_paths.push((p, l));
@@ -482,8 +484,7 @@ async fn sync_round(
     let mut job_paths = Vec::new();
     for p in &both_files {
         let (Some(l), Some(r)) = (local.get(p), remote.get(p)) else { continue };
-        let identity =
-            identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1));
+        let identity = next_identity(p);
         let name = p.rsplit('/').next().unwrap_or(p).to_owned();
         jobs.push(EncryptJob { path: local_path(root, p), node: l.clone(), identity, name });
         job_paths.push((p, l, r));
@@ -664,18 +665,18 @@ async fn fetch_all(
     fetched: &mut HashMap<String, PathBuf>,
 ) -> Result<()> {
     let nodes: Vec<&RemoteNode> = wanted.iter().map(|(_, n)| *n).collect();
-    let mut manifests = client.manifests(coll, &nodes).await?;
+    let manifests = client.manifests(coll, &nodes).await?;
     let mut batches: Vec<Vec<(&String, &RemoteNode, Manifest)>> = vec![Vec::new()];
     let mut batch_bytes = 0;
     for (path, node) in wanted {
-        let manifest = manifests.remove(&node.target.id).ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
+        let manifest =
+            manifests.get(&node.target.id).cloned().ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
         if node.size > BATCH_BYTES / 4 {
             // Large files stream a few chunks at a time.
             let (tmp, mut file) = tempfile_in(root)?;
             fetched.insert((*path).clone(), tmp.clone());
-            write_verified(client, coll, node, manifest.clone(), &mut file, bar).await?;
+            write_verified(client, coll, node, manifest, &mut file, bar).await?;
             finish_file(&tmp, &file, node)?;
-            manifests.insert(node.target.id, manifest);
             continue;
         }
         if batch_bytes >= BATCH_BYTES {
@@ -684,10 +685,8 @@ async fn fetch_all(
         }
         batch_bytes += node.size;
         if let Some(batch) = batches.last_mut() {
-            batch.push((path, node, manifest.clone()));
+            batch.push((path, node, manifest));
         }
-        // The same version may be wanted at two paths.
-        manifests.insert(node.target.id, manifest);
     }
     // Small files: the next batch downloads while this one is written.
     let mut located = Vec::with_capacity(batches.len());
@@ -703,27 +702,14 @@ async fn fetch_all(
     for batch in batches {
         let Some(blobs) = downloads.next().await else { break };
         let mut blobs = blobs.map_err(|e| ClientError::Protocol(e.to_string()))??;
-        let mut uses: HashMap<BlobId, usize> = HashMap::new();
-        for chunk in batch.iter().flat_map(|(_, _, m)| m.chunks.iter()) {
-            *uses.entry(chunk.id).or_default() += 1;
-        }
+        let mut uses = count_uses(batch.iter().flat_map(|(_, _, m)| m.chunks.iter().map(|c| c.id)));
         for (path, node, manifest) in batch {
             let keys = coll.keys_for(node.target.epoch)?.clone();
             let (tmp, mut file) = tempfile_in(root)?;
             fetched.insert(path.clone(), tmp.clone());
+            let count = manifest.chunks.len();
             let mut decryptor = FileDecryptor::new(&keys, manifest);
-            while let Some(chunk) = decryptor.expected().copied() {
-                // Moved out at its last use, cloned before (identical files share chunks).
-                let left = uses.get_mut(&chunk.id).map(|n| {
-                    *n = n.saturating_sub(1);
-                    *n
-                });
-                let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
-                let ciphertext = ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?;
-                let plain = decryptor.open_next(ciphertext)?;
-                file.write_all(&plain).map_err(ClientError::io(&tmp))?;
-                bar.inc(u64::try_from(plain.len()).unwrap_or(0));
-            }
+            write_chunks(&mut decryptor, count, &mut blobs, &mut uses, &mut file, &tmp, bar)?;
             decryptor.finish()?;
             finish_file(&tmp, &file, node)?;
         }
@@ -1043,16 +1029,45 @@ pub(crate) async fn write_verified(
     let mut runs = futures::stream::iter(runs).buffered(IN_FLIGHT);
     while let Some((run, fetched)) = runs.next().await {
         let mut blobs = fetched.map_err(|e| ClientError::Protocol(e.to_string()))??;
-        for (i, (id, _)) in run.iter().enumerate() {
-            // A chunk repeated within the run is cloned; otherwise moved.
-            let again = run.get(i + 1..).is_some_and(|rest| rest.iter().any(|(other, _)| other == id));
-            let ciphertext = if again { blobs.get(id).cloned() } else { blobs.remove(id) };
-            let ciphertext = ciphertext.ok_or_else(|| ClientError::MissingBlob(id.to_hex()))?;
-            let plain = decryptor.open_next(ciphertext)?;
-            out.write_all(&plain).map_err(|e| ClientError::Io { path: PathBuf::from("(download)"), source: e })?;
-            bar.inc(u64::try_from(plain.len()).unwrap_or(0));
-        }
+        let mut uses = count_uses(run.iter().map(|(id, _)| *id));
+        write_chunks(&mut decryptor, run.len(), &mut blobs, &mut uses, out, Path::new("(download)"), bar)?;
     }
     decryptor.finish()?;
+    Ok(())
+}
+
+/// How many times each blob is used, so [`write_chunks`] can move each
+/// ciphertext out at its last use instead of cloning it.
+fn count_uses(ids: impl Iterator<Item = BlobId>) -> HashMap<BlobId, usize> {
+    let mut uses = HashMap::new();
+    for id in ids {
+        *uses.entry(id).or_default() += 1;
+    }
+    uses
+}
+
+/// Authenticates and writes the decryptor's next `count` chunks (fewer if
+/// the file ends first), taking their ciphertexts from `blobs`.
+fn write_chunks(
+    decryptor: &mut FileDecryptor<'_>,
+    count: usize,
+    blobs: &mut HashMap<BlobId, Vec<u8>>,
+    uses: &mut HashMap<BlobId, usize>,
+    out: &mut impl Write,
+    out_path: &Path,
+    bar: &ProgressBar,
+) -> Result<()> {
+    for _ in 0..count {
+        let Some(chunk) = decryptor.expected().copied() else { break };
+        let left = uses.get_mut(&chunk.id).map(|n| {
+            *n = n.saturating_sub(1);
+            *n
+        });
+        // Identical files and repeated chunks share a ciphertext.
+        let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
+        let plain = decryptor.open_next(ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?)?;
+        out.write_all(&plain).map_err(ClientError::io(out_path))?;
+        bar.inc(u64::try_from(plain.len()).unwrap_or(0));
+    }
     Ok(())
 }

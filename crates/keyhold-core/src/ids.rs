@@ -110,3 +110,26 @@ impl ObjectId {
         ObjectId(*blake3::hash(stored).as_bytes())
     }
 }
+
+/// Computes an [`ObjectId`] over bytes that arrive in pieces (an upload, a
+/// pack being built); equal to [`ObjectId::of`] of their concatenation.
+#[derive(Clone, Default)]
+pub struct ObjectHasher(blake3::Hasher);
+
+impl ObjectHasher {
+    /// A hasher over no bytes yet.
+    pub fn new() -> Self {
+        ObjectHasher(blake3::Hasher::new())
+    }
+
+    /// Appends bytes.
+    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update(bytes);
+        self
+    }
+
+    /// The id of everything appended.
+    pub fn finish(&self) -> ObjectId {
+        ObjectId(*self.0.finalize().as_bytes())
+    }
+}

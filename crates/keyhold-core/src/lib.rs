@@ -53,7 +53,7 @@ pub use collection::CollectionKeys;
 pub use device::{DEVICE_PUBLIC_KEYS_LEN, DevicePublicKeys, DeviceSecret};
 pub use envelope::{FORMAT_VERSION, MAGIC, ObjectType, Suite, peek_type};
 pub use error::{Error, Result};
-pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectId};
+pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectHasher, ObjectId};
 pub use padding::padme;
 pub use recovery::{KdfParams, RecoveryKey};
 pub use revision::{

@@ -20,7 +20,7 @@ use crate::collection::CollectionKeys;
 use crate::encoding::{Reader, Writer, len_u32, usize_from};
 use crate::envelope::{HEADER_LEN, ObjectType, read_header, write_header};
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, ObjectId};
+use crate::ids::{BlobId, ObjectHasher, ObjectId};
 use crate::kdf::{context, derive};
 use crate::padding::padme;
 
@@ -63,7 +63,7 @@ pub struct PackBuilder {
     bytes: Vec<u8>,
     entries: Vec<PackEntry>,
     /// The pack's object id, hashed as blobs arrive, while they are in cache.
-    hasher: blake3::Hasher,
+    hasher: ObjectHasher,
 }
 
 fn pack_key(keys: &CollectionKeys, salt: &[u8; 32]) -> crate::secret::SubKey {
@@ -81,7 +81,7 @@ impl PackBuilder {
         let prefix = w.into_vec();
         let mut bytes = Vec::with_capacity(PACK_TARGET_LEN + MAX_PACK_LEN / 16);
         bytes.extend_from_slice(&prefix);
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = ObjectHasher::new();
         hasher.update(&prefix);
         PackBuilder { prefix, bytes, entries: Vec::new(), hasher }
     }
@@ -141,7 +141,7 @@ impl PackBuilder {
         bytes.extend_from_slice(&index);
         bytes.extend_from_slice(&trailer);
         hasher.update(&index).update(&trailer);
-        Ok((ObjectId(*hasher.finalize().as_bytes()), bytes, entries))
+        Ok((hasher.finish(), bytes, entries))
     }
 }
 

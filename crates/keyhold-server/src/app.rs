@@ -23,7 +23,7 @@ use futures::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TRAILER_LEN};
-use keyhold_core::{CHALLENGE_LEN, DevicePublicKeys, ObjectType, RevisionHeader, verify_enrollment};
+use keyhold_core::{CHALLENGE_LEN, DevicePublicKeys, ObjectHasher, ObjectType, RevisionHeader, verify_enrollment};
 use keyhold_proto::{
     AccountId, AccountKeys, Bytes as B64, Challenge, ChallengeRequest, CollectionId, CreateAccount, DeviceId, DeviceRecord,
     EnrollDevice, HeadRecord, HexId, ObjectId, PackRecord, Packs, PutCollectionKey, RecoveryInfo, Revisions, RevisionsQuery,
@@ -411,7 +411,7 @@ async fn receive(state: &AppState, body: Body, head_len: usize) -> Result<Upload
     let _slot = state.upload_slots.acquire().await.map_err(|_| ApiError::BadRequest("server shutting down"))?;
     let mut stream = body.into_data_stream();
     let (mut frames, mut len, mut head) = (Vec::new(), 0usize, Vec::with_capacity(head_len));
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = ObjectHasher::new();
     while let Some(frame) = stream.next().await {
         let frame = frame.map_err(|_| ApiError::BadRequest("upload body could not be read"))?;
         len = len.saturating_add(frame.len());
@@ -423,7 +423,7 @@ async fn receive(state: &AppState, body: Body, head_len: usize) -> Result<Upload
         head.extend_from_slice(frame.get(..wanted).unwrap_or_default());
         frames.push(frame);
     }
-    Ok(Upload { frames, len, id: ObjectId(*hasher.finalize().as_bytes()), head })
+    Ok(Upload { frames, len, id: hasher.finish(), head })
 }
 
 async fn commit_revision(
