@@ -10,8 +10,8 @@ use futures::StreamExt;
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
 use keyhold_core::{
     AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceId,
-    DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, SealedBlob, VerifiedRevision,
-    check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
+    DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, SealedBlob,
+    VerifiedRevision, check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
 };
 use tokio::task::JoinSet;
 
@@ -416,62 +416,104 @@ pub async fn fetch_located(api: &Api, located: Vec<(BlobId, BlobLocation)>) -> R
 }
 
 /// Packs new blobs and uploads full packs in the background (a few at a
-/// time), skipping blobs the collection already stores.
+/// time), skipping blobs the collection already stores. Blobs come either
+/// through [`Uploader::push`] or, from encryption workers, as whole packs
+/// built by a [`Packer`] of this uploader.
 pub struct Uploader {
     api: Api,
-    keys: Arc<CollectionKeys>,
-    known: HashSet<BlobId>,
-    builder: Option<PackBuilder>,
+    packer: Packer,
     in_flight: JoinSet<Result<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>>,
     done: Vec<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>,
-    /// Bytes of blob ciphertext queued so far.
-    pub bytes_queued: u64,
+    bytes_queued: u64,
+}
+
+/// Builds packs on one thread; the set of blobs already stored or queued
+/// is shared by every packer of one [`Uploader`], so no blob goes twice.
+pub struct Packer {
+    keys: Arc<CollectionKeys>,
+    known: Arc<std::sync::Mutex<HashSet<BlobId>>>,
+    builder: Option<PackBuilder>,
+}
+
+impl Packer {
+    /// Another packer sharing this one's set of known blobs.
+    pub fn sibling(&self) -> Packer {
+        Packer { keys: self.keys.clone(), known: self.known.clone(), builder: None }
+    }
+
+    /// Adds a blob unless it is known; returns the previous pack once the
+    /// blob no longer fits in it.
+    pub fn push(&mut self, blob: &SealedBlob) -> Result<Option<PackBuilder>> {
+        let new = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(blob.id);
+        if !new {
+            return Ok(None);
+        }
+        self.add(blob.kind, blob.id, &blob.ciphertext)
+    }
+
+    /// Adds a blob already counted as known (moved from another pack).
+    fn add(&mut self, kind: ObjectType, id: BlobId, ciphertext: &[u8]) -> Result<Option<PackBuilder>> {
+        let full = self.builder.as_ref().is_some_and(|b| !b.is_empty() && b.blob_bytes() + ciphertext.len() > PACK_TARGET_LEN);
+        let done = if full { self.builder.take() } else { None };
+        let keys = self.keys.clone();
+        self.builder.get_or_insert_with(|| PackBuilder::new(&keys, &mut os_rng())).push_parts(kind, id, ciphertext)?;
+        Ok(done)
+    }
+
+    /// The pack being built, if it holds anything.
+    pub fn take(&mut self) -> Option<PackBuilder> {
+        self.builder.take().filter(|b| !b.is_empty())
+    }
 }
 
 impl Uploader {
     /// An uploader for new blobs of `coll`.
     pub fn new(api: &Api, coll: &Collection) -> Result<Self> {
+        let known = coll.index.keys().copied().collect();
         Ok(Uploader {
             api: api.clone(),
-            keys: coll.current()?.clone(),
-            known: coll.index.keys().copied().collect(),
-            builder: None,
+            packer: Packer { keys: coll.current()?.clone(), known: Arc::new(std::sync::Mutex::new(known)), builder: None },
             in_flight: JoinSet::new(),
             done: Vec::new(),
             bytes_queued: 0,
         })
     }
 
-    /// Whether the collection already stores (or this upload carries) `id`.
-    pub fn has(&self, id: &BlobId) -> bool {
-        self.known.contains(id)
+    /// A packer for an encryption worker; hand its packs to [`Uploader::upload`].
+    pub fn packer(&self) -> Packer {
+        self.packer.sibling()
     }
 
     /// Queues a blob (ignored if already stored).
     pub fn push(&mut self, blob: SealedBlob) -> Result<()> {
-        if !self.known.insert(blob.id) {
-            return Ok(());
+        if let Some(full) = self.packer.push(&blob)? {
+            self.upload(full);
         }
-        self.bytes_queued += u64::try_from(blob.ciphertext.len()).unwrap_or(0);
-        let full =
-            self.builder.as_ref().is_some_and(|b| !b.is_empty() && b.blob_bytes() + blob.ciphertext.len() > PACK_TARGET_LEN);
-        if full {
-            self.flush_pack()?;
-        }
-        let keys = self.keys.clone();
-        self.builder.get_or_insert_with(|| PackBuilder::new(&keys, &mut os_rng())).push(&blob)?;
         Ok(())
     }
 
-    fn flush_pack(&mut self) -> Result<()> {
-        let Some(builder) = self.builder.take() else { return Ok(()) };
-        if builder.is_empty() {
-            return Ok(());
+    /// Takes over the blobs of a worker's unfinished pack, so a sync's
+    /// leftovers share packs rather than each worker sending a small one.
+    pub fn absorb(&mut self, partial: &PackBuilder) -> Result<()> {
+        for (kind, id, ciphertext) in partial.blobs() {
+            if let Some(full) = self.packer.add(kind, id, ciphertext)? {
+                self.upload(full);
+            }
         }
-        let (id, bytes, entries) = builder.finish(&self.keys)?;
-        let api = self.api.clone();
-        let size = u64::try_from(bytes.len()).unwrap_or(0);
+        Ok(())
+    }
+
+    /// Seals and uploads a pack in the background.
+    pub fn upload(&mut self, builder: PackBuilder) {
+        self.bytes_queued += u64::try_from(builder.blob_bytes()).unwrap_or(0);
+        let (api, keys) = (self.api.clone(), self.packer.keys.clone());
         self.in_flight.spawn(async move {
+            // Sealing and hashing a full pack takes a few milliseconds; off
+            // the packing thread, it overlaps with packing the next one.
+            let (id, bytes, entries) = tokio::task::spawn_blocking(move || builder.finish(&keys))
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))??;
+            let size = u64::try_from(bytes.len()).unwrap_or(0);
             let bytes = Bytes::from(bytes);
             let mut attempt = 0;
             loop {
@@ -487,7 +529,6 @@ impl Uploader {
                 }
             }
         });
-        Ok(())
     }
 
     /// Waits while too many packs are in flight (bounds memory).
@@ -502,7 +543,9 @@ impl Uploader {
 
     /// Uploads what is left, waits for every upload, and records the packs.
     pub async fn finish(mut self, client: &Client, coll: &mut Collection) -> Result<u64> {
-        self.flush_pack()?;
+        if let Some(last) = self.packer.take() {
+            self.upload(last);
+        }
         while let Some(done) = self.in_flight.join_next().await {
             self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
         }

@@ -26,11 +26,20 @@ CREATE TABLE IF NOT EXISTS base (
     target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
     st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
     PRIMARY KEY (root, path));
-CREATE TABLE IF NOT EXISTS blobs (collection_id BLOB NOT NULL, blob_id BLOB NOT NULL, kind INTEGER NOT NULL,
-    pack_id BLOB NOT NULL, offset INTEGER NOT NULL, len INTEGER NOT NULL, PRIMARY KEY (collection_id, blob_id));
-CREATE TABLE IF NOT EXISTS packs (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (collection_id, pack_id));
+CREATE TABLE IF NOT EXISTS pack_index (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL,
+    entries BLOB NOT NULL, PRIMARY KEY (collection_id, pack_id));
 ";
+
+/// Schema version 1 keeps a pack's index as one row (version 0 had a row
+/// per blob: 40,000 inserts for 20,000 small files). Both are caches of
+/// what the server's packs say, so the upgrade drops the old tables and
+/// the indexes are fetched again when next needed.
+const SCHEMA_VERSION: i64 = 1;
+const UPGRADE_FROM_0: &str = "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;";
+
+/// One pack index entry in the `entries` column: kind (1 byte), blob id
+/// (32), offset (4, big-endian), length (4, big-endian).
+const ENTRY_LEN: usize = 41;
 
 /// A stat snapshot used to recognise unchanged files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +105,11 @@ fn connect(path: &Path) -> Result<Connection> {
     // Up to 64 MiB of page cache, so a large base is written without
     // spilling pages to the log mid-transaction (used only as needed).
     db.pragma_update(None, "cache_size", -65536)?;
+    let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < SCHEMA_VERSION {
+        db.execute_batch(UPGRADE_FROM_0)?;
+        db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    }
     db.execute_batch(SCHEMA)?;
     // Damage is found here, once, rather than halfway through a sync.
     let verdict: String = db.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
@@ -249,7 +263,7 @@ impl State {
     /// Packs whose index is loaded.
     pub fn known_packs(&self, collection: CollectionId) -> Result<HashSet<ObjectId>> {
         let db = self.db();
-        let mut statement = db.prepare_cached("SELECT pack_id FROM packs WHERE collection_id = ?")?;
+        let mut statement = db.prepare_cached("SELECT pack_id FROM pack_index WHERE collection_id = ?")?;
         let rows = statement.query_map([collection.as_bytes().as_slice()], |r| r.get::<_, Vec<u8>>(0))?;
         rows.map(|r| Ok(ObjectId(arr(r?)?))).collect()
     }
@@ -263,21 +277,18 @@ impl State {
         let mut db = self.db();
         let tx = db.transaction()?;
         {
-            let mut blob = tx.prepare_cached("INSERT INTO blobs (collection_id, blob_id, kind, pack_id, offset, len) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING")?;
-            let mut pack_row =
-                tx.prepare_cached("INSERT INTO packs (collection_id, pack_id, size) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO pack_index (collection_id, pack_id, size, entries) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )?;
             for (pack, size, entries) in packs {
+                let mut encoded = Vec::with_capacity(entries.len() * ENTRY_LEN);
                 for e in entries {
-                    blob.execute(params![
-                        collection.as_bytes().as_slice(),
-                        e.id.as_bytes().as_slice(),
-                        i64::from(e.kind.byte()),
-                        pack.as_bytes().as_slice(),
-                        i64::from(e.offset),
-                        i64::from(e.len),
-                    ])?;
+                    encoded.push(e.kind.byte());
+                    encoded.extend_from_slice(e.id.as_bytes());
+                    encoded.extend_from_slice(&e.offset.to_be_bytes());
+                    encoded.extend_from_slice(&e.len.to_be_bytes());
                 }
-                pack_row.execute(params![collection.as_bytes().as_slice(), pack.as_bytes().as_slice(), i64_of(size)])?;
+                insert.execute(params![collection.as_bytes().as_slice(), pack.as_bytes().as_slice(), i64_of(size), encoded])?;
             }
         }
         tx.commit()?;
@@ -287,16 +298,83 @@ impl State {
     /// The whole blob index of a collection.
     pub fn blob_index(&self, collection: CollectionId) -> Result<HashMap<BlobId, BlobLocation>> {
         let db = self.db();
-        let mut statement = db.prepare_cached("SELECT blob_id, kind, pack_id, offset, len FROM blobs WHERE collection_id = ?")?;
+        let mut statement = db.prepare_cached("SELECT pack_id, entries FROM pack_index WHERE collection_id = ?")?;
         let mut rows = statement.query([collection.as_bytes().as_slice()])?;
         let mut out = HashMap::new();
         while let Some(r) = rows.next()? {
-            let kind = u8::try_from(r.get::<_, i64>(1)?).ok().and_then(ObjectType::from_byte).unwrap_or(ObjectType::Chunk);
-            out.insert(
-                BlobId(arr(r.get(0)?)?),
-                BlobLocation { kind, pack: ObjectId(arr(r.get(2)?)?), offset: u64_of(r.get(3)?), len: u64_of(r.get(4)?) },
-            );
+            let pack = ObjectId(arr(r.get(0)?)?);
+            let entries: Vec<u8> = r.get(1)?;
+            let malformed =
+                || ClientError::Usage("local state database holds a malformed pack index; delete it to rebuild".into());
+            if !entries.len().is_multiple_of(ENTRY_LEN) {
+                return Err(malformed());
+            }
+            for entry in entries.chunks_exact(ENTRY_LEN) {
+                let (kind, rest) = entry.split_first().ok_or_else(malformed)?;
+                let (id, rest) = rest.split_first_chunk::<32>().ok_or_else(malformed)?;
+                let (offset, len) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
+                let len = len.first_chunk::<4>().ok_or_else(malformed)?;
+                let kind = ObjectType::from_byte(*kind).ok_or_else(malformed)?;
+                let location = BlobLocation {
+                    kind,
+                    pack,
+                    offset: u64::from(u32::from_be_bytes(*offset)),
+                    len: u64::from(u32::from_be_bytes(*len)),
+                };
+                out.insert(BlobId(*id), location);
+            }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::pack::PackEntry;
+
+    #[test]
+    fn pack_indexes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, rebuilt) = State::open(&dir.path().join("state.sqlite3")).unwrap();
+        assert!(!rebuilt);
+        let collection = CollectionId([7; 16]);
+        let entries = [
+            PackEntry { kind: ObjectType::Chunk, id: BlobId([1; 32]), offset: 59, len: 4096 },
+            PackEntry { kind: ObjectType::Manifest, id: BlobId([2; 32]), offset: 4155, len: 300 },
+        ];
+        state.add_packs(collection, [(ObjectId([9; 32]), 8000, entries.as_slice())]).unwrap();
+        let index = state.blob_index(collection).unwrap();
+        assert_eq!(index.len(), 2);
+        let manifest = index.get(&BlobId([2; 32])).unwrap();
+        assert_eq!(
+            (manifest.kind, manifest.pack, manifest.offset, manifest.len),
+            (ObjectType::Manifest, ObjectId([9; 32]), 4155, 300)
+        );
+        assert_eq!(state.known_packs(collection).unwrap(), HashSet::from([ObjectId([9; 32])]));
+        assert!(state.blob_index(CollectionId([8; 16])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn upgrading_from_rows_per_blob_keeps_the_verified_heads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE heads (collection_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
+                 CREATE TABLE blobs (collection_id BLOB NOT NULL, blob_id BLOB NOT NULL, kind INTEGER NOT NULL,
+                     pack_id BLOB NOT NULL, offset INTEGER NOT NULL, len INTEGER NOT NULL);
+                 CREATE TABLE packs (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL);
+                 INSERT INTO packs VALUES (x'07070707070707070707070707070707', x'00', 1);",
+            )
+            .unwrap();
+            old.execute("INSERT INTO heads VALUES (?, 5, ?)", params![[7u8; 16].as_slice(), [3u8; 32].as_slice()]).unwrap();
+        }
+        let (state, rebuilt) = State::open(&path).unwrap();
+        assert!(!rebuilt, "an upgrade is not a rebuild");
+        assert_eq!(state.verified_head(CollectionId([7; 16])).unwrap(), Some(Head { seq: 5, id: ObjectId([3; 32]) }));
+        // The old per-blob cache is gone: its packs are indexed again on demand.
+        assert!(state.known_packs(CollectionId([7; 16])).unwrap().is_empty());
     }
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
+use keyhold_core::pack::PackBuilder;
 use keyhold_core::{
     BlobId, BlobRef, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng,
     seal_revision, validate_name,
@@ -25,7 +26,7 @@ use keyhold_core::{
 use serde::Serialize;
 
 use crate::api::CommitResult;
-use crate::client::{Client, Collection, RemoteNode, Tree, Uploader, fetch_located};
+use crate::client::{Client, Collection, Packer, RemoteNode, Tree, Uploader, fetch_located};
 use crate::error::{ClientError, Result};
 use crate::state::{BaseEntry, Stat};
 
@@ -190,9 +191,57 @@ struct EncryptJob {
 /// it was read (it is retried on the next sync).
 type Encrypted = Option<(Manifest, keyhold_core::SealedBlob)>;
 
-enum EncryptEvent {
-    Blob(keyhold_core::SealedBlob),
-    File(usize, Result<Encrypted>),
+/// What an encryption worker hands to the uploader in one message: full
+/// packs and finished files. Batching keeps the channel from costing a
+/// thread wake-up per small file.
+#[derive(Default)]
+struct EncryptBatch {
+    packs: Vec<PackBuilder>,
+    /// A worker's last, partly filled pack, for the uploader to merge.
+    partial: Option<PackBuilder>,
+    files: Vec<(usize, Result<Encrypted>)>,
+}
+
+/// A worker's side of the channel: packs its blobs itself (so copying and
+/// dedup run on every core) and sends full packs and results in batches.
+struct Outbox {
+    packer: Packer,
+    batch: EncryptBatch,
+    tx: tokio::sync::mpsc::Sender<EncryptBatch>,
+}
+
+impl Outbox {
+    const FLUSH_FILES: usize = 256;
+
+    fn blob(&mut self, blob: &keyhold_core::SealedBlob) -> Result<()> {
+        if let Some(full) = self.packer.push(blob)? {
+            self.batch.packs.push(full);
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, index: usize, result: Result<Encrypted>) -> Result<()> {
+        self.batch.files.push((index, result));
+        if self.batch.files.len() >= Self::FLUSH_FILES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is collected; fails once the uploader has stopped.
+    fn flush(&mut self) -> Result<()> {
+        if self.batch.packs.is_empty() && self.batch.partial.is_none() && self.batch.files.is_empty() {
+            return Ok(());
+        }
+        self.tx.blocking_send(std::mem::take(&mut self.batch)).map_err(|_| ClientError::Protocol("sync stopped".into()))
+    }
+
+    /// Sends the last, partly filled pack and everything pending.
+    fn close(mut self) -> Result<()> {
+        self.batch.partial = self.packer.take();
+        self.flush()
+    }
 }
 
 /// Encrypts one local file, handing each new blob to `emit` as soon as it
@@ -202,7 +251,7 @@ fn encrypt_file(
     keys: &CollectionKeys,
     progress: &ProgressBar,
     buf: &mut Vec<u8>,
-    emit: &mut dyn FnMut(keyhold_core::SealedBlob) -> Result<()>,
+    emit: &mut dyn FnMut(&keyhold_core::SealedBlob) -> Result<()>,
 ) -> Result<Encrypted> {
     let path = job.path.as_path();
     let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
@@ -225,7 +274,7 @@ fn encrypt_file(
         encryptor.update(buf.get(..n).unwrap_or_default(), &mut sealed)?;
         progress.inc(u64::try_from(n).unwrap_or(0));
         for blob in sealed.drain(..) {
-            emit(blob)?;
+            emit(&blob)?;
         }
     }
     let after = stat_of(&file.metadata().map_err(ClientError::io(path))?).0;
@@ -241,7 +290,7 @@ fn encrypt_file(
     };
     let (manifest, blob) = encryptor.finish(meta, &mut sealed)?;
     for b in sealed.drain(..) {
-        emit(b)?;
+        emit(&b)?;
     }
     // The caller queues the manifest only if it is a new version.
     Ok(Some((manifest, blob)))
@@ -259,37 +308,38 @@ async fn encrypt_all(
     let count = jobs.len();
     let jobs = Arc::new(jobs);
     let next = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).min(count);
     for _ in 0..workers {
-        let (jobs, next, tx, keys, bar) = (jobs.clone(), next.clone(), tx.clone(), keys.clone(), bar.clone());
+        let (jobs, next, keys, bar) = (jobs.clone(), next.clone(), keys.clone(), bar.clone());
+        let mut outbox = Outbox { packer: uploader.packer(), batch: EncryptBatch::default(), tx: tx.clone() };
         tokio::task::spawn_blocking(move || {
             let mut buf = Vec::new();
-            let stopped = || ClientError::Protocol("sync stopped".into());
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
-                let mut emit = |blob| tx.blocking_send(EncryptEvent::Blob(blob)).map_err(|_| stopped());
-                let result = encrypt_file(job, &keys, &bar, &mut buf, &mut emit);
-                if tx.blocking_send(EncryptEvent::File(i, result)).is_err() {
-                    break;
+                let result = encrypt_file(job, &keys, &bar, &mut buf, &mut |blob| outbox.blob(blob));
+                if outbox.file(i, result).is_err() {
+                    return;
                 }
             }
+            let _ = outbox.close();
         });
     }
     drop(tx);
     let mut out: Vec<Option<Encrypted>> = (0..count).map(|_| None).collect();
     // Dropping the receiver on an error stops every worker at its next send.
-    while let Some(event) = rx.recv().await {
-        match event {
-            EncryptEvent::Blob(blob) => {
-                uploader.push(blob)?;
-                uploader.throttle().await?;
-            }
-            EncryptEvent::File(i, result) => {
-                if let Some(slot) = out.get_mut(i) {
-                    *slot = Some(result?);
-                }
+    while let Some(batch) = rx.recv().await {
+        for pack in batch.packs {
+            uploader.upload(pack);
+            uploader.throttle().await?;
+        }
+        if let Some(partial) = batch.partial {
+            uploader.absorb(&partial)?;
+        }
+        for (i, result) in batch.files {
+            if let Some(slot) = out.get_mut(i) {
+                *slot = Some(result?);
             }
         }
     }
