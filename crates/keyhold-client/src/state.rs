@@ -330,6 +330,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use keyhold_core::pack::PackEntry;
 
