@@ -8,7 +8,9 @@
 # Data: one 1 GiB random file; 20,000 small files of 1-16 KiB. Keyhold runs
 # client and server on this machine over loopback (release build); restic
 # backs up to a local repository. Every measurement starts after `sync`, so
-# no run pays for the previous run's writeback. Installs restic and GNU time
+# no run pays for the previous run's writeback, and each figure is the
+# median of KEYHOLD_BENCH_ROUNDS rounds (default 3): this machine's timings
+# vary by a third from one run to the next. Installs restic and GNU time
 # from Debian's packages if they are missing.
 #
 # On a filesystem that has just deleted many files, ext4 can take ten times
@@ -81,7 +83,7 @@ measure() {
 }
 
 # Keyhold server.
-rm -rf srv homes folders restore
+rm -rf srv homes folders restore rclone-remote
 "$KEYHOLD" serve --listen 127.0.0.1:0 --data srv > serve.out 2> serve.err &
 SERVER_PID=$!
 cleanup() {
@@ -97,11 +99,10 @@ export KEYHOLD_SERVER=$(awk '/listening/{print $2}' serve.out)
 KEYHOLD_HOME=homes/a "$KEYHOLD" -q init --recovery-key-file rk > /dev/null
 KEYHOLD_HOME=homes/b KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
 KEYHOLD_HOME=homes/c KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
-mkdir -p folders/b folders/c restore
+mkdir -p folders restore
 
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR="$PWD/restic-cache"
-rm -rf restic-repo restic-cache
-restic init -q -r restic-repo
+rm -rf restic-repo-* restic-cache
 
 RCLONE=""
 if command -v rclone > /dev/null; then
@@ -113,33 +114,45 @@ if command -v rclone > /dev/null; then
   export RCLONE_CONFIG_KHBENCH_PASSWORD
 fi
 
-echo "1 GiB random file"
-measure k_push "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$BIG"
-measure k_pull "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync folders/b
-measure r_push "restic backup" restic -q -r restic-repo backup "$BIG"
-measure r_pull "restic restore" restic -q -r restic-repo restore latest --target restore/big
-if [ -n "$RCLONE" ]; then
-  measure c_push "rclone crypt copy" rclone copy "$BIG" khbench:big
-fi
+# Each round pushes into a new collection (Keyhold), a new repository
+# (restic) and a new remote folder (rclone), so every round is a first push.
+ROUNDS="${KEYHOLD_BENCH_ROUNDS:-3}"
+for r in $(seq "$ROUNDS"); do
+  echo "round $r of $ROUNDS: 1 GiB random file"
+  restic init -q -r "restic-repo-$r"
+  measure "k_push.$r" "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$BIG" --collection "big$r"
+  measure "k_pull.$r" "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync "folders/b$r" --collection "big$r"
+  measure "r_push.$r" "restic backup" restic -q -r "restic-repo-$r" backup "$BIG"
+  measure "r_pull.$r" "restic restore" restic -q -r "restic-repo-$r" restore latest --target "restore/big$r"
+  if [ -n "$RCLONE" ]; then
+    measure "c_push.$r" "rclone crypt copy" rclone copy "$BIG" "khbench:big$r"
+  fi
 
-echo "20,000 small files (1-16 KiB)"
-measure k_small "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection small
-measure k_small_pull "keyhold pull" env KEYHOLD_HOME=homes/c "$KEYHOLD" -q sync folders/c --collection small
-measure k_resync "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection small
-measure r_small "restic backup" restic -q -r restic-repo backup "$SMALL"
-measure r_small_pull "restic restore" restic -q -r restic-repo restore latest --target restore/small --include "$SMALL"
-measure r_resync "restic unchanged re-run" restic -q -r restic-repo backup "$SMALL"
-if [ -n "$RCLONE" ]; then
-  measure c_small "rclone crypt copy" rclone copy "$SMALL" khbench:small
-  measure c_resync "rclone unchanged re-run" rclone copy "$SMALL" khbench:small
-fi
+  echo "round $r of $ROUNDS: 20,000 small files (1-16 KiB)"
+  measure "k_small.$r" "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection "small$r"
+  measure "k_small_pull.$r" "keyhold pull" env KEYHOLD_HOME=homes/c "$KEYHOLD" -q sync "folders/c$r" --collection "small$r"
+  measure "k_resync.$r" "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection "small$r"
+  measure "r_small.$r" "restic backup" restic -q -r "restic-repo-$r" backup "$SMALL"
+  measure "r_small_pull.$r" "restic restore" restic -q -r "restic-repo-$r" restore latest --target "restore/small$r" --include "$SMALL"
+  measure "r_resync.$r" "restic unchanged re-run" restic -q -r "restic-repo-$r" backup "$SMALL"
+  if [ -n "$RCLONE" ]; then
+    measure "c_small.$r" "rclone crypt copy" rclone copy "$SMALL" "khbench:small$r"
+    measure "c_resync.$r" "rclone unchanged re-run" rclone copy "$SMALL" "khbench:small$r"
+  fi
+done
 
 python3 - "$RESULTS" <<'PY'
 import sys
-m = {}
+import statistics
+runs = {}
 for line in open(sys.argv[1]):
     key, wall, cpu, rss, server = line.split()
-    m[key] = dict(wall=float(wall), cpu=float(cpu), rss=int(rss) / 1024, server=float(server))
+    runs.setdefault(key.split(".")[0], []).append(
+        dict(wall=float(wall), cpu=float(cpu), rss=int(rss) / 1024, server=float(server)))
+# Each figure is the median over the rounds; peak memory is the largest seen.
+m = {key: {field: (max if field == "rss" else statistics.median)(r[field] for r in rs) for field in rs[0]}
+     for key, rs in runs.items()}
+rounds = max(len(rs) for rs in runs.values())
 MB = 1073741824 / 1e6
 have_rclone = "c_push" in m
 
@@ -176,6 +189,7 @@ row("server MB per CPU-s (1 GiB push)", k, None, None, k / mbps(m["k_push"]), ">
 
 fmt = lambda v: "-" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.0f}")
 print()
+print(f"median of {rounds} round(s) per figure (KEYHOLD_BENCH_ROUNDS sets the number)")
 print(f"{'target':34} {'keyhold':>9} {'restic':>9} {'rclone':>9} {'ratio':>7}  {'goal':<17} met")
 for name, k, r, c, ratio, target, ok in rows:
     print(f"{name:34} {fmt(k):>9} {fmt(r):>9} {fmt(c):>9} {ratio:7.2f}  {target:<17} {ok}")
