@@ -120,6 +120,7 @@ ROUNDS="${KEYHOLD_BENCH_ROUNDS:-3}"
 for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS: 1 GiB random file"
   restic init -q -r "restic-repo-$r"
+  mkdir -p "folders/b$r" "folders/c$r"
   measure "k_push.$r" "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$BIG" --collection "big$r"
   measure "k_pull.$r" "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync "folders/b$r" --collection "big$r"
   measure "r_push.$r" "restic backup" restic -q -r "restic-repo-$r" backup "$BIG"
