@@ -247,6 +247,15 @@ impl State {
         Ok(())
     }
 
+    /// The collection a synced folder belongs to, if it was synced before.
+    pub fn root_collection(&self, root: &str) -> Result<Option<CollectionId>> {
+        let id = self
+            .db()
+            .query_row("SELECT collection_id FROM roots WHERE root = ?", [root], |r| r.get::<_, Vec<u8>>(0))
+            .optional()?;
+        id.map(|id| Ok(CollectionId(arr(id)?))).transpose()
+    }
+
     /// Synced folders: (root, collection).
     pub fn roots(&self) -> Result<Vec<(String, CollectionId, Option<u64>)>> {
         let db = self.db();

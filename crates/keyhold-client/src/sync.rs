@@ -368,6 +368,15 @@ pub async fn sync(client: &mut Client, dir: &Path, collection: &str, show_progre
     }
     let root_key = root.display().to_string();
     let mut coll = client.collection(collection).await?;
+    // A folder's base is the tree it last agreed on with *its* collection.
+    // Merged against another collection, every file of the folder would
+    // look deleted there and be deleted here.
+    if client.state.root_collection(&root_key)?.is_some_and(|id| id != coll.id) {
+        return Err(ClientError::Usage(format!(
+            "{} is synced with another collection; sync it with the --collection it was first synced with, or sync a different folder",
+            root.display()
+        )));
+    }
     for _ in 0..MAX_ROUNDS {
         if let Some(report) = sync_round(client, &root, &root_key, &mut coll, show_progress).await? {
             return Ok(report);

@@ -100,3 +100,20 @@ fn a_lost_state_database_propagates_no_deletion() {
     // Without a trustworthy base the missing file is restored, not deleted.
     assert_eq!(std::fs::read(a.path("keep/two.txt")).unwrap(), b"2");
 }
+
+#[test]
+fn a_folder_stays_with_its_collection() {
+    // Syncing a folder with a second collection would merge it against a
+    // base from the first: every file would look deleted remotely.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (a, _b) = two_devices(dir.path(), &server);
+    a.write("keep.txt", b"precious\n");
+    a.sync();
+    let before = snapshot(&a.folder);
+    let out = a.run(&["sync", a.folder.to_str().unwrap(), "--collection", "other"]);
+    assert!(!out.status.success(), "a folder was synced with a second collection");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("synced with another collection"), "unclear error: {err}");
+    assert_eq!(snapshot(&a.folder), before, "the folder changed");
+}
