@@ -121,7 +121,9 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r of $ROUNDS: 1 GiB random file"
   restic init -q -r "restic-repo-$r"
   mkdir -p "folders/b$r" "folders/c$r"
-  measure "k_push.$r" "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$BIG" --collection "big$r"
+  # A folder belongs to one collection, so each round pushes from a new device.
+  KEYHOLD_HOME="homes/a$r" KEYHOLD_RECOVERY_KEY=$(cat rk) "$KEYHOLD" -q recover
+  measure "k_push.$r" "keyhold push" env KEYHOLD_HOME="homes/a$r" "$KEYHOLD" -q sync "$BIG" --collection "big$r"
   measure "k_pull.$r" "keyhold pull" env KEYHOLD_HOME=homes/b "$KEYHOLD" -q sync "folders/b$r" --collection "big$r"
   measure "r_push.$r" "restic backup" restic -q -r "restic-repo-$r" backup "$BIG"
   measure "r_pull.$r" "restic restore" restic -q -r "restic-repo-$r" restore latest --target "restore/big$r"
@@ -130,9 +132,9 @@ for r in $(seq "$ROUNDS"); do
   fi
 
   echo "round $r of $ROUNDS: 20,000 small files (1-16 KiB)"
-  measure "k_small.$r" "keyhold push" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection "small$r"
+  measure "k_small.$r" "keyhold push" env KEYHOLD_HOME="homes/a$r" "$KEYHOLD" -q sync "$SMALL" --collection "small$r"
   measure "k_small_pull.$r" "keyhold pull" env KEYHOLD_HOME=homes/c "$KEYHOLD" -q sync "folders/c$r" --collection "small$r"
-  measure "k_resync.$r" "keyhold unchanged re-sync" env KEYHOLD_HOME=homes/a "$KEYHOLD" -q sync "$SMALL" --collection "small$r"
+  measure "k_resync.$r" "keyhold unchanged re-sync" env KEYHOLD_HOME="homes/a$r" "$KEYHOLD" -q sync "$SMALL" --collection "small$r"
   measure "r_small.$r" "restic backup" restic -q -r "restic-repo-$r" backup "$SMALL"
   measure "r_small_pull.$r" "restic restore" restic -q -r "restic-repo-$r" restore latest --target "restore/small$r" --include "$SMALL"
   measure "r_resync.$r" "restic unchanged re-run" restic -q -r "restic-repo-$r" backup "$SMALL"
