@@ -35,11 +35,12 @@ cd "$WORK"
 echo "working in $WORK"
 
 # Data sets.
-if [ ! -f big/1GiB.bin ]; then
+if [ "$(stat -c %s big/1GiB.bin 2>/dev/null)" != 1073741824 ]; then
   mkdir -p big
   head -c $((1024 * 1024 * 1024)) /dev/urandom > big/1GiB.bin
 fi
-if [ ! -d small ]; then
+if [ "$(find small -type f 2>/dev/null | wc -l)" != 20000 ]; then
+  rm -rf small
   python3 - <<'PY'
 import os, random
 random.seed(7)
