@@ -47,6 +47,12 @@ pub enum ObjectType {
     RecoveryKeyWrap = 0x04,
     /// A collection key wrapped under the account root key.
     CollectionKeyWrap = 0x05,
+    /// An entry of an account's device chain.
+    DeviceChainEntry = 0x06,
+    /// The previous epoch's account root key wrapped under the current one.
+    PreviousRootKeyWrap = 0x07,
+    /// A message between two devices pairing over the server's relay.
+    PairingMessage = 0x08,
     /// A blob holding one chunk of file content.
     Chunk = 0x10,
     /// A blob holding one file version's manifest.
@@ -70,6 +76,9 @@ impl ObjectType {
             0x03 => ObjectType::DeviceKeyWrap,
             0x04 => ObjectType::RecoveryKeyWrap,
             0x05 => ObjectType::CollectionKeyWrap,
+            0x06 => ObjectType::DeviceChainEntry,
+            0x07 => ObjectType::PreviousRootKeyWrap,
+            0x08 => ObjectType::PairingMessage,
             0x10 => ObjectType::Chunk,
             0x11 => ObjectType::Manifest,
             0x12 => ObjectType::Listing,

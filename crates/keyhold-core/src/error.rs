@@ -90,6 +90,29 @@ pub enum Error {
         /// The last sequence number that connects, if any.
         after: Option<u64>,
     },
+    /// A device chain entry does not extend the chain where it claims to:
+    /// the server shows diverging device chains.
+    #[error(
+        "device chain fork at entry {seq}: the server shows a device chain that does not extend the one this device verified"
+    )]
+    ChainFork {
+        /// The entry's sequence number.
+        seq: u64,
+    },
+    /// The server shows a shorter device chain than this device verified.
+    #[error("device chain rollback: the server shows {served} entries but this device verified {pinned}")]
+    ChainRollback {
+        /// Entries this device verified.
+        pinned: u64,
+        /// Entries the server shows.
+        served: u64,
+    },
+    /// A pairing code was mistyped or is not one.
+    #[error("not a valid pairing code ({0}); it is 10 letters and digits, as shown on the other device")]
+    InvalidPairingCode(&'static str),
+    /// The pairing exchange failed: a wrong code, or interference by the relay.
+    #[error("pairing failed: the code is wrong or expired, or someone interfered; start again with a new code")]
+    PairingFailed,
     /// Key-derivation parameters below the pinned floor (SECURITY A4).
     #[error("key-derivation parameters are weaker than this client's pinned minimum")]
     KdfTooWeak,

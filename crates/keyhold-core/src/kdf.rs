@@ -20,10 +20,17 @@ pub(crate) mod context {
     pub const PACK_KEY: &str = "keyhold v1 2026-11 pack key";
     pub const REVISION_KEY: &str = "keyhold v1 2026-11 revision key";
     pub const DEVICE_ID: &str = "keyhold v1 2026-11 device id";
-    pub const DEVICE_CERTIFICATE: &str = "keyhold v1 2026-11 device certificate";
     pub const RECOVERY_AUTH: &str = "keyhold v1 2026-11 recovery auth key";
     pub const RECOVERY_LOCATOR: &str = "keyhold v1 2026-11 recovery locator";
     pub const NAMED_COLLECTION_ID: &str = "keyhold v1 2026-11 named collection id";
+    pub const ROOT_COMMITMENT: &str = "keyhold v1 2026-11 root key commitment";
+    pub const RECOVERY_KEM: &str = "keyhold v1 2026-11 recovery kem key";
+    pub const PREVIOUS_ROOT_WRAP: &str = "keyhold v1 2026-11 previous root key wrap";
+    pub const PAIRING_INVITER_CONFIRMATION: &str = "keyhold v1 2026-11 pairing inviter confirmation";
+    pub const PAIRING_JOINER_CONFIRMATION: &str = "keyhold v1 2026-11 pairing joiner confirmation";
+    pub const PAIRING_TO_INVITER: &str = "keyhold v1 2026-11 pairing key to inviter";
+    pub const PAIRING_TO_JOINER: &str = "keyhold v1 2026-11 pairing key to joiner";
+    pub const PAIRING_SAFETY: &str = "keyhold v1 2026-11 pairing safety string";
 }
 
 /// Derives a 32-byte key from `parts` (each of fixed length) under `context`.

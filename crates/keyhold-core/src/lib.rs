@@ -25,6 +25,7 @@
 mod aead;
 mod auth;
 mod blob;
+mod chain;
 mod chunking;
 mod collection;
 mod device;
@@ -37,6 +38,7 @@ mod ids;
 mod kdf;
 pub mod pack;
 mod padding;
+mod pairing;
 mod recovery;
 mod revision;
 mod secret;
@@ -46,8 +48,12 @@ mod tree;
 mod vectors;
 mod wrap;
 
-pub use auth::{CHALLENGE_LEN, certify_device, check_device_certificate, verify_enrollment};
+pub use auth::CHALLENGE_LEN;
 pub use blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
+pub use chain::{
+    CHAIN_GENESIS_PREV, ChainChange, ChainDevice, ChainEntry, ChainHead, DeviceChain, MAX_CHAIN_ENTRY_LEN, MAX_DEVICE_NAME,
+    Revocation, Signer, root_commitment,
+};
 pub use chunking::{AVG_CHUNK, Chunker, MAX_CHUNK, MIN_CHUNK};
 pub use collection::CollectionKeys;
 pub use device::{DEVICE_PUBLIC_KEYS_LEN, DevicePublicKeys, DeviceSecret};
@@ -55,6 +61,10 @@ pub use envelope::{FORMAT_VERSION, MAGIC, ObjectType, Suite, peek_type};
 pub use error::{Error, Result};
 pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectHasher, ObjectId};
 pub use padding::padme;
+pub use pairing::{
+    CONFIRMATION_LEN, JoinerHello, JoinerPake, PAIRING_CODE_LEN, PAIRING_SLOT_LEN, PAKE_MESSAGE_LEN, PairingCode, PairingKeys,
+    Welcome, inviter_respond,
+};
 pub use recovery::{KdfParams, RecoveryKey};
 pub use revision::{
     GENESIS_PREV, Head, HistoryVerifier, REVISION_LEN, Revision, RevisionHeader, VerifiedRevision, open_revision, seal_revision,
@@ -62,7 +72,10 @@ pub use revision::{
 pub use secret::{AccountRootKey, CollectionKey};
 pub use stream::{FileDecryptor, FileEncryptor};
 pub use tree::{BlobRef, ChunkRef, Entry, EntryKind, FileMeta, Listing, MAX_NAME_LEN, Manifest, validate_name};
-pub use wrap::{CollectionWrapContext, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device};
+pub use wrap::{
+    CollectionWrapContext, collection_wrap_account_epoch, unwrap_collection_key, unwrap_on_device, unwrap_previous_root,
+    wrap_collection_key, wrap_previous_root, wrap_to_device,
+};
 
 /// The operating system's cryptographic RNG, for callers that do not need
 /// reproducible randomness.

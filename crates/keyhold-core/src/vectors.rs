@@ -21,19 +21,24 @@ use rand_core::utils::next_word_via_fill;
 use rand_core::{SeedableRng, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 
+use crate::chain::{CHAIN_GENESIS_PREV, ChainChange, ChainEntry, ChainHead, DeviceChain, Signer, root_commitment};
 use crate::chunking::MAX_CHUNK;
 use crate::collection::CollectionKeys;
-use crate::device::{DevicePublicKeys, DeviceSecret};
+use crate::device::{DevicePublicKeys, DeviceSecret, SIGNATURE_LEN};
 use crate::envelope::ObjectType;
 use crate::error::{Error, Result};
 use crate::ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectId};
 use crate::pack::{PackBuilder, open_pack};
+use crate::pairing::{JoinerHello, JoinerPake, PAKE_MESSAGE_LEN, PairingCode, PairingKeys, Welcome, inviter_respond};
 use crate::recovery::{KdfParams, RecoveryKey};
 use crate::revision::{GENESIS_PREV, HistoryVerifier, Revision, VerifiedRevision, open_revision, seal_revision};
 use crate::secret::{AccountRootKey, CollectionKey};
 use crate::stream::{FileDecryptor, FileEncryptor};
 use crate::tree::{BlobRef, Entry, EntryKind, FileMeta, Listing};
-use crate::wrap::{CollectionWrapContext, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device};
+use crate::wrap::{
+    CollectionWrapContext, unwrap_collection_key, unwrap_on_device, unwrap_previous_root, wrap_collection_key,
+    wrap_previous_root, wrap_to_device,
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -209,7 +214,6 @@ fn derivation_vector() -> Value {
             ),
             "device_public_keys": hex::encode(device.public().to_bytes()),
             "device_id": device.id().to_hex(),
-            "device_certificate_epoch_3": hex::encode(crate::certify_device(&AccountRootKey::from_bytes(ROOT_KEY), ACCOUNT, 3, device.public())),
             "account_id": ACCOUNT.to_hex(),
             "recovery_secret": hex::encode([0x99u8; 32]),
             "recovery_auth_public_key": hex::encode(RecoveryKey::from_bytes([0x99; 32]).auth_public_key()),
@@ -890,6 +894,770 @@ fn check_revision_chain(v: &Value) -> Result<()> {
     Ok(())
 }
 
+// ------------------------------------------------------------ device chain
+
+const RECOVERY_SECRET: [u8; 32] = [0x99; 32];
+const NEW_RECOVERY_SECRET: [u8; 32] = [0x9a; 32];
+const THIRD_SIGNING_SEED: [u8; 32] = [0xaa; 32];
+const THIRD_KEM_SEED: [u8; 32] = [0xbb; 32];
+const OUTSIDER_SIGNING_SEED: [u8; 32] = [0xcc; 32];
+const OUTSIDER_KEM_SEED: [u8; 32] = [0xdd; 32];
+const CHAIN_TIME_MS: i64 = 1_795_000_000_000;
+/// The chain entry signature context (`chain.rs`), for re-signing edited entries.
+const CHAIN_SIGNATURE_CONTEXT: &[u8] = b"keyhold v1 2026-11 device chain entry\0";
+/// Length of an entry's fixed fields, envelope to signer id.
+const CHAIN_FIXED_LEN: usize = 7 + 16 + 8 + 32 + 8 + 4 + 1 + 1 + 16;
+
+/// The root key of account key epoch `epoch` in the chain vectors (epoch 0's is `ROOT_KEY`).
+fn chain_root(epoch: u32) -> AccountRootKey {
+    AccountRootKey::from_bytes([0x44 + epoch as u8; 32])
+}
+
+/// Devices A (the first), B, C and the outsider D; then the recovery keys R0 and R1.
+fn chain_devices() -> [DeviceSecret; 4] {
+    [
+        DeviceSecret::from_seeds(&SIGNING_SEED, &KEM_SEED),
+        DeviceSecret::from_seeds(&OTHER_SIGNING_SEED, &OTHER_KEM_SEED),
+        DeviceSecret::from_seeds(&THIRD_SIGNING_SEED, &THIRD_KEM_SEED),
+        DeviceSecret::from_seeds(&OUTSIDER_SIGNING_SEED, &OUTSIDER_KEM_SEED),
+    ]
+}
+
+fn chain_key_inputs() -> Value {
+    let devices: Vec<Value> = chain_devices()
+        .iter()
+        .map(|d| {
+            let (s, k) = d.expose_seeds();
+            json!({"signing_seed": hex::encode(*s), "kem_seed": hex::encode(*k), "device_id": d.id().to_hex()})
+        })
+        .collect();
+    let recovery: Vec<Value> = [RECOVERY_SECRET, NEW_RECOVERY_SECRET]
+        .iter()
+        .map(|secret| {
+            let d = RecoveryKey::from_bytes(*secret).device();
+            let (s, k) = d.expose_seeds();
+            json!({
+                "recovery_secret": hex::encode(secret),
+                "signing_seed": hex::encode(*s),
+                "kem_seed": hex::encode(*k),
+                "device_id": d.id().to_hex(),
+            })
+        })
+        .collect();
+    json!({"devices": devices, "recovery_keys": recovery})
+}
+
+/// Every key a chain vector lists, by device id. Recovery keys are rebuilt
+/// from their secrets and checked against the listed seeds and id.
+fn chain_keys(v: &Value) -> BTreeMap<String, DeviceSecret> {
+    let mut keys = BTreeMap::new();
+    for d in v["devices"].as_array().unwrap() {
+        let secret = DeviceSecret::from_seeds(&h32(d, "signing_seed"), &h32(d, "kem_seed"));
+        assert_eq!(secret.id().to_hex(), d["device_id"].as_str().unwrap());
+        keys.insert(secret.id().to_hex(), secret);
+    }
+    for r in v["recovery_keys"].as_array().unwrap() {
+        let secret = RecoveryKey::from_bytes(h32(r, "recovery_secret")).device();
+        let (s, k) = secret.expose_seeds();
+        assert_eq!((*s, *k), (h32(r, "signing_seed"), h32(r, "kem_seed")));
+        assert_eq!(secret.id().to_hex(), r["device_id"].as_str().unwrap());
+        keys.insert(secret.id().to_hex(), secret);
+    }
+    keys
+}
+
+fn entry_fields(e: &ChainEntry) -> Value {
+    let (signer, signer_id) = match e.signer {
+        Signer::Device(id) => ("device", id.to_hex()),
+        Signer::RecoveryKey => ("recovery", "00".repeat(16)),
+    };
+    let common = json!({
+        "seq": e.seq,
+        "prev": e.prev.to_hex(),
+        "time_ms": e.time_ms,
+        "account_epoch": e.account_epoch,
+        "signer": signer,
+        "signer_id": signer_id,
+    });
+    let change = match &e.change {
+        ChainChange::Create { device, name, recovery, root_commitment } => json!({
+            "kind": "create",
+            "device": device.id().to_hex(),
+            "name": name,
+            "recovery": recovery.id().to_hex(),
+            "root_commitment": hex::encode(root_commitment),
+        }),
+        ChainChange::AddDevice { device, name } => json!({"kind": "add-device", "device": device.id().to_hex(), "name": name}),
+        ChainChange::RevokeDevice { device, root_commitment, cutoffs } => json!({
+            "kind": "revoke-device",
+            "device": device.to_hex(),
+            "root_commitment": hex::encode(root_commitment),
+            "cutoffs": cutoffs.iter().map(|(c, s)| json!({"collection_id": c.to_hex(), "seq": s})).collect::<Vec<_>>(),
+        }),
+        ChainChange::RotateRecovery { recovery, root_commitment } => json!({
+            "kind": "rotate-recovery",
+            "recovery": recovery.id().to_hex(),
+            "root_commitment": hex::encode(root_commitment),
+        }),
+    };
+    merge(common, change)
+}
+
+fn entry_from_fields(f: &Value, account: AccountId, keys: &BTreeMap<String, DeviceSecret>) -> ChainEntry {
+    let public = |field: &str| keys[f[field].as_str().unwrap()].public().clone();
+    let name = || f["name"].as_str().unwrap().to_owned();
+    let signer = match f["signer"].as_str().unwrap() {
+        "device" => Signer::Device(DeviceId(h16(f, "signer_id"))),
+        "recovery" => Signer::RecoveryKey,
+        other => panic!("unknown signer {other}"),
+    };
+    let change = match f["kind"].as_str().unwrap() {
+        "create" => ChainChange::Create {
+            device: public("device"),
+            name: name(),
+            recovery: public("recovery"),
+            root_commitment: h32(f, "root_commitment"),
+        },
+        "add-device" => ChainChange::AddDevice { device: public("device"), name: name() },
+        "revoke-device" => ChainChange::RevokeDevice {
+            device: DeviceId(h16(f, "device")),
+            root_commitment: h32(f, "root_commitment"),
+            cutoffs: f["cutoffs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| (CollectionId(h16(c, "collection_id")), u(c, "seq")))
+                .collect(),
+        },
+        "rotate-recovery" => {
+            ChainChange::RotateRecovery { recovery: public("recovery"), root_commitment: h32(f, "root_commitment") }
+        }
+        other => panic!("unknown entry kind {other}"),
+    };
+    ChainEntry {
+        account,
+        seq: u(f, "seq"),
+        prev: ObjectId(h32(f, "prev")),
+        time_ms: f["time_ms"].as_i64().unwrap(),
+        account_epoch: u(f, "account_epoch") as u32,
+        signer,
+        change,
+    }
+}
+
+/// An entry sealed by `key`, with the fields it was made from.
+fn chain_link(entry: &ChainEntry, key: &DeviceSecret) -> Value {
+    let stored = entry.seal(key).unwrap();
+    json!({
+        "id": ObjectId::of(&stored).to_hex(),
+        "signed_with": key.id().to_hex(),
+        "fields": entry_fields(entry),
+        "stored": hex::encode(&stored),
+    })
+}
+
+/// An entry no honest writer produces from fields: bytes only.
+fn raw_link(stored: &[u8]) -> Value {
+    json!({"id": ObjectId::of(stored).to_hex(), "signed_with": null, "fields": null, "stored": hex::encode(stored)})
+}
+
+/// The honest chain of the vectors: A creates the account (recovery key
+/// R0), adds B; R0 adds C; A revokes B with two cutoffs (epoch 1); C
+/// replaces R0 by R1 (epoch 2).
+fn chain_links() -> Vec<Value> {
+    let [a, b, c, _] = chain_devices();
+    let (r0, r1) = (RecoveryKey::from_bytes(RECOVERY_SECRET).device(), RecoveryKey::from_bytes(NEW_RECOVERY_SECRET).device());
+    let commit = |e: u32| root_commitment(&chain_root(e), ACCOUNT, e);
+    let mut links: Vec<Value> = Vec::new();
+    let steps: Vec<(u32, Signer, ChainChange, &DeviceSecret)> = vec![
+        (
+            0,
+            Signer::Device(a.id()),
+            ChainChange::Create {
+                device: a.public().clone(),
+                name: "desktop".into(),
+                recovery: r0.public().clone(),
+                root_commitment: commit(0),
+            },
+            &a,
+        ),
+        (0, Signer::Device(a.id()), ChainChange::AddDevice { device: b.public().clone(), name: "laptop".into() }, &a),
+        (0, Signer::RecoveryKey, ChainChange::AddDevice { device: c.public().clone(), name: "phone ☎".into() }, &r0),
+        (
+            1,
+            Signer::Device(a.id()),
+            ChainChange::RevokeDevice {
+                device: b.id(),
+                root_commitment: commit(1),
+                cutoffs: [(COLLECTION, 7), (CollectionId([0x05; 16]), 2)].into(),
+            },
+            &a,
+        ),
+        (
+            2,
+            Signer::Device(c.id()),
+            ChainChange::RotateRecovery { recovery: r1.public().clone(), root_commitment: commit(2) },
+            &c,
+        ),
+    ];
+    for (seq, (epoch, signer, change, key)) in steps.into_iter().enumerate() {
+        let entry = chain_next(links.last(), seq as u64, epoch, signer, change);
+        links.push(chain_link(&entry, key));
+    }
+    links
+}
+
+fn chain_next(prev: Option<&Value>, seq: u64, account_epoch: u32, signer: Signer, change: ChainChange) -> ChainEntry {
+    ChainEntry {
+        account: ACCOUNT,
+        seq,
+        prev: prev.map_or(CHAIN_GENESIS_PREV, |p| ObjectId(h32(p, "id"))),
+        time_ms: CHAIN_TIME_MS + seq as i64 * 60_000,
+        account_epoch,
+        signer,
+        change,
+    }
+}
+
+fn device_chain_vectors() -> Vec<(String, Value)> {
+    let [a, b, c, d] = chain_devices();
+    let r0 = RecoveryKey::from_bytes(RECOVERY_SECRET).device();
+    let r1 = RecoveryKey::from_bytes(NEW_RECOVERY_SECRET).device();
+    let links = chain_links();
+    let query = |who: &DeviceSecret, collection: CollectionId, seq: u64, allowed: bool| json!({"device": who.id().to_hex(), "collection_id": collection.to_hex(), "seq": seq, "allowed": allowed});
+    let before_revocation = vec![query(&a, COLLECTION, 0, true), query(&d, COLLECTION, 0, false)];
+    let after_revocation = vec![
+        query(&b, CollectionId([0x05; 16]), 2, true),
+        query(&b, CollectionId([0x05; 16]), 3, false),
+        query(&b, COLLECTION, 7, true),
+        query(&b, COLLECTION, 8, false),
+        query(&b, CollectionId([0x77; 16]), 0, false),
+        query(&a, CollectionId([0x77; 16]), 1_000_000, true),
+        query(&d, COLLECTION, 0, false),
+    ];
+    let vector = |description: &str, count: usize, active: &[&DeviceSecret], recovery: &DeviceSecret, may_author: &[Value]| {
+        let entries = &links[..count];
+        let mut active: Vec<String> = active.iter().map(|d| d.id().to_hex()).collect();
+        active.sort();
+        let epoch = entries.last().unwrap()["fields"]["account_epoch"].as_u64().unwrap() as u32;
+        merge(
+            chain_key_inputs(),
+            json!({
+                "kind": "device-chain",
+                "description": description,
+                "expect": "ok",
+                "account_id": ACCOUNT.to_hex(),
+                "entries": entries,
+                "head": {"seq": count - 1, "id": entries[count - 1]["id"]},
+                "epoch": epoch,
+                "root_keys": (0..=epoch).map(|e| hex::encode(chain_root(e).expose_secret())).collect::<Vec<_>>(),
+                "active_devices": active,
+                "recovery": recovery.id().to_hex(),
+                "may_author": may_author,
+            }),
+        )
+    };
+    let create = vector("the creation entry: device A, recovery key R0, epoch 0", 1, &[&a], &r0, &before_revocation);
+    let add = vector("A adds device B; the recovery key R0 adds device C", 3, &[&a, &b, &c], &r0, &before_revocation);
+    let revoke = vector("A revokes B with cutoffs in two collections, starting epoch 1", 4, &[&a, &c], &r0, &after_revocation);
+    let rotate = vector("C replaces the recovery key R0 by R1, starting epoch 2", 5, &[&a, &c], &r1, &after_revocation);
+
+    let with = |base: &Value, description: &str, expect: &str, entries: Vec<Value>| {
+        negative(base, description, expect, |mut v| {
+            v["entries"] = json!(entries);
+            v
+        })
+    };
+    let l = |i: usize| links[i].clone();
+    let mut flipped = h(&links[1], "stored");
+    *flipped.last_mut().unwrap() ^= 1;
+    let mut unsorted = h(&links[3], "stored");
+    let first_cutoff = CHAIN_FIXED_LEN + 16 + 32 + 4;
+    unsorted[first_cutoff..first_cutoff + 48].rotate_left(24);
+    unsorted.truncate(unsorted.len() - SIGNATURE_LEN);
+    let message = [CHAIN_SIGNATURE_CONTEXT, &unsorted].concat();
+    let signature = a.sign(&message);
+    unsorted.extend_from_slice(&signature);
+    let mut trailing = h(&links[3], "stored");
+    trailing.push(0);
+    let add_d = |name: &str| ChainChange::AddDevice { device: d.public().clone(), name: name.into() };
+    let commit1 = root_commitment(&chain_root(1), ACCOUNT, 1);
+    vec![
+        ("device-chain-create".to_owned(), create.clone()),
+        ("device-chain-add-device".to_owned(), add),
+        ("device-chain-revoke".to_owned(), revoke.clone()),
+        ("device-chain-rotate-recovery".to_owned(), rotate.clone()),
+        (
+            "device-chain-bad-signature".to_owned(),
+            with(
+                &revoke,
+                "last byte of entry 1's signature XORed with 0x01",
+                "BadSignature",
+                vec![l(0), raw_link(&flipped), l(2), l(3)],
+            ),
+        ),
+        (
+            "device-chain-wrong-prev".to_owned(),
+            with(&revoke, "entry 1 names zero(32) as its previous entry", "ChainFork", {
+                let e = chain_next(
+                    None,
+                    1,
+                    0,
+                    Signer::Device(a.id()),
+                    ChainChange::AddDevice { device: b.public().clone(), name: "laptop".into() },
+                );
+                vec![l(0), chain_link(&e, &a), l(2), l(3)]
+            }),
+        ),
+        (
+            "device-chain-signer-unknown".to_owned(),
+            with(&revoke, "entry 1 adds device D, signed by D itself (not enrolled)", "UnknownAuthor", {
+                let e = chain_next(Some(&links[0]), 1, 0, Signer::Device(d.id()), add_d("server"));
+                vec![l(0), chain_link(&e, &d)]
+            }),
+        ),
+        (
+            "device-chain-signer-revoked".to_owned(),
+            with(&revoke, "entry 4 adds device D, signed by the revoked device B", "UnknownAuthor", {
+                let e = chain_next(Some(&links[3]), 4, 1, Signer::Device(b.id()), add_d("tablet"));
+                vec![l(0), l(1), l(2), l(3), chain_link(&e, &b)]
+            }),
+        ),
+        (
+            "device-chain-wrong-epoch".to_owned(),
+            with(&revoke, "entry 1 (an addition) claims account key epoch 1", "Malformed", {
+                let e = chain_next(
+                    Some(&links[0]),
+                    1,
+                    1,
+                    Signer::Device(a.id()),
+                    ChainChange::AddDevice { device: b.public().clone(), name: "laptop".into() },
+                );
+                vec![l(0), chain_link(&e, &a)]
+            }),
+        ),
+        (
+            "device-chain-cutoffs-unsorted".to_owned(),
+            with(
+                &revoke,
+                "entry 3's two cutoffs swapped, validly re-signed by A",
+                "Malformed",
+                vec![l(0), l(1), l(2), raw_link(&unsorted)],
+            ),
+        ),
+        (
+            "device-chain-trailing".to_owned(),
+            with(&revoke, "one zero byte appended to entry 3", "TrailingBytes", vec![l(0), l(1), l(2), raw_link(&trailing)]),
+        ),
+        (
+            "device-chain-self-revoke".to_owned(),
+            with(&revoke, "entry 3: A revokes itself", "Malformed", {
+                let e = chain_next(
+                    Some(&links[2]),
+                    3,
+                    1,
+                    Signer::Device(a.id()),
+                    ChainChange::RevokeDevice { device: a.id(), root_commitment: commit1, cutoffs: BTreeMap::new() },
+                );
+                vec![l(0), l(1), l(2), chain_link(&e, &a)]
+            }),
+        ),
+        (
+            "device-chain-create-signed-by-another".to_owned(),
+            with(&create, "the creation of device A signed by device B", "Malformed", {
+                let ChainChange::Create { device, name, recovery, root_commitment } =
+                    entry_from_fields(&links[0]["fields"], ACCOUNT, &chain_keys(&create)).change
+                else {
+                    unreachable!()
+                };
+                let e = chain_next(
+                    None,
+                    0,
+                    0,
+                    Signer::Device(b.id()),
+                    ChainChange::Create { device, name, recovery, root_commitment },
+                );
+                vec![chain_link(&e, &b)]
+            }),
+        ),
+        (
+            "device-chain-old-recovery-key".to_owned(),
+            with(&rotate, "entry 5 adds device D, signed by the replaced recovery key R0", "BadSignature", {
+                let e = chain_next(Some(&links[4]), 5, 2, Signer::RecoveryKey, add_d("tablet"));
+                vec![l(0), l(1), l(2), l(3), l(4), chain_link(&e, &r0)]
+            }),
+        ),
+    ]
+}
+
+fn check_device_chain(v: &Value) -> Result<()> {
+    let account = AccountId(h16(v, "account_id"));
+    let keys = chain_keys(v);
+    let links = v["entries"].as_array().unwrap();
+    let stored: Vec<Vec<u8>> = links.iter().map(|l| h(l, "stored")).collect();
+    for (link, bytes) in links.iter().zip(&stored) {
+        assert_eq!(ObjectId::of(bytes).to_hex(), link["id"].as_str().unwrap());
+        // Generation direction, where the link records its fields: the
+        // same fields signed by the same key give the same bytes (Ed25519
+        // signatures are deterministic), and the bytes parse to the fields.
+        if !link["fields"].is_null() {
+            let entry = entry_from_fields(&link["fields"], account, &keys);
+            let key = &keys[link["signed_with"].as_str().unwrap()];
+            assert_eq!(&entry.seal(key)?, bytes);
+            assert_eq!(ChainEntry::parse(bytes)?.0, entry);
+        }
+    }
+    let chain = DeviceChain::verify(account, stored.iter().map(Vec::as_slice))?;
+    let head = &v["head"];
+    assert_eq!(chain.head(), ChainHead { seq: u(head, "seq"), id: ObjectId(h32(head, "id")) });
+    assert_eq!(u64::from(chain.epoch()), u(v, "epoch"));
+    let active: Vec<String> = chain.active_devices().map(|d| d.public.id().to_hex()).collect();
+    let expected: Vec<String> = v["active_devices"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_owned()).collect();
+    assert_eq!(active, expected);
+    assert_eq!(chain.recovery().id().to_hex(), v["recovery"].as_str().unwrap());
+    let roots = v["root_keys"].as_array().unwrap();
+    for (epoch, root) in roots.iter().enumerate() {
+        let root = AccountRootKey::from_bytes(hex::decode(root.as_str().unwrap()).unwrap().try_into().unwrap());
+        chain.check_root_key(epoch as u32, &root)?;
+        assert!(chain.check_root_key(epoch as u32 + 1, &root).is_err());
+    }
+    for q in v["may_author"].as_array().unwrap() {
+        let allowed = chain.may_author(&DeviceId(h16(q, "device")), CollectionId(h16(q, "collection_id")), u(q, "seq"));
+        assert_eq!(allowed, q["allowed"].as_bool().unwrap(), "{q}");
+    }
+    Ok(())
+}
+
+fn device_derivation_vector() -> Value {
+    let recovery = RecoveryKey::from_bytes(RECOVERY_SECRET);
+    let device = recovery.device();
+    let (s, k) = device.expose_seeds();
+    let root = AccountRootKey::from_bytes(ROOT_KEY);
+    json!({
+        "kind": "device-derivation",
+        "description": "root key commitments, the recovery key as a device, the previous-root-key wrap KEK",
+        "expect": "ok",
+        "account_root_key": hex::encode(ROOT_KEY),
+        "account_id": ACCOUNT.to_hex(),
+        "root_commitment_epoch_0": hex::encode(root_commitment(&root, ACCOUNT, 0)),
+        "root_commitment_epoch_3": hex::encode(root_commitment(&root, ACCOUNT, 3)),
+        "previous_root_wrap_kek": hex::encode(crate::kdf::derive(crate::kdf::context::PREVIOUS_ROOT_WRAP, &[&ROOT_KEY]).expose_secret()),
+        "recovery_secret": hex::encode(RECOVERY_SECRET),
+        "recovery_device_signing_seed": hex::encode(*s),
+        "recovery_device_kem_seed": hex::encode(*k),
+        "recovery_device_public_keys": hex::encode(device.public().to_bytes()),
+        "recovery_device_id": device.id().to_hex(),
+        "recovery_auth_public_key": hex::encode(recovery.auth_public_key()),
+    })
+}
+
+fn check_device_derivation(v: &Value) -> Result<()> {
+    assert_eq!(&device_derivation_vector(), v);
+    // The recovery key's device signing key is its auth key.
+    assert_eq!(&h(v, "recovery_device_public_keys")[..32], &h(v, "recovery_auth_public_key")[..]);
+    Ok(())
+}
+
+fn previous_root_wrap_vectors() -> Vec<(String, Value)> {
+    let mut rng = RecordingRng::new(6);
+    let wrap = wrap_previous_root(&chain_root(0), &chain_root(1), ACCOUNT, 1, &mut rng).unwrap();
+    let base = json!({
+        "kind": "previous-root-wrap",
+        "description": "the root key of epoch 0 wrapped under the root key of epoch 1",
+        "expect": "ok",
+        "account_id": ACCOUNT.to_hex(),
+        "epoch": 1,
+        "expected_epoch": 1,
+        "current_root_key": hex::encode(chain_root(1).expose_secret()),
+        "previous_root_key": hex::encode(chain_root(0).expose_secret()),
+        "randomness": rng.take_drawn(),
+        "wrap": hex::encode(wrap),
+    });
+    vec![
+        (
+            "previous-root-wrap-flipped",
+            negative(&base, "last byte (in the tag) XORed with 0x01", "DecryptionFailed", |v| {
+                mutate(&v, "wrap", |b| *b.last_mut().unwrap() ^= 1)
+            }),
+        ),
+        (
+            "previous-root-wrap-wrong-epoch",
+            negative(&base, "opened expecting epoch 2", "ContextMismatch", |mut v| {
+                v["expected_epoch"] = json!(2);
+                v
+            }),
+        ),
+        (
+            "previous-root-wrap-epoch-rewritten",
+            negative(&base, "cleartext epoch rewritten to 2, opened expecting 2", "DecryptionFailed", |mut v| {
+                v["expected_epoch"] = json!(2);
+                mutate(&v, "wrap", |b| b[7 + 16 + 3] = 2)
+            }),
+        ),
+        (
+            "previous-root-wrap-under-previous-key",
+            negative(&base, "opened with the previous root key (what a revoked device holds)", "DecryptionFailed", |mut v| {
+                v["current_root_key"] = json!(hex::encode(chain_root(0).expose_secret()));
+                v
+            }),
+        ),
+        (
+            "previous-root-wrap-trailing",
+            negative(&base, "one byte appended", "TrailingBytes", |v| mutate(&v, "wrap", |b| b.push(0))),
+        ),
+        ("previous-root-wrap", base),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+fn check_previous_root_wrap(v: &Value) -> Result<()> {
+    let account = AccountId(h16(v, "account_id"));
+    let current = AccountRootKey::from_bytes(h32(v, "current_root_key"));
+    let previous = unwrap_previous_root(&h(v, "wrap"), &current, account, u(v, "expected_epoch") as u32)?;
+    assert_eq!(previous.expose_secret(), &h32(v, "previous_root_key"));
+    let mut rng = ReplayRng::new(v["randomness"].as_str().unwrap());
+    let again = wrap_previous_root(&previous, &current, account, u(v, "epoch") as u32, &mut rng)?;
+    assert_eq!(hex::encode(again), v["wrap"].as_str().unwrap());
+    Ok(())
+}
+
+// ---------------------------------------------------------------- pairing
+
+/// SPAKE2 parameters of `pairing.rs`, listed in the vectors for a second
+/// implementation.
+const SPAKE2_INVITER_IDENTITY: &[u8] = b"keyhold v1 2026-11 pairing inviter";
+const SPAKE2_JOINER_IDENTITY: &[u8] = b"keyhold v1 2026-11 pairing joiner";
+const SPAKE2_PASSWORD_PREFIX: &[u8] = b"keyhold v1 2026-11 pairing code\0";
+
+fn spake2_password(code: &PairingCode) -> Vec<u8> {
+    [SPAKE2_PASSWORD_PREFIX, code.display().replace('-', "").as_bytes()].concat()
+}
+
+/// The inviter's SPAKE2 run done with the `spake2` crate directly: its key.
+fn spake2_inviter_key(code: &PairingCode, randomness: &str, joiner_message: &[u8]) -> Vec<u8> {
+    let (state, _) = spake2::Spake2::<spake2::Ed25519Group>::start_a_with_rng(
+        &spake2::Password::new(spake2_password(code)),
+        &spake2::Identity::new(SPAKE2_INVITER_IDENTITY),
+        &spake2::Identity::new(SPAKE2_JOINER_IDENTITY),
+        ReplayRng::new(randomness),
+    );
+    state.finish(joiner_message).unwrap()
+}
+
+fn pairing_key(context: &str, shared: &[u8], inviter_message: &[u8], joiner_message: &[u8]) -> [u8; 32] {
+    *crate::kdf::derive(context, &[shared, inviter_message, joiner_message]).expose_secret()
+}
+
+fn pairing_vectors() -> Vec<(String, Value)> {
+    let [_, b, _, _] = chain_devices();
+    let mut code_rng = RecordingRng::new(9);
+    let code = PairingCode::generate(&mut code_rng);
+    let shown = code.display().to_string();
+    let typed = shown.to_lowercase().replace('-', " ").replace('0', "o").replace('1', "l");
+    let (mut joiner_rng, mut inviter_rng) = (RecordingRng::new(7), RecordingRng::new(8));
+    let (joiner, msg_b) = JoinerPake::start(&PairingCode::parse(&typed).unwrap(), &mut joiner_rng);
+    let (inviter, msg_a) = inviter_respond(&code, &msg_b, &mut inviter_rng).unwrap();
+    let joiner = joiner.finish(&msg_a, &inviter.inviter_confirmation()).unwrap();
+    let (joiner_randomness, inviter_randomness) = (joiner_rng.take_drawn(), inviter_rng.take_drawn());
+    let shared = spake2_inviter_key(&code, &inviter_randomness, &msg_b);
+    let hello = JoinerHello { device: b.public().clone(), name: "laptop".into() };
+    let hello_plaintext = [&b.public().to_bytes()[..], &6u16.to_be_bytes(), b"laptop"].concat();
+    let head = ChainHead { seq: 1, id: ObjectId(h32(&chain_links()[1], "id")) };
+    let welcome = Welcome { account: ACCOUNT, epoch: 0, root: AccountRootKey::from_bytes(ROOT_KEY), head };
+    let welcome_plaintext =
+        [&ACCOUNT.as_bytes()[..], &0u32.to_be_bytes(), &ROOT_KEY, &head.seq.to_be_bytes(), head.id.as_bytes()].concat();
+    let key = |ctx: &str| hex::encode(pairing_key(ctx, &shared, &msg_a, &msg_b));
+    let base = json!({
+        "kind": "pairing",
+        "description": "a pairing: SPAKE2 messages, key schedule, safety string, sealed joiner hello and welcome",
+        "expect": "ok",
+        "code_randomness": code_rng.take_drawn(),
+        "code": shown,
+        "slot": code.slot(),
+        "joiner_code": typed,
+        "spake2_inviter_identity": hex::encode(SPAKE2_INVITER_IDENTITY),
+        "spake2_joiner_identity": hex::encode(SPAKE2_JOINER_IDENTITY),
+        "spake2_password": hex::encode(spake2_password(&code)),
+        "joiner_randomness": joiner_randomness,
+        "inviter_randomness": inviter_randomness,
+        "joiner_message": hex::encode(msg_b),
+        "inviter_message": hex::encode(msg_a),
+        "shared_key": hex::encode(&shared),
+        "inviter_confirmation": hex::encode(inviter.inviter_confirmation()),
+        "joiner_confirmation": hex::encode(joiner.joiner_confirmation()),
+        "to_inviter_key": key(crate::kdf::context::PAIRING_TO_INVITER),
+        "to_joiner_key": key(crate::kdf::context::PAIRING_TO_JOINER),
+        "safety_key": key(crate::kdf::context::PAIRING_SAFETY),
+        "safety_string": joiner.safety_string(),
+        "hello_signing_seed": hex::encode(OTHER_SIGNING_SEED),
+        "hello_kem_seed": hex::encode(OTHER_KEM_SEED),
+        "hello_name": "laptop",
+        "hello_plaintext": hex::encode(&hello_plaintext),
+        "sealed_joiner_hello": hex::encode(joiner.seal_joiner_hello(&hello).unwrap()),
+        "welcome_account_id": ACCOUNT.to_hex(),
+        "welcome_epoch": 0,
+        "welcome_root_key": hex::encode(ROOT_KEY),
+        "welcome_head_seq": head.seq,
+        "welcome_head_id": head.id.to_hex(),
+        "welcome_plaintext": hex::encode(&welcome_plaintext),
+        "sealed_welcome": hex::encode(inviter.seal_welcome(&welcome).unwrap()),
+    });
+    // The relay knows the slot and guesses the rest.
+    let guess = PairingCode::parse(&format!("{}000000", code.slot())).unwrap();
+    let set = |v: &mut Value, field: &str, value: &[u8]| v[field] = json!(hex::encode(value));
+    let mut other_typed = typed.clone();
+    let last = other_typed.pop().unwrap();
+    other_typed.push(if last == '7' { '8' } else { '7' });
+    vec![
+        (
+            "pairing-wrong-code",
+            negative(&base, "the joiner typed another code (last character changed)", "PairingFailed", |mut v| {
+                v["joiner_code"] = json!(other_typed);
+                v
+            }),
+        ),
+        (
+            "pairing-code-typo",
+            negative(&base, "the joiner typed a U, which is not in the alphabet", "InvalidPairingCode", |mut v| {
+                v["joiner_code"] = json!(format!("u{}", &typed[1..]));
+                v
+            }),
+        ),
+        (
+            "pairing-relay-inviter-message",
+            negative(
+                &base,
+                "the relay answers the joiner with its own SPAKE2 message and confirmation (code guessed)",
+                "PairingFailed",
+                |mut v| {
+                    let (relay, relay_a) = inviter_respond(&guess, &msg_b, &mut RecordingRng::new(66)).unwrap();
+                    set(&mut v, "inviter_message", &relay_a);
+                    set(&mut v, "inviter_confirmation", &relay.inviter_confirmation());
+                    v
+                },
+            ),
+        ),
+        (
+            "pairing-relay-joiner-message",
+            negative(
+                &base,
+                "the relay sends the inviter its own SPAKE2 message (code guessed) and relays the inviter's answer",
+                "PairingFailed",
+                |mut v| {
+                    let (_, relay_b) = JoinerPake::start(&guess, &mut RecordingRng::new(67));
+                    let (answer, _) = inviter_respond(&code, &relay_b, &mut ReplayRng::new(&inviter_randomness)).unwrap();
+                    set(&mut v, "joiner_message", &relay_b);
+                    set(&mut v, "inviter_confirmation", &answer.inviter_confirmation());
+                    v
+                },
+            ),
+        ),
+        (
+            "pairing-reflected-message",
+            negative(&base, "the joiner's own SPAKE2 message sent back to it", "PairingFailed", |mut v| {
+                set(&mut v, "inviter_message", &msg_b);
+                v
+            }),
+        ),
+        (
+            "pairing-confirmation-reflected",
+            negative(&base, "the inviter's confirmation sent back to it as the joiner's", "PairingFailed", |mut v| {
+                set(&mut v, "joiner_confirmation", &inviter.inviter_confirmation());
+                v
+            }),
+        ),
+        (
+            "pairing-hello-flipped",
+            negative(&base, "byte 20 of the sealed joiner hello XORed with 0x01", "PairingFailed", |v| {
+                mutate(&v, "sealed_joiner_hello", |b| b[20] ^= 1)
+            }),
+        ),
+        (
+            "pairing-welcome-as-hello",
+            negative(&base, "the sealed welcome presented to the inviter as the joiner hello", "ContextMismatch", |mut v| {
+                v["sealed_joiner_hello"] = v["sealed_welcome"].clone();
+                v
+            }),
+        ),
+        (
+            "pairing-welcome-redirected",
+            negative(
+                &base,
+                "the sealed welcome, its direction byte rewritten to 0x01, presented as the joiner hello",
+                "PairingFailed",
+                |mut v| {
+                    v["sealed_joiner_hello"] = v["sealed_welcome"].clone();
+                    mutate(&v, "sealed_joiner_hello", |b| b[7] = 0x01)
+                },
+            ),
+        ),
+        ("pairing", base.clone()),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_owned(), v))
+    .collect()
+}
+
+fn check_pairing(v: &Value) -> Result<()> {
+    let s = |field: &str| v[field].as_str().unwrap_or_else(|| panic!("missing field {field}")).to_owned();
+    // What each side does with what reached it, in the ceremony's order.
+    let code = PairingCode::parse(&s("code"))?;
+    assert_eq!(code.display().as_str(), s("code"));
+    assert_eq!(PairingCode::generate(&mut ReplayRng::new(&s("code_randomness"))).display().as_str(), s("code"));
+    assert_eq!(code.slot(), s("slot"));
+    let joiner_code = PairingCode::parse(&s("joiner_code"))?;
+    let (joiner, joiner_message) = JoinerPake::start(&joiner_code, &mut ReplayRng::new(&s("joiner_randomness")));
+    let (inviter, inviter_message) =
+        inviter_respond(&code, &h(v, "joiner_message"), &mut ReplayRng::new(&s("inviter_randomness")))?;
+    let joiner = joiner.finish(&h(v, "inviter_message"), &h(v, "inviter_confirmation"))?;
+    inviter.check_joiner_confirmation(&h(v, "joiner_confirmation"))?;
+    let hello = inviter.open_joiner_hello(&h(v, "sealed_joiner_hello"))?;
+    let welcome = joiner.open_welcome(&h(v, "sealed_welcome"))?;
+    let device = DeviceSecret::from_seeds(&h32(v, "hello_signing_seed"), &h32(v, "hello_kem_seed"));
+    assert_eq!(hello, JoinerHello { device: device.public().clone(), name: s("hello_name") });
+    assert_eq!(welcome.account, AccountId(h16(v, "welcome_account_id")));
+    assert_eq!(u64::from(welcome.epoch), u(v, "welcome_epoch"));
+    assert_eq!(welcome.root.expose_secret(), &h32(v, "welcome_root_key"));
+    assert_eq!(welcome.head, ChainHead { seq: u(v, "welcome_head_seq"), id: ObjectId(h32(v, "welcome_head_id")) });
+    // Generation direction: the recorded randomness gives the recorded
+    // messages, and the key schedule gives the recorded values.
+    assert_eq!(hex::encode(joiner_message), s("joiner_message"));
+    assert_eq!(hex::encode(inviter_message), s("inviter_message"));
+    assert_eq!(hex::encode(inviter.inviter_confirmation()), s("inviter_confirmation"));
+    assert_eq!(hex::encode(joiner.joiner_confirmation()), s("joiner_confirmation"));
+    assert_eq!(joiner.safety_string(), s("safety_string"));
+    assert_eq!(inviter.safety_string(), s("safety_string"));
+    assert_eq!(hex::encode(spake2_password(&code)), s("spake2_password"));
+    let shared = spake2_inviter_key(&code, &s("inviter_randomness"), &h(v, "joiner_message"));
+    assert_eq!(hex::encode(&shared), s("shared_key"));
+    let (msg_a, msg_b): ([u8; PAKE_MESSAGE_LEN], [u8; PAKE_MESSAGE_LEN]) =
+        (h(v, "inviter_message").try_into().unwrap(), h(v, "joiner_message").try_into().unwrap());
+    let derived = PairingKeys::derive(&shared, &msg_a, &msg_b)?;
+    assert_eq!(derived.inviter_confirmation(), inviter.inviter_confirmation());
+    assert_eq!(derived.joiner_confirmation(), joiner.joiner_confirmation());
+    let safety = pairing_key(crate::kdf::context::PAIRING_SAFETY, &shared, &msg_a, &msg_b);
+    assert_eq!(hex::encode(safety), s("safety_key"));
+    let number = u64::from_be_bytes(safety[..8].try_into().unwrap()) % 100_000_000;
+    assert_eq!(format!("{:04}-{:04}", number / 10_000, number % 10_000), s("safety_string"));
+    for (ctx, field, sealed, plaintext, direction) in [
+        (crate::kdf::context::PAIRING_TO_INVITER, "to_inviter_key", "sealed_joiner_hello", "hello_plaintext", 0x01),
+        (crate::kdf::context::PAIRING_TO_JOINER, "to_joiner_key", "sealed_welcome", "welcome_plaintext", 0x02),
+    ] {
+        let key = pairing_key(ctx, &shared, &msg_a, &msg_b);
+        assert_eq!(hex::encode(key), s(field));
+        let mut sealed = h(v, sealed);
+        let header = sealed[..8].to_vec();
+        assert_eq!(header, [&b"KHLD\x01\x01\x08"[..], &[direction]].concat());
+        let opened = crate::aead::open(&key, [0; 12], &header, &mut sealed[8..])?;
+        assert_eq!(hex::encode(opened), s(plaintext));
+    }
+    assert_eq!(hex::encode(joiner.seal_joiner_hello(&hello)?), s("sealed_joiner_hello"));
+    assert_eq!(hex::encode(inviter.seal_welcome(&welcome)?), s("sealed_welcome"));
+    Ok(())
+}
+
 fn all_vectors() -> Vec<(String, Value)> {
     let mut all = vec![("derivation".to_owned(), derivation_vector()), ("chunking".to_owned(), chunking_vector())];
     all.extend(device_wrap_vectors());
@@ -899,6 +1667,10 @@ fn all_vectors() -> Vec<(String, Value)> {
     all.extend(listing_vectors());
     all.extend(pack_vectors());
     all.extend(revision_vectors());
+    all.extend(device_chain_vectors());
+    all.push(("device-derivation".to_owned(), device_derivation_vector()));
+    all.extend(previous_root_wrap_vectors());
+    all.extend(pairing_vectors());
     all
 }
 
@@ -919,6 +1691,10 @@ fn check(v: &Value) -> Result<()> {
         "listing" => check_listing(v),
         "pack" => check_pack(v),
         "revision-chain" => check_revision_chain(v),
+        "device-chain" => check_device_chain(v),
+        "device-derivation" => check_device_derivation(v),
+        "previous-root-wrap" => check_previous_root_wrap(v),
+        "pairing" => check_pairing(v),
         other => panic!("unknown vector kind {other}"),
     }
 }

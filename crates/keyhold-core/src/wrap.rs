@@ -194,3 +194,61 @@ pub fn unwrap_collection_key(stored: &[u8], root: &AccountRootKey, ctx: &Collect
     let bytes: [u8; 32] = (&*plaintext).try_into().map_err(|_| Error::DecryptionFailed)?;
     Ok(CollectionKey::from_bytes(bytes))
 }
+
+const PREVIOUS_ROOT_WRAP_AAD_LEN: usize = HEADER_LEN + 16 + 4 + NONCE_LEN;
+/// Length of a stored previous-root-key wrap.
+pub const PREVIOUS_ROOT_WRAP_LEN: usize = PREVIOUS_ROOT_WRAP_AAD_LEN + 32 + TAG_LEN;
+
+/// Wraps the root key of epoch `epoch - 1` under the root key of `epoch`, so
+/// a device that holds only the newest root key can still read data written
+/// under older epochs (and a revoked device, which never holds the newer
+/// key, cannot follow the chain forward).
+pub fn wrap_previous_root(
+    previous: &AccountRootKey,
+    current: &AccountRootKey,
+    account: AccountId,
+    epoch: u32,
+    rng: &mut impl CryptoRng,
+) -> Result<Vec<u8>> {
+    if epoch == 0 {
+        return Err(Error::ContextMismatch("epoch 0 has no previous root key"));
+    }
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    let mut w = Writer::with_capacity(PREVIOUS_ROOT_WRAP_LEN);
+    write_header(&mut w, ObjectType::PreviousRootKeyWrap);
+    w.bytes(account.as_bytes()).u32(epoch).bytes(&nonce);
+    let kek = derive(context::PREVIOUS_ROOT_WRAP, &[current.expose_secret()]);
+    let mut sealed = previous.expose_secret().to_vec();
+    aead::seal(kek.expose_secret(), nonce, w.as_slice(), &mut sealed)?;
+    w.bytes(&sealed);
+    Ok(w.into_vec())
+}
+
+/// Opens a previous-root-key wrap made under `current`, the root key of
+/// `epoch`; returns the root key of `epoch - 1`.
+pub fn unwrap_previous_root(stored: &[u8], current: &AccountRootKey, account: AccountId, epoch: u32) -> Result<AccountRootKey> {
+    let mut r = Reader::new(stored);
+    read_header(&mut r, ObjectType::PreviousRootKeyWrap)?;
+    if r.array::<16>()? != *account.as_bytes() {
+        return Err(Error::ContextMismatch("account"));
+    }
+    if r.u32()? != epoch {
+        return Err(Error::ContextMismatch("epoch"));
+    }
+    let nonce = r.array::<NONCE_LEN>()?;
+    let mut sealed = Zeroizing::new(r.take(32 + TAG_LEN)?.to_vec());
+    r.finish()?;
+    let aad = stored.get(..PREVIOUS_ROOT_WRAP_AAD_LEN).ok_or(Error::Truncated)?;
+    let kek = derive(context::PREVIOUS_ROOT_WRAP, &[current.expose_secret()]);
+    let plaintext = aead::open(kek.expose_secret(), nonce, aad, &mut sealed)?;
+    let bytes: [u8; 32] = (&*plaintext).try_into().map_err(|_| Error::DecryptionFailed)?;
+    Ok(AccountRootKey::from_bytes(bytes))
+}
+
+/// The account key epoch a stored collection key wrap was made under (a
+/// cleartext field; opening the wrap authenticates it).
+pub fn collection_wrap_account_epoch(stored: &[u8]) -> Option<u32> {
+    let at = HEADER_LEN + 16 + 16 + 4;
+    stored.get(at..at + 4).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes)
+}
