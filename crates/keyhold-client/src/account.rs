@@ -1,83 +1,161 @@
 //! Creating an account and joining it with the recovery key.
 
-use keyhold_core::{AccountId, AccountRootKey, DeviceSecret, KdfParams, RecoveryKey, certify_device, os_rng, wrap_to_device};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keyhold_core::{
+    AccountId, AccountRootKey, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, DeviceChain, DeviceSecret, KdfParams, ObjectType,
+    RecoveryKey, Signer, os_rng, peek_type, root_commitment, unwrap_on_device, wrap_to_device,
+};
 use keyhold_proto::{Bytes as B64, CreateAccount, EnrollDevice};
 use zeroize::Zeroizing;
 
 use crate::api::Api;
 use crate::error::{ClientError, Result};
-use crate::home::{DeviceConfig, DeviceKeys, Home};
+use crate::home::{DeviceConfig, DeviceKeys, Home, PinnedChain};
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A default device name: the host's name.
+pub fn default_device_name() -> String {
+    let name = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .unwrap_or_else(|| "device".to_owned());
+    name.chars().filter(|c| !c.is_control()).take(keyhold_core::MAX_DEVICE_NAME).collect()
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > keyhold_core::MAX_DEVICE_NAME || name.chars().any(char::is_control) {
+        return Err(ClientError::Usage(format!(
+            "device name must be 1 to {} bytes without control characters",
+            keyhold_core::MAX_DEVICE_NAME
+        )));
+    }
+    Ok(())
+}
 
 /// Creates a new account with this device as its first device. Returns the
 /// recovery key, to show the user once.
-pub async fn init(home: &Home, server: &str) -> Result<(AccountId, Zeroizing<String>)> {
+pub async fn init(home: &Home, server: &str, name: &str) -> Result<(AccountId, Zeroizing<String>)> {
     if home.is_initialized() {
         return Err(ClientError::AlreadyInitialized(home.dir().to_owned()));
     }
+    check_name(name)?;
     let api = Api::new(server)?;
     let mut rng = os_rng();
     let account = AccountId::generate(&mut rng);
     let root = AccountRootKey::generate(&mut rng);
     let device = DeviceSecret::generate(&mut rng);
     let recovery = RecoveryKey::generate(&mut rng);
-    let recovery_auth_key = recovery.auth_public_key();
-    let locator = recovery.locator();
+    let genesis = ChainEntry {
+        account,
+        seq: 0,
+        prev: CHAIN_GENESIS_PREV,
+        time_ms: now_ms(),
+        account_epoch: 0,
+        signer: Signer::Device(device.id()),
+        change: ChainChange::Create {
+            device: device.public().clone(),
+            name: name.to_owned(),
+            recovery: recovery.device().public().clone(),
+            root_commitment: root_commitment(&root, account, 0),
+        },
+    }
+    .seal(&device)?;
     let body = CreateAccount {
         account_id: account.to_hex(),
-        device_public_keys: B64(device.public().to_bytes()),
-        device_certificate: B64(certify_device(&root, account, 0, device.public()).to_vec()),
+        chain_entry: B64(genesis.clone()),
         device_wrap: B64(wrap_to_device(&root, device.public(), account, 0, &mut rng)?),
-        recovery_auth_key: B64(recovery_auth_key.to_vec()),
-        recovery_locator: B64(locator.to_vec()),
+        recovery_locator: B64(recovery.locator().to_vec()),
         recovery_wrap: B64(recovery.wrap(&root, account, 0, KdfParams::DEFAULT, &mut rng)?),
-        signature: B64(device.sign_account_creation(account, &recovery_auth_key, &locator).to_vec()),
     };
     api.create_account(&body).await?;
     let config = DeviceConfig {
         server: server.trim_end_matches('/').to_owned(),
         account_id: account.to_hex(),
         device_id: device.id().to_hex(),
+        device_name: name.to_owned(),
     };
+    home.save_chain(&PinnedChain { entries: vec![B64(genesis)], seen: 0 })?;
     home.save(&config, &DeviceKeys { account, epoch: 0, root, device })?;
     Ok((account, recovery.display()?))
 }
 
-/// Joins an existing account on this device with its recovery key.
-pub async fn recover(home: &Home, server: &str, recovery_text: &str) -> Result<AccountId> {
+/// Joins an existing account on this device with its recovery key: the
+/// recovery key signs this device into the account's device chain.
+pub async fn recover(home: &Home, server: &str, recovery_text: &str, name: &str) -> Result<AccountId> {
     if home.is_initialized() {
         return Err(ClientError::AlreadyInitialized(home.dir().to_owned()));
     }
+    check_name(name)?;
     let recovery = RecoveryKey::parse(recovery_text).map_err(|e| ClientError::Usage(e.to_string()))?;
     let api = Api::new(server)?;
     let locator = recovery.locator();
     let info = match api.recovery_info(&locator).await {
         Err(ClientError::Server { status: 404, .. }) => {
             return Err(ClientError::Usage(
-                "this server has no account for that recovery key; check the key and the server".into(),
+                "this server has no account for that recovery key (or it was replaced); check the key and the server".into(),
             ));
         }
         other => other?,
     };
     let account = AccountId::from_hex(&info.account_id).ok_or_else(|| ClientError::Protocol("account id".into()))?;
-    // The root key comes from the recovery wrap, which only the recovery key
-    // opens: the server cannot substitute a key of its own (SECURITY A1).
-    let root = recovery.unwrap(&info.recovery_wrap.0, account, info.epoch)?;
-    let challenge: [u8; 32] = info.challenge.array().ok_or_else(|| ClientError::Protocol("challenge".into()))?;
+    let chain = DeviceChain::verify(account, info.chain.iter().map(|e| e.0.as_slice()))?;
+    let recovery_device = recovery.device();
+    if chain.recovery() != recovery_device.public() {
+        return Err(ClientError::Usage("this recovery key was replaced by a newer one; use the newest recovery key".into()));
+    }
+    let epoch = chain.epoch();
+    if info.epoch != epoch {
+        return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("recovery wrap epoch")));
+    }
+    // The root key comes from a wrap only the recovery key opens, and must
+    // match the chain's signed commitment: the server cannot substitute a
+    // key of its own (SECURITY A1).
+    let root = match peek_type(&info.recovery_wrap.0) {
+        Some(ObjectType::RecoveryKeyWrap) => recovery.unwrap(&info.recovery_wrap.0, account, epoch)?,
+        _ => unwrap_on_device(&info.recovery_wrap.0, &recovery_device, account, epoch)?,
+    };
+    chain.check_root_key(epoch, &root)?;
     let mut rng = os_rng();
     let device = DeviceSecret::generate(&mut rng);
+    let entry = ChainEntry {
+        account,
+        seq: chain.head().seq.saturating_add(1),
+        prev: chain.head().id,
+        time_ms: now_ms(),
+        account_epoch: epoch,
+        signer: Signer::RecoveryKey,
+        change: ChainChange::AddDevice { device: device.public().clone(), name: name.to_owned() },
+    }
+    .seal(&recovery_device)?;
+    let mut verified = chain.clone();
+    verified.append(&entry)?;
     let body = EnrollDevice {
-        device_public_keys: B64(device.public().to_bytes()),
-        device_certificate: B64(certify_device(&root, account, info.epoch, device.public()).to_vec()),
-        device_wrap: B64(wrap_to_device(&root, device.public(), account, info.epoch, &mut rng)?),
-        challenge: B64(challenge.to_vec()),
-        signature: B64(recovery.sign_enrollment(account, device.public(), &challenge).to_vec()),
+        chain_entry: B64(entry.clone()),
+        device_wrap: B64(wrap_to_device(&root, device.public(), account, epoch, &mut rng)?),
     };
-    api.enroll(&locator, &body).await?;
+    match api.enroll(&locator, &body).await {
+        Err(ClientError::Server { status: 409, .. }) => {
+            return Err(ClientError::Usage(
+                "the account's devices changed at the same moment; run `keyhold recover` again".into(),
+            ));
+        }
+        other => other?,
+    }
     let config = DeviceConfig {
         server: server.trim_end_matches('/').to_owned(),
         account_id: account.to_hex(),
         device_id: device.id().to_hex(),
+        device_name: name.to_owned(),
     };
-    home.save(&config, &DeviceKeys { account, epoch: info.epoch, root, device })?;
+    let mut entries: Vec<B64> = info.chain;
+    entries.push(B64(entry));
+    home.save_chain(&PinnedChain { entries, seen: verified.head().seq })?;
+    home.save(&config, &DeviceKeys { account, epoch, root, device })?;
     Ok(account)
 }

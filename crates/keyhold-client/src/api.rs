@@ -7,7 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use keyhold_core::{AccountId, CollectionId, DeviceSecret, ObjectId};
 use keyhold_proto::{
-    AccountKeys, Bytes as B64, Challenge, ChallengeRequest, CreateAccount, EnrollDevice, ErrorBody, HeadRecord, Packs,
+    AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, CreateAccount, DeviceChainEntries, EnrollDevice,
+    ErrorBody, HeadRecord, Packs, PairingAttempt, PairingAttemptId, PairingAttempts, PairingHello, PairingSlot, PairingStep,
     PutCollectionKey, RecoveryInfo, Revisions, Session, SessionRequest,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -115,6 +116,66 @@ impl Api {
     pub async fn enroll(&self, locator: &[u8; 32], body: &EnrollDevice) -> Result<()> {
         let path = format!("/v1/recovery/{}/devices", ObjectId(*locator).to_hex());
         self.send(self.request(Method::POST, &path).json(body)).await.map(drop)
+    }
+
+    /// The account's device chain, first entry first.
+    pub async fn chain(&self) -> Result<Vec<Vec<u8>>> {
+        let chain: DeviceChainEntries = self.json(self.request(Method::GET, "/v1/chain")).await?;
+        Ok(chain.entries.into_iter().map(|e| e.0).collect())
+    }
+
+    /// Appends an entry to the device chain; `false` if another entry was
+    /// appended first.
+    pub async fn append_chain(&self, body: &AppendChainEntry) -> Result<bool> {
+        match self.send(self.request(Method::POST, "/v1/chain").json(body)).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Server { status: 409, code, .. }) if code == keyhold_proto::code::CHAIN_MOVED => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a pairing slot; `false` if the slot is taken.
+    pub async fn open_pairing(&self, slot: &str) -> Result<Option<PairingSlot>> {
+        match self.json(self.request(Method::PUT, &format!("/v1/pairings/{slot}"))).await {
+            Ok(s) => Ok(Some(s)),
+            Err(ClientError::Server { status: 409, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Closes a pairing slot.
+    pub async fn close_pairing(&self, slot: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &format!("/v1/pairings/{slot}"))).await.map(drop)
+    }
+
+    /// The attempts at a slot this device opened.
+    pub async fn pairing_attempts(&self, slot: &str) -> Result<Vec<PairingAttempt>> {
+        let list: PairingAttempts = self.json(self.request(Method::GET, &format!("/v1/pairings/{slot}/attempts"))).await?;
+        Ok(list.attempts)
+    }
+
+    /// Starts an attempt at a slot (joiner); `None` if no such slot is open.
+    pub async fn start_pairing(&self, slot: &str, message: &[u8]) -> Result<Option<String>> {
+        let body = PairingHello { message: B64(message.to_vec()) };
+        match self
+            .json::<PairingAttemptId>(self.request(Method::POST, &format!("/v1/pairings/{slot}/attempts")).json(&body))
+            .await
+        {
+            Ok(a) => Ok(Some(a.attempt)),
+            Err(ClientError::Server { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One attempt (joiner).
+    pub async fn pairing_attempt(&self, slot: &str, attempt: &str) -> Result<PairingAttempt> {
+        self.json(self.request(Method::GET, &format!("/v1/pairings/{slot}/attempts/{attempt}"))).await
+    }
+
+    /// Writes one step of an attempt.
+    pub async fn pairing_step(&self, slot: &str, attempt: &str, step: &str, data: Vec<u8>) -> Result<()> {
+        let path = format!("/v1/pairings/{slot}/attempts/{attempt}/{step}");
+        self.send(self.request(Method::PUT, &path).json(&PairingStep { data: B64(data) })).await.map(drop)
     }
 
     /// The account's key material.

@@ -9,15 +9,18 @@ use bytes::Bytes;
 use futures::StreamExt;
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
 use keyhold_core::{
-    AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceId,
-    DevicePublicKeys, Entry, EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, SealedBlob,
-    VerifiedRevision, check_device_certificate, open_revision, os_rng, unwrap_collection_key, wrap_collection_key,
+    AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceChain, Entry,
+    EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, SealedBlob, VerifiedRevision,
+    collection_wrap_account_epoch, open_revision, os_rng, unwrap_collection_key, unwrap_on_device, unwrap_previous_root,
+    wrap_collection_key,
 };
+use keyhold_proto::Bytes as B64;
 use tokio::task::JoinSet;
 
 use crate::api::Api;
+use crate::devices;
 use crate::error::{ClientError, Result};
-use crate::home::{DeviceConfig, DeviceKeys, Home};
+use crate::home::{DeviceConfig, DeviceKeys, Home, PinnedChain};
 use crate::state::{BlobLocation, State};
 
 /// The name of the collection `keyhold sync` uses unless told otherwise.
@@ -35,7 +38,15 @@ pub struct Client {
     pub state: State,
     /// Whether the state database had to be rebuilt on open.
     pub state_rebuilt: bool,
-    devices: HashMap<DeviceId, DevicePublicKeys>,
+    /// The verified device chain (pinned in the home folder).
+    pub chain: DeviceChain,
+    /// What the server showed that did not verify: shown to the user as
+    /// alarms; the client keeps working with the genuine chain.
+    pub alarms: Vec<String>,
+    /// Device changes since this device last looked.
+    pub notices: Vec<String>,
+    home: Home,
+    roots: BTreeMap<u32, AccountRootKey>,
     collection_wraps: Vec<(CollectionId, u32, Vec<u8>)>,
 }
 
@@ -94,52 +105,152 @@ impl RemoteNode {
 pub type Tree = BTreeMap<String, RemoteNode>;
 
 impl Client {
-    /// Loads this device's keys and signs in.
+    /// Loads this device's keys, signs in, and verifies the account's device
+    /// chain and keys.
     pub async fn open(home: &Home) -> Result<Self> {
         let (config, keys) = home.load()?;
         let mut api = Api::new(&config.server)?;
-        api.sign_in(keys.account, &keys.device).await?;
+        match api.sign_in(keys.account, &keys.device).await {
+            Err(ClientError::Server { status: 401, .. }) => {
+                return Err(ClientError::Usage(
+                    "the server refused this device's sign-in: it was revoked, or the server does not know this account".into(),
+                ));
+            }
+            other => other?,
+        }
         let (state, state_rebuilt) = State::open(&home.state_path())?;
-        let mut client =
-            Client { api, config, keys, state, state_rebuilt, devices: HashMap::new(), collection_wraps: Vec::new() };
+        let served = api.chain().await?;
+        let pinned = home.load_chain()?;
+        let reconciled = devices::reconcile(keys.account, pinned.as_ref(), served)?;
+        let mut client = Client {
+            api,
+            config,
+            keys,
+            state,
+            state_rebuilt,
+            chain: reconciled.chain,
+            alarms: reconciled.alarms,
+            notices: Vec::new(),
+            home: home.clone(),
+            roots: BTreeMap::new(),
+            collection_wraps: Vec::new(),
+        };
+        let me = client.keys.device.id();
+        match client.chain.device(&me) {
+            None => return Err(ClientError::Integrity(keyhold_core::Error::UnknownAuthor)),
+            Some(d) if d.revoked.is_some() => {
+                return Err(ClientError::Usage(format!(
+                    "this device was revoked ({}); it can no longer read or write this account",
+                    devices::describe_revocation(&client.chain, d)
+                )));
+            }
+            Some(_) => {}
+        }
+        let seen = pinned.as_ref().map_or(client.chain.head().seq, |p| p.seen);
+        client.notices = devices::notices(&client.chain, &reconciled.entries, seen, me);
+        home.save_chain(&PinnedChain {
+            entries: reconciled.entries.into_iter().map(B64).collect(),
+            seen: client.chain.head().seq,
+        })?;
         client.load_account_keys().await?;
         Ok(client)
     }
 
-    /// Fetches devices and wraps; keeps only devices certified under the
-    /// account root key (the server cannot certify one of its own).
-    async fn load_account_keys(&mut self) -> Result<()> {
+    /// Fetches the wrapped keys and recovers the root key of every account
+    /// epoch, each checked against the chain's commitment (SECURITY A1).
+    pub(crate) async fn load_account_keys(&mut self) -> Result<()> {
         let keys = self.api.keys().await?;
-        let mut devices = HashMap::new();
-        for record in &keys.devices {
-            let Ok(public) = DevicePublicKeys::from_bytes(&record.public_keys.0) else {
-                tracing::warn!("the server lists a malformed device key; ignoring it");
-                continue;
+        let account = self.keys.account;
+        let newest = self.chain.epoch();
+        if self.keys.epoch > newest {
+            return Err(ClientError::Integrity(keyhold_core::Error::ChainRollback {
+                pinned: u64::from(self.keys.epoch),
+                served: u64::from(newest),
+            }));
+        }
+        self.chain.check_root_key(self.keys.epoch, &self.keys.root)?;
+        if newest > self.keys.epoch {
+            // A new epoch started on another device: our wrap of it.
+            let me = self.keys.device.id().to_hex();
+            let wrap = keys.device_wraps.iter().find(|w| w.id == me && w.epoch == newest).ok_or_else(|| {
+                ClientError::Protocol(format!("the server has no key of account epoch {newest} for this device"))
+            })?;
+            let root = unwrap_on_device(&wrap.wrap.0, &self.keys.device, account, newest)?;
+            self.chain.check_root_key(newest, &root)?;
+            self.keys.root = root;
+            self.keys.epoch = newest;
+            self.home.save(&self.config, &self.keys)?;
+        }
+        let mut roots = BTreeMap::new();
+        roots.insert(self.keys.epoch, AccountRootKey::from_bytes(*self.keys.root.expose_secret()));
+        let mut epoch = self.keys.epoch;
+        while epoch > 0 {
+            let Some(current) = roots.get(&epoch) else { break };
+            let Some(wrap) = keys.previous_root_wraps.iter().find(|w| w.epoch == epoch) else {
+                tracing::warn!(epoch, "the server has no wrap of the previous root key; older data may be unreadable");
+                break;
             };
-            if check_device_certificate(&self.keys.root, self.keys.account, self.keys.epoch, &public, &record.certificate.0)
-                .is_err()
-            {
-                tracing::warn!(device = %public.id(), "the server lists a device this account never certified; ignoring it");
-                continue;
-            }
-            devices.insert(public.id(), public);
+            let previous = unwrap_previous_root(&wrap.wrap.0, current, account, epoch)?;
+            epoch -= 1;
+            self.chain.check_root_key(epoch, &previous)?;
+            roots.insert(epoch, previous);
         }
-        if !devices.contains_key(&self.keys.device.id()) {
-            return Err(ClientError::Integrity(keyhold_core::Error::UnknownAuthor));
-        }
-        self.devices = devices;
+        self.roots = roots;
         self.collection_wraps =
             keys.collection_wraps.into_iter().filter_map(|w| Some((CollectionId::from_hex(&w.id)?, w.epoch, w.wrap.0))).collect();
         Ok(())
     }
 
-    /// Certified devices of the account.
-    pub fn devices(&self) -> &HashMap<DeviceId, DevicePublicKeys> {
-        &self.devices
-    }
-
     fn root(&self) -> &AccountRootKey {
         &self.keys.root
+    }
+
+    /// This device's home folder.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The root key of an account epoch, if this device holds it.
+    pub(crate) fn root_of(&self, epoch: u32) -> Result<&AccountRootKey> {
+        self.roots.get(&epoch).ok_or(ClientError::Integrity(keyhold_core::Error::ContextMismatch("unknown account key epoch")))
+    }
+
+    /// The root key of epoch 0, from which collection names map to ids (so
+    /// a collection keeps its id across key rotations).
+    fn first_root(&self) -> Result<&AccountRootKey> {
+        self.root_of(0)
+    }
+
+    /// Every key epoch of a collection, each wrap opened with the root key
+    /// of the account epoch it names (authenticated by the opening).
+    pub(crate) fn collection_keys(&self, id: CollectionId) -> Result<HashMap<u32, Arc<CollectionKeys>>> {
+        let mut keys = HashMap::new();
+        for (cid, epoch, wrap) in self.collection_wraps.iter().filter(|(c, _, _)| *c == id) {
+            let account_epoch = collection_wrap_account_epoch(wrap).ok_or(keyhold_core::Error::Truncated)?;
+            let ctx =
+                CollectionWrapContext { account: self.keys.account, collection: *cid, collection_epoch: *epoch, account_epoch };
+            let key = unwrap_collection_key(wrap, self.root_of(account_epoch)?, &ctx)?;
+            keys.insert(*epoch, Arc::new(CollectionKeys::derive(&key, id, *epoch)));
+        }
+        Ok(keys)
+    }
+
+    /// Opens an existing collection by id.
+    pub fn collection_by_id(&self, id: CollectionId) -> Result<Collection> {
+        let keys = self.collection_keys(id)?;
+        let current_epoch = keys.keys().copied().max().ok_or_else(|| ClientError::Usage("no such collection".into()))?;
+        let index = self.state.blob_index(id)?;
+        Ok(Collection { id, keys, current_epoch, index })
+    }
+
+    /// Collections that have a key filed, with their newest key epoch.
+    pub fn collection_ids(&self) -> BTreeMap<CollectionId, u32> {
+        let mut out = BTreeMap::new();
+        for (id, epoch, _) in &self.collection_wraps {
+            let e = out.entry(*id).or_insert(*epoch);
+            *e = (*e).max(*epoch);
+        }
+        out
     }
 
     /// Opens (creating on first use) the collection named `name`.
@@ -148,18 +259,8 @@ impl Client {
     }
 
     async fn collection_attempt(&mut self, name: &str, attempt: u32) -> Result<Collection> {
-        let id = CollectionId::named(self.root(), name);
-        let mut keys = HashMap::new();
-        for (cid, epoch, wrap) in self.collection_wraps.iter().filter(|(c, _, _)| *c == id) {
-            let ctx = CollectionWrapContext {
-                account: self.keys.account,
-                collection: *cid,
-                collection_epoch: *epoch,
-                account_epoch: self.keys.epoch,
-            };
-            let key = unwrap_collection_key(wrap, self.root(), &ctx)?;
-            keys.insert(*epoch, Arc::new(CollectionKeys::derive(&key, id, *epoch)));
-        }
+        let id = CollectionId::named(self.first_root()?, name);
+        let mut keys = self.collection_keys(id)?;
         if keys.is_empty() {
             let key = CollectionKey::generate(&mut os_rng());
             let ctx = CollectionWrapContext {
@@ -169,7 +270,7 @@ impl Client {
                 account_epoch: self.keys.epoch,
             };
             let wrap = wrap_collection_key(&key, self.root(), &ctx, &mut os_rng())?;
-            if !self.api.put_collection_key(id, 0, wrap).await? {
+            if !self.api.put_collection_key(id, 0, wrap.clone()).await? {
                 // Another device created it first: use theirs (a server that
                 // claims so but never shows it is refused after a few tries).
                 if attempt >= 3 {
@@ -178,6 +279,7 @@ impl Client {
                 self.load_account_keys().await?;
                 return Box::pin(self.collection_attempt(name, attempt + 1)).await;
             }
+            self.collection_wraps.push((id, 0, wrap));
             keys.insert(0, Arc::new(CollectionKeys::derive(&key, id, 0)));
         }
         let current_epoch = keys.keys().copied().max().unwrap_or(0);
@@ -209,8 +311,13 @@ impl Client {
         if !revisions.iter().any(|r| r.head() == offered) {
             return Err(ClientError::Integrity(keyhold_core::Error::Fork { seq: offered.seq }));
         }
-        if fresh {
-            let head = verifier.extend(&revisions)?;
+        // Everything past the last accepted head must link to it, including
+        // revisions beyond an unchanged offered head (a commit that raced
+        // the two requests, or one the server slipped in).
+        let beyond: Vec<VerifiedRevision> =
+            revisions.into_iter().filter(|r| last.is_none_or(|l| r.revision.seq > l.seq)).collect();
+        if !beyond.is_empty() {
+            let head = verifier.extend(&beyond)?;
             self.state.set_verified_head(coll.id, head)?;
         }
         Ok(Some(newest))
@@ -237,7 +344,13 @@ impl Client {
     fn open_revision(&self, coll: &Collection, stored: &[u8]) -> Result<VerifiedRevision> {
         let header = keyhold_core::RevisionHeader::parse(stored)?;
         let keys = coll.keys_for(header.epoch)?;
-        Ok(open_revision(keys, stored, |id| self.devices.get(id))?)
+        let verified = open_revision(keys, stored, |id| self.chain.device(id).map(|d| &d.public))?;
+        // A revoked device's revisions count only up to the cutoff its
+        // revocation recorded (SECURITY A7).
+        if !self.chain.may_author(&verified.revision.author, coll.id, verified.revision.seq) {
+            return Err(ClientError::Integrity(keyhold_core::Error::UnknownAuthor));
+        }
+        Ok(verified)
     }
 
     /// Loads the index of every pack the server lists that this device has

@@ -1,7 +1,9 @@
 //! The device's home folder (`$KEYHOLD_HOME`, default: the platform data
 //! directory + `keyhold`): `config.json` (server, account and device ids —
-//! nothing secret) and `device.key` (the device's seeds and the account
-//! root key; mode 0600, written atomically).
+//! nothing secret), `device.key` (the device's seeds and the newest account
+//! root key it holds; mode 0600, written atomically) and `chain.json` (the
+//! device chain this device verified, which it pins: a server that later
+//! shows a chain not extending it is caught).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,6 +32,19 @@ pub struct DeviceConfig {
     pub account_id: String,
     /// This device's id (hex).
     pub device_id: String,
+    /// This device's name, as the device chain records it.
+    #[serde(default)]
+    pub device_name: String,
+}
+
+/// The device chain as this device verified it, and how much of it the
+/// user has been shown.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PinnedChain {
+    /// Stored entries, first entry first; every one verified.
+    pub entries: Vec<keyhold_proto::Bytes>,
+    /// Entries up to this sequence number were shown to the user.
+    pub seen: u64,
 }
 
 /// The device's secrets, loaded.
@@ -61,6 +76,29 @@ impl Home {
 
     fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
+    }
+
+    fn chain_path(&self) -> PathBuf {
+        self.dir.join("chain.json")
+    }
+
+    /// The pinned device chain, if this device has one.
+    pub fn load_chain(&self) -> Result<Option<PinnedChain>> {
+        let path = self.chain_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                ClientError::Usage(format!("{} is damaged ({e}); move it away to trust the server's chain again", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(ClientError::io(path)(e)),
+        }
+    }
+
+    /// Pins a verified device chain.
+    pub fn save_chain(&self, chain: &PinnedChain) -> Result<()> {
+        let json = serde_json::to_vec(chain).map_err(|e| ClientError::Usage(e.to_string()))?;
+        std::fs::create_dir_all(&self.dir).map_err(ClientError::io(&self.dir))?;
+        write_private(&self.chain_path(), &json)
     }
 
     fn key_path(&self) -> PathBuf {

@@ -4,6 +4,7 @@
 pub mod account;
 pub mod api;
 pub mod client;
+pub mod devices;
 pub mod error;
 pub mod home;
 pub mod ops;

@@ -299,7 +299,7 @@ pub struct Status {
     pub account: String,
     /// This device.
     pub device: String,
-    /// Certified devices of the account.
+    /// Enrolled devices of the account.
     pub devices: usize,
     /// Synced folders and the revision each is at.
     pub folders: Vec<(String, Option<u64>)>,
@@ -316,7 +316,7 @@ pub async fn status(client: &Client) -> Result<Status> {
         server: client.config.server.clone(),
         account: client.config.account_id.clone(),
         device: client.config.device_id.clone(),
-        devices: client.devices().len(),
+        devices: client.chain.active_devices().count(),
         folders: client.state.roots()?.into_iter().map(|(root, _, seq)| (root, seq)).collect(),
         used_bytes: usage.used_bytes,
         quota_bytes: usage.quota_bytes,

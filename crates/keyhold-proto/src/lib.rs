@@ -51,20 +51,15 @@ impl Bytes {
 pub struct CreateAccount {
     /// New account id (hex).
     pub account_id: String,
-    /// The first device's public keys.
-    pub device_public_keys: Bytes,
-    /// Its certificate under the account root key (opaque to the server).
-    pub device_certificate: Bytes,
+    /// The device chain's creation entry, signed by the first device; it
+    /// carries the device's and the recovery key's public keys.
+    pub chain_entry: Bytes,
     /// The account root key wrapped to that device, epoch 0.
     pub device_wrap: Bytes,
-    /// The recovery key's Ed25519 public key.
-    pub recovery_auth_key: Bytes,
     /// Where to file the recovery wrap.
     pub recovery_locator: Bytes,
     /// The account root key wrapped under the recovery key.
     pub recovery_wrap: Bytes,
-    /// The device's signature over the creation message.
-    pub signature: Bytes,
 }
 
 /// `POST /v1/auth/challenge`.
@@ -118,42 +113,26 @@ impl core::fmt::Debug for Session {
 pub struct RecoveryInfo {
     /// Account id (hex).
     pub account_id: String,
-    /// The recovery wrap of the current account key epoch.
+    /// The recovery wrap of the current account key epoch: an Argon2id
+    /// recovery wrap, or an HPKE wrap to the recovery key's device keys.
     pub recovery_wrap: Bytes,
     /// That epoch.
     pub epoch: u32,
-    /// A fresh challenge for the enrollment signature.
-    pub challenge: Bytes,
+    /// The account's device chain, first entry first.
+    pub chain: Vec<Bytes>,
 }
 
 /// `POST /v1/recovery/{locator}/devices`: enroll a device with the recovery key.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EnrollDevice {
-    /// The new device's public keys.
-    pub device_public_keys: Bytes,
-    /// Its certificate.
-    pub device_certificate: Bytes,
-    /// The root key wrapped to it.
+    /// The chain entry adding the device, signed by the recovery key.
+    pub chain_entry: Bytes,
+    /// The root key of the current epoch wrapped to the new device.
     pub device_wrap: Bytes,
-    /// The challenge from [`RecoveryInfo`].
-    pub challenge: Bytes,
-    /// The recovery key's signature.
-    pub signature: Bytes,
-}
-
-/// One device of an account as the server lists it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeviceRecord {
-    /// Public keys.
-    pub public_keys: Bytes,
-    /// Certificate under the root key.
-    pub certificate: Bytes,
-    /// When the server registered it (unix seconds; the server's claim).
-    pub created_at: i64,
 }
 
 /// A wrapped key filed by the server.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WrapRecord {
     /// Device (device wraps) or collection (collection wraps), hex.
     pub id: String,
@@ -163,17 +142,108 @@ pub struct WrapRecord {
     pub wrap: Bytes,
 }
 
-/// `GET /v1/keys`: the account's key material (all of it opaque or public).
+/// `GET /v1/keys`: the account's wrapped keys (all opaque to the server).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AccountKeys {
-    /// Current account key epoch.
+    /// Current account key epoch (the server's claim; the chain decides).
     pub account_epoch: u32,
-    /// Devices.
-    pub devices: Vec<DeviceRecord>,
-    /// Root key wraps to devices.
+    /// Root key wraps to the signed-in device, one per epoch it was given.
     pub device_wraps: Vec<WrapRecord>,
-    /// Collection key wraps.
+    /// Collection key wraps (`id` = collection, `epoch` = collection epoch).
     pub collection_wraps: Vec<WrapRecord>,
+    /// Root key of epoch `epoch - 1` wrapped under that of `epoch`
+    /// (`id` is empty).
+    pub previous_root_wraps: Vec<WrapRecord>,
+}
+
+/// `GET /v1/chain`: the signed-in account's device chain.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeviceChainEntries {
+    /// Stored entries, first entry first.
+    pub entries: Vec<Bytes>,
+}
+
+/// `POST /v1/chain`: append an entry signed by the signed-in device, with
+/// the wraps it needs, in one step.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AppendChainEntry {
+    /// The stored entry.
+    pub entry: Bytes,
+    /// Root key wraps: for an added device, its wrap of the current epoch;
+    /// for an entry that starts an epoch, one for every device that stays
+    /// enrolled (`id` = device, `epoch` = the new epoch).
+    pub device_wraps: Vec<WrapRecord>,
+    /// For an entry that starts an epoch: the new root key wrapped for the
+    /// recovery key (HPKE to its device keys after a revocation, Argon2id
+    /// under the new recovery key after a rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_wrap: Option<Bytes>,
+    /// For a recovery-key rotation: where to file the new recovery wrap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_locator: Option<Bytes>,
+    /// For an entry that starts an epoch: the previous root key wrapped
+    /// under the new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_root_wrap: Option<Bytes>,
+    /// New collection key epochs, wrapped under the new root key.
+    #[serde(default)]
+    pub collection_wraps: Vec<WrapRecord>,
+}
+
+/// `PUT /v1/pairings/{slot}`: an enrolled device opens a pairing slot.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingSlot {
+    /// Seconds until the slot closes.
+    pub expires_in: u64,
+}
+
+/// `POST /v1/pairings/{slot}/attempts`: a new device's first SPAKE2 message.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingHello {
+    /// The joiner's SPAKE2 message (33 bytes).
+    pub message: Bytes,
+}
+
+/// The relay's answer to [`PairingHello`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingAttemptId {
+    /// The attempt (32 hex digits, random; the joiner's handle).
+    pub attempt: String,
+}
+
+/// `PUT /v1/pairings/{slot}/attempts/{attempt}/{step}`, step one of
+/// `reply` (inviter: its SPAKE2 message ‖ key confirmation), `joiner`
+/// (joiner: its key confirmation ‖ sealed introduction) and `welcome`
+/// (inviter: sealed welcome). Each step is written once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingStep {
+    /// Opaque bytes.
+    pub data: Bytes,
+}
+
+/// One attempt as the relay holds it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingAttempt {
+    /// Its id.
+    pub attempt: String,
+    /// The joiner's SPAKE2 message.
+    pub hello: Bytes,
+    /// The inviter's reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<Bytes>,
+    /// The joiner's confirmation and introduction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joiner: Option<Bytes>,
+    /// The inviter's welcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub welcome: Option<Bytes>,
+}
+
+/// `GET /v1/pairings/{slot}/attempts`: the slot owner's view.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PairingAttempts {
+    /// Every attempt, oldest first.
+    pub attempts: Vec<PairingAttempt>,
 }
 
 /// `PUT /v1/collections/{id}/keys/{epoch}`: file a collection key wrap (once).
@@ -289,6 +359,8 @@ pub mod code {
     pub const RATE_LIMITED: &str = "rate_limited";
     /// The body does not hash to the id in the URL.
     pub const DIGEST_MISMATCH: &str = "digest_mismatch";
+    /// The device chain moved since the client read it.
+    pub const CHAIN_MOVED: &str = "chain_moved";
     /// Server-side failure.
     pub const INTERNAL: &str = "internal";
 }

@@ -23,11 +23,15 @@ use futures::StreamExt;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TRAILER_LEN};
-use keyhold_core::{CHALLENGE_LEN, DevicePublicKeys, ObjectHasher, ObjectType, RevisionHeader, verify_enrollment};
+use keyhold_core::{
+    CHALLENGE_LEN, ChainChange, ChainEntry, DeviceChain, DevicePublicKeys, MAX_CHAIN_ENTRY_LEN, ObjectHasher, ObjectType,
+    PAIRING_SLOT_LEN, PAKE_MESSAGE_LEN, RevisionHeader, Signer,
+};
 use keyhold_proto::{
-    AccountId, AccountKeys, Bytes as B64, Challenge, ChallengeRequest, CollectionId, CreateAccount, DeviceId, DeviceRecord,
-    EnrollDevice, HeadRecord, HexId, ObjectId, PackRecord, Packs, PutCollectionKey, RecoveryInfo, Revisions, RevisionsQuery,
-    Session, SessionRequest, Usage, WrapRecord,
+    AccountId, AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, CollectionId, CreateAccount,
+    DeviceChainEntries, DeviceId, EnrollDevice, HeadRecord, HexId, ObjectId, PackRecord, Packs, PairingAttempt, PairingAttemptId,
+    PairingAttempts, PairingHello, PairingSlot, PairingStep, PutCollectionKey, RecoveryInfo, Revisions, RevisionsQuery, Session,
+    SessionRequest, Usage, WrapRecord,
 };
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
@@ -35,10 +39,31 @@ use tower_http::trace::TraceLayer;
 use crate::blobs::BlobStore;
 use crate::config::Limits;
 use crate::error::ApiError;
-use crate::store::{Commit, MetaStore, NewAccount, NewDevice, PackAdded, WrapFiled};
+use crate::store::{
+    Appended, AttemptRow, ChainAppend, Commit, MetaStore, NewAccount, NewDevice, NewEpoch, PackAdded, PairingStepKind,
+    SlotOpened, StepWritten, WrapFiled,
+};
 
 const CHALLENGE_SECS: i64 = 120;
 const REVISIONS_PER_PAGE: u32 = 1000;
+/// Longest wrapped key of any kind the server files.
+const MAX_WRAP_LEN: usize = 4096;
+/// Most device wraps one chain entry may bring.
+const MAX_DEVICE_WRAPS: usize = 1000;
+/// Most collection key wraps one chain entry may bring.
+const MAX_COLLECTION_WRAPS: usize = 100_000;
+/// Longest device chain of an account.
+const MAX_CHAIN_ENTRIES: usize = 10_000;
+/// Lifetime of a pairing slot.
+const PAIRING_SLOT_SECS: i64 = 600;
+/// Attempts a pairing slot takes before it answers as if closed.
+const MAX_PAIRING_ATTEMPTS: u32 = 10;
+/// Live pairing slots one account may hold at once.
+const MAX_PAIRING_SLOTS: u32 = 4;
+/// Longest step of a pairing attempt.
+const MAX_PAIRING_STEP: usize = 4096;
+/// The characters of pairing slot names (Crockford base32, upper case).
+const SLOT_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// Shared by every handler.
 pub struct AppState {
@@ -60,10 +85,18 @@ fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn random32() -> Result<[u8; 32], ApiError> {
-    let mut out = [0u8; 32];
-    getrandom::fill(&mut out).map_err(|_| ApiError::BadRequest("server randomness unavailable"))?;
+fn random<const N: usize>() -> Result<[u8; N], ApiError> {
+    let mut out = [0u8; N];
+    getrandom::fill(&mut out).map_err(|_| ApiError::Internal("server randomness unavailable"))?;
     Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }
 
 fn nonzero(v: u32) -> NonZeroU32 {
@@ -105,10 +138,17 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/auth/session", post(session))
         .route("/v1/recovery/{locator}", get(recovery_info))
         .route("/v1/recovery/{locator}/devices", post(enroll_device))
+        // Guessing pairing slots: one guess per attempt (G4).
+        .route("/v1/pairings/{slot}/attempts", post(create_attempt))
         .layer(middleware::from_fn_with_state(state.clone(), limit_auth));
     Router::new()
         .merge(auth_routes)
         .route("/v1/keys", get(keys))
+        .route("/v1/chain", get(chain).post(append_chain))
+        .route("/v1/pairings/{slot}", put(open_slot).delete(close_slot))
+        .route("/v1/pairings/{slot}/attempts", get(list_attempts))
+        .route("/v1/pairings/{slot}/attempts/{attempt}", get(get_attempt))
+        .route("/v1/pairings/{slot}/attempts/{attempt}/{step}", put(put_step))
         .route("/v1/usage", get(usage))
         .route("/v1/collections/{collection}/keys/{epoch}", put(put_collection_key))
         .route("/v1/collections/{collection}/head", get(head))
@@ -195,23 +235,26 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
 /// An authenticated device, from `Authorization: Bearer <token>`.
 pub struct Authed {
     account: AccountId,
-    #[allow(dead_code)] // kept for audit logs and per-device limits
     device: DeviceId,
+}
+
+/// Checks the session named by the `Authorization` header.
+async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authed, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthorized)?;
+    let hash = *blake3::hash(token.as_bytes()).as_bytes();
+    let (account, device) = state.meta.session(&hash, now()).await?.ok_or(ApiError::Unauthorized)?;
+    Ok(Authed { account, device })
 }
 
 impl FromRequestParts<Arc<AppState>> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let hash = *blake3::hash(token.as_bytes()).as_bytes();
-        let (account, device) = state.meta.session(&hash, now()).await?.ok_or(ApiError::Unauthorized)?;
-        Ok(Authed { account, device })
+        authenticate(state, &parts.headers).await
     }
 }
 
@@ -227,30 +270,38 @@ fn check_len(b: &B64, max: usize, what: &'static str) -> Result<(), ApiError> {
     if b.0.is_empty() || b.0.len() > max { Err(ApiError::BadRequest(what)) } else { Ok(()) }
 }
 
+fn len_u64(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
+/// The recovery key's Ed25519 public key: the first 32 bytes of its device
+/// public keys.
+fn recovery_auth_key(recovery: &DevicePublicKeys) -> Result<[u8; 32], ApiError> {
+    recovery.to_bytes().get(..32).and_then(|b| b.try_into().ok()).ok_or(ApiError::Internal("recovery public keys"))
+}
+
 async fn create_account(State(state): Shared, ApiJson(body): ApiJson<CreateAccount>) -> Result<StatusCode, ApiError> {
     let account = parse_id(&body.account_id, AccountId::from_hex)?;
-    let device = device_keys(&body.device_public_keys.0)?;
-    let auth_key = array::<32>(&body.recovery_auth_key, "recovery auth key")?;
     let locator = array::<32>(&body.recovery_locator, "recovery locator")?;
-    check_len(&body.device_certificate, 64, "device certificate")?;
-    check_len(&body.device_wrap, 4096, "device wrap")?;
-    check_len(&body.recovery_wrap, 4096, "recovery wrap")?;
-    device
-        .verify_account_creation(account, &auth_key, &locator, &array(&body.signature, "signature")?)
-        .map_err(|_| ApiError::Unauthorized)?;
+    check_len(&body.chain_entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
+    check_len(&body.device_wrap, MAX_WRAP_LEN, "device wrap")?;
+    check_len(&body.recovery_wrap, MAX_WRAP_LEN, "recovery wrap")?;
+    // The creation entry must be signed by the device it enrolls: whoever
+    // sends it holds that device's key.
+    let chain = DeviceChain::genesis(account, &body.chain_entry.0).map_err(|e| match e {
+        keyhold_core::Error::BadSignature => ApiError::Unauthorized,
+        _ => ApiError::BadRequest("chain entry: not a valid creation entry for this account"),
+    })?;
+    let device = chain.devices().values().next().ok_or(ApiError::Internal("creation entry without a device"))?;
+    let public_keys = device.public.to_bytes();
     let new = NewAccount {
         account,
         locator,
-        recovery_auth_key: auth_key,
+        recovery_auth_key: recovery_auth_key(chain.recovery())?,
         quota_bytes: state.limits.default_quota_bytes,
+        chain_entry: &body.chain_entry.0,
         recovery_wrap: &body.recovery_wrap.0,
-        device: NewDevice {
-            id: device.id(),
-            public_keys: &body.device_public_keys.0,
-            certificate: &body.device_certificate.0,
-            wrap: &body.device_wrap.0,
-            epoch: 0,
-        },
+        device: NewDevice { id: device.public.id(), public_keys: &public_keys, wrap: &body.device_wrap.0, epoch: 0 },
     };
     if !state.meta.create_account(&new, now()).await? {
         return Err(ApiError::Conflict("account exists"));
@@ -260,7 +311,7 @@ async fn create_account(State(state): Shared, ApiJson(body): ApiJson<CreateAccou
 }
 
 async fn new_challenge(state: &AppState) -> Result<Challenge, ApiError> {
-    let challenge = random32()?;
+    let challenge = random::<32>()?;
     state.meta.put_challenge(&challenge, now() + CHALLENGE_SECS).await?;
     Ok(Challenge { challenge: B64(challenge.to_vec()), expires_in: CHALLENGE_SECS.unsigned_abs() })
 }
@@ -280,23 +331,106 @@ async fn session(State(state): Shared, ApiJson(body): ApiJson<SessionRequest>) -
     if !state.meta.take_challenge(&challenge, now()).await? {
         return Err(ApiError::Unauthorized);
     }
+    // Revoked devices are not listed: they cannot sign in again (A7).
     let keys = state.meta.device_keys(account, device).await?.ok_or(ApiError::Unauthorized)?;
     device_keys(&keys)?.verify_challenge(account, &challenge, &signature).map_err(|_| ApiError::Unauthorized)?;
-    let token = URL_SAFE_NO_PAD.encode(random32()?);
+    let token = URL_SAFE_NO_PAD.encode(random::<32>()?);
     let lifetime = state.limits.session_secs;
     let expires = now().saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX));
     state.meta.put_session(blake3::hash(token.as_bytes()).as_bytes(), account, device, expires).await?;
     Ok(Json(Session { token, expires_in: lifetime }))
 }
 
+/// Who may sign the entry a route appends.
+#[derive(Debug, Clone, Copy)]
+enum EntrySigner {
+    /// The recovery key, adding a device (`POST /v1/recovery/{locator}/devices`).
+    RecoveryKey,
+    /// The signed-in device (`POST /v1/chain`).
+    Session(DeviceId),
+}
+
+/// An entry that extends an account's verified chain.
+struct CheckedEntry {
+    /// The stored entry.
+    body: Vec<u8>,
+    /// What it says.
+    entry: ChainEntry,
+    /// The chain with it appended.
+    chain: DeviceChain,
+}
+
+/// Verifies the stored chain of `account` and `body` appended to it.
+/// CPU-bound (one signature per entry): run off the async workers.
+fn check_entry(account: AccountId, stored: &[Vec<u8>], body: Vec<u8>, signer: EntrySigner) -> Result<CheckedEntry, ApiError> {
+    if stored.len() >= MAX_CHAIN_ENTRIES {
+        return Err(ApiError::BadRequest("the device chain has reached its maximum length"));
+    }
+    let mut chain = DeviceChain::verify(account, stored.iter().map(Vec::as_slice)).map_err(|e| {
+        tracing::error!(account = %account, error = %e, "stored device chain does not verify");
+        ApiError::Internal("stored device chain does not verify")
+    })?;
+    let (entry, _) = ChainEntry::parse(&body).map_err(|_| ApiError::BadRequest("malformed chain entry"))?;
+    if entry.account != account {
+        return Err(ApiError::BadRequest("chain entry of another account"));
+    }
+    let head = chain.head();
+    if Some(entry.seq) != head.seq.checked_add(1) {
+        return Err(ApiError::ChainMoved);
+    }
+    if entry.prev != head.id {
+        return Err(ApiError::BadRequest("chain entry does not link to the chain's head"));
+    }
+    match signer {
+        EntrySigner::RecoveryKey => {
+            if entry.signer != Signer::RecoveryKey || !matches!(entry.change, ChainChange::AddDevice { .. }) {
+                return Err(ApiError::BadRequest("expected a device addition signed by the recovery key"));
+            }
+        }
+        EntrySigner::Session(device) => {
+            if entry.signer != Signer::Device(device) {
+                return Err(ApiError::BadRequest("the entry must be signed by the signed-in device"));
+            }
+        }
+    }
+    if let ChainChange::AddDevice { device, .. } = &entry.change {
+        if chain.device(&device.id()).is_some() {
+            return Err(ApiError::Conflict("device already in the chain"));
+        }
+    }
+    let entry = chain.append(&body).map_err(|e| match (e, signer) {
+        (keyhold_core::Error::BadSignature | keyhold_core::Error::UnknownAuthor, EntrySigner::RecoveryKey) => {
+            ApiError::Unauthorized
+        }
+        (keyhold_core::Error::BadSignature | keyhold_core::Error::UnknownAuthor, EntrySigner::Session(_)) => {
+            ApiError::BadRequest("the entry's signature does not verify")
+        }
+        _ => ApiError::BadRequest("the entry does not extend the device chain"),
+    })?;
+    Ok(CheckedEntry { body, entry, chain })
+}
+
+async fn verify_entry(
+    state: &AppState,
+    account: AccountId,
+    body: Vec<u8>,
+    signer: EntrySigner,
+) -> Result<CheckedEntry, ApiError> {
+    let stored = state.meta.chain(account).await?;
+    tokio::task::spawn_blocking(move || check_entry(account, &stored, body, signer))
+        .await
+        .map_err(|_| ApiError::Internal("chain verification task failed"))?
+}
+
 async fn recovery_info(State(state): Shared, ApiPath(locator): ApiPath<String>) -> Result<Json<RecoveryInfo>, ApiError> {
     let locator: [u8; 32] = parse_id(&locator, ObjectId::from_hex)?.0;
     let row = state.meta.recovery(&locator).await?.ok_or(ApiError::NotFound)?;
+    let chain = state.meta.chain(row.account).await?;
     Ok(Json(RecoveryInfo {
         account_id: row.account.to_hex(),
         recovery_wrap: B64(row.wrap),
         epoch: row.epoch,
-        challenge: new_challenge(&state).await?.challenge,
+        chain: chain.into_iter().map(B64).collect(),
     }))
 }
 
@@ -306,50 +440,311 @@ async fn enroll_device(
     ApiJson(body): ApiJson<EnrollDevice>,
 ) -> Result<StatusCode, ApiError> {
     let locator: [u8; 32] = parse_id(&locator, ObjectId::from_hex)?.0;
-    let device = device_keys(&body.device_public_keys.0)?;
-    let challenge = array::<CHALLENGE_LEN>(&body.challenge, "challenge")?;
-    let signature = array::<64>(&body.signature, "signature")?;
-    check_len(&body.device_certificate, 64, "device certificate")?;
-    check_len(&body.device_wrap, 4096, "device wrap")?;
+    check_len(&body.chain_entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
+    check_len(&body.device_wrap, MAX_WRAP_LEN, "device wrap")?;
     let row = state.meta.recovery(&locator).await?.ok_or(ApiError::NotFound)?;
-    if !state.meta.take_challenge(&challenge, now()).await? {
-        return Err(ApiError::Unauthorized);
-    }
-    verify_enrollment(&row.auth_key, row.account, &device, &challenge, &signature).map_err(|_| ApiError::Unauthorized)?;
-    let new = NewDevice {
-        id: device.id(),
-        public_keys: &body.device_public_keys.0,
-        certificate: &body.device_certificate.0,
-        wrap: &body.device_wrap.0,
-        epoch: row.epoch,
+    let checked = verify_entry(&state, row.account, body.chain_entry.0, EntrySigner::RecoveryKey).await?;
+    let ChainChange::AddDevice { device, .. } = &checked.entry.change else {
+        return Err(ApiError::Internal("recovery entry is not a device addition"));
     };
-    if !state.meta.add_device(row.account, &new, now()).await? {
-        return Err(ApiError::Conflict("device already enrolled"));
+    let public_keys = device.to_bytes();
+    let append = ChainAppend {
+        seq: checked.entry.seq,
+        entry_id: checked.chain.head().id,
+        body: &checked.body,
+        add: Some(NewDevice {
+            id: device.id(),
+            public_keys: &public_keys,
+            wrap: &body.device_wrap.0,
+            epoch: checked.chain.epoch(),
+        }),
+        revoke: None,
+        epoch: None,
+        // Not charged: recovery must work on a full account. Bounded by
+        // the chain's maximum length.
+        charge: 0,
+        charge_beyond_quota: false,
+    };
+    match state.meta.append_chain(row.account, &append, now()).await? {
+        Appended::Appended => {}
+        Appended::ChainMoved => return Err(ApiError::ChainMoved),
+        _ => return Err(ApiError::Internal("unexpected outcome of a recovery enrollment")),
     }
     tracing::info!(account = %row.account, device = %device.id(), "device enrolled with the recovery key");
     Ok(StatusCode::CREATED)
 }
 
+async fn chain(State(state): Shared, who: Authed) -> Result<Json<DeviceChainEntries>, ApiError> {
+    let entries = state.meta.chain(who.account).await?;
+    Ok(Json(DeviceChainEntries { entries: entries.into_iter().map(B64).collect() }))
+}
+
+fn optional_wrap<'a>(wrap: Option<&'a B64>, what: &'static str) -> Result<Option<&'a [u8]>, ApiError> {
+    wrap.map(|w| check_len(w, MAX_WRAP_LEN, what).map(|()| w.0.as_slice())).transpose()
+}
+
+async fn append_chain(
+    State(state): Shared,
+    who: Authed,
+    ApiJson(body): ApiJson<AppendChainEntry>,
+) -> Result<StatusCode, ApiError> {
+    let AppendChainEntry { entry, device_wraps, recovery_wrap, recovery_locator, previous_root_wrap, collection_wraps } = body;
+    check_len(&entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
+    if device_wraps.len() > MAX_DEVICE_WRAPS {
+        return Err(ApiError::BadRequest("too many device wraps"));
+    }
+    if collection_wraps.len() > MAX_COLLECTION_WRAPS {
+        return Err(ApiError::BadRequest("too many collection wraps"));
+    }
+    let mut devices = Vec::with_capacity(device_wraps.len());
+    for w in &device_wraps {
+        check_len(&w.wrap, MAX_WRAP_LEN, "device wrap")?;
+        devices.push((parse_id(&w.id, DeviceId::from_hex)?, w.epoch, w.wrap.0.as_slice()));
+    }
+    let mut collections = Vec::with_capacity(collection_wraps.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for w in &collection_wraps {
+        check_len(&w.wrap, MAX_WRAP_LEN, "collection wrap")?;
+        let id = parse_id(&w.id, CollectionId::from_hex)?;
+        if !seen.insert((id, w.epoch)) {
+            return Err(ApiError::BadRequest("two collection wraps for one collection epoch"));
+        }
+        collections.push((id, w.epoch, w.wrap.0.as_slice()));
+    }
+    let recovery_wrap = optional_wrap(recovery_wrap.as_ref(), "recovery wrap")?;
+    let previous_root_wrap = optional_wrap(previous_root_wrap.as_ref(), "previous root wrap")?;
+    let recovery_locator = recovery_locator.as_ref().map(|l| array::<32>(l, "recovery locator")).transpose()?;
+
+    let checked = verify_entry(&state, who.account, entry.0, EntrySigner::Session(who.device)).await?;
+    let epoch = checked.entry.account_epoch;
+    let charge =
+        [len_u64(&checked.body), len_u64(recovery_wrap.unwrap_or_default()), len_u64(previous_root_wrap.unwrap_or_default())]
+            .into_iter()
+            .chain(devices.iter().map(|(_, _, w)| len_u64(w)))
+            .chain(collections.iter().map(|(_, _, w)| len_u64(w)))
+            .fold(0u64, u64::saturating_add);
+    let public_keys;
+    let mut append = ChainAppend {
+        seq: checked.entry.seq,
+        entry_id: checked.chain.head().id,
+        body: &checked.body,
+        add: None,
+        revoke: None,
+        epoch: None,
+        charge,
+        charge_beyond_quota: matches!(checked.entry.change, ChainChange::RevokeDevice { .. }),
+    };
+    match &checked.entry.change {
+        ChainChange::Create { .. } => return Err(ApiError::BadRequest("an account is created only once")),
+        ChainChange::AddDevice { device, .. } => {
+            if recovery_wrap.is_some() || previous_root_wrap.is_some() || recovery_locator.is_some() || !collections.is_empty() {
+                return Err(ApiError::BadRequest("a device addition takes only the new device's wrap"));
+            }
+            let [(id, wrap_epoch, wrap)] = devices.as_slice() else {
+                return Err(ApiError::BadRequest("a device addition takes exactly one device wrap"));
+            };
+            if *id != device.id() || *wrap_epoch != epoch {
+                return Err(ApiError::BadRequest("the device wrap must be the new device's, of the current epoch"));
+            }
+            public_keys = device.to_bytes();
+            append.add = Some(NewDevice { id: *id, public_keys: &public_keys, wrap, epoch });
+        }
+        change @ (ChainChange::RevokeDevice { .. } | ChainChange::RotateRecovery { .. }) => {
+            // Every device that stays enrolled gets the new root key, and no
+            // other device does: none is left without its key (and no
+            // revoked device is given it).
+            let active: std::collections::BTreeSet<DeviceId> = checked.chain.active_devices().map(|d| d.public.id()).collect();
+            let given: std::collections::BTreeSet<DeviceId> = devices.iter().map(|(id, _, _)| *id).collect();
+            if given.len() != devices.len() || given != active || devices.iter().any(|(_, e, _)| *e != epoch) {
+                return Err(ApiError::BadRequest(
+                    "a new epoch needs one wrap of its root key for every enrolled device, and no other",
+                ));
+            }
+            let (Some(recovery_wrap), Some(previous_root_wrap)) = (recovery_wrap, previous_root_wrap) else {
+                return Err(ApiError::BadRequest("a new epoch needs a recovery wrap and a previous root wrap"));
+            };
+            let recovery = match change {
+                ChainChange::RotateRecovery { recovery, .. } => {
+                    let locator =
+                        recovery_locator.ok_or(ApiError::BadRequest("a new recovery key needs its recovery locator"))?;
+                    Some((locator, recovery_auth_key(recovery)?))
+                }
+                ChainChange::RevokeDevice { device, .. } => {
+                    if recovery_locator.is_some() {
+                        return Err(ApiError::BadRequest("a revocation keeps the recovery locator"));
+                    }
+                    append.revoke = Some(*device);
+                    None
+                }
+                _ => None,
+            };
+            append.epoch = Some(NewEpoch {
+                epoch,
+                device_wraps: devices.iter().map(|(id, _, w)| (*id, *w)).collect(),
+                recovery_wrap,
+                previous_root_wrap,
+                recovery,
+                collection_wraps: std::mem::take(&mut collections),
+            });
+        }
+    }
+    match state.meta.append_chain(who.account, &append, now()).await? {
+        Appended::Appended => {}
+        Appended::ChainMoved => return Err(ApiError::ChainMoved),
+        Appended::OverQuota => return Err(ApiError::QuotaExceeded),
+        Appended::LocatorTaken => return Err(ApiError::Conflict("recovery locator in use")),
+        Appended::CollectionWrapExists => return Err(ApiError::Conflict("a key for this collection epoch exists")),
+    }
+    match &checked.entry.change {
+        ChainChange::AddDevice { device, .. } => {
+            tracing::info!(account = %who.account, device = %device.id(), "device added to the chain");
+        }
+        ChainChange::RevokeDevice { device, .. } => {
+            tracing::info!(account = %who.account, device = %device, epoch, "device revoked");
+        }
+        _ => tracing::info!(account = %who.account, epoch, "recovery key replaced"),
+    }
+    Ok(StatusCode::CREATED)
+}
+
 async fn keys(State(state): Shared, who: Authed) -> Result<Json<AccountKeys>, ApiError> {
-    let row = state.meta.keys(who.account).await?;
+    let row = state.meta.keys(who.account, who.device).await?;
+    let device = who.device.to_hex();
     Ok(Json(AccountKeys {
         account_epoch: row.account_epoch,
-        devices: row
-            .devices
-            .into_iter()
-            .map(|(pk, cert, created_at)| DeviceRecord { public_keys: B64(pk), certificate: B64(cert), created_at })
-            .collect(),
         device_wraps: row
             .device_wraps
             .into_iter()
-            .map(|(id, epoch, wrap)| WrapRecord { id: id.to_hex(), epoch, wrap: B64(wrap) })
+            .map(|(epoch, wrap)| WrapRecord { id: device.clone(), epoch, wrap: B64(wrap) })
             .collect(),
         collection_wraps: row
             .collection_wraps
             .into_iter()
             .map(|(id, epoch, wrap)| WrapRecord { id: id.to_hex(), epoch, wrap: B64(wrap) })
             .collect(),
+        previous_root_wraps: row
+            .previous_root_wraps
+            .into_iter()
+            .map(|(epoch, wrap)| WrapRecord { id: String::new(), epoch, wrap: B64(wrap) })
+            .collect(),
     }))
+}
+
+/// A pairing slot name: exactly 4 upper-case Crockford base32 characters.
+fn parse_slot(text: &str) -> Result<&str, ApiError> {
+    if text.len() == PAIRING_SLOT_LEN && text.bytes().all(|b| SLOT_ALPHABET.contains(&b)) {
+        Ok(text)
+    } else {
+        Err(ApiError::BadRequest("malformed pairing slot"))
+    }
+}
+
+/// A pairing attempt id: 32 hex digits.
+fn parse_attempt(text: &str) -> Result<[u8; 16], ApiError> {
+    // Any parser of 16-byte hex ids will do.
+    parse_id(text, AccountId::from_hex).map(|id| id.0)
+}
+
+fn attempt_record(row: AttemptRow) -> PairingAttempt {
+    PairingAttempt {
+        attempt: hex(&row.id),
+        hello: B64(row.hello),
+        reply: row.reply.map(B64),
+        joiner: row.joiner.map(B64),
+        welcome: row.welcome.map(B64),
+    }
+}
+
+async fn open_slot(
+    State(state): Shared,
+    who: Authed,
+    ApiPath(slot): ApiPath<String>,
+) -> Result<(StatusCode, Json<PairingSlot>), ApiError> {
+    let slot = parse_slot(&slot)?;
+    let now = now();
+    match state.meta.open_pairing_slot(slot, who.account, who.device, now, now + PAIRING_SLOT_SECS, MAX_PAIRING_SLOTS).await? {
+        SlotOpened::Opened => Ok((StatusCode::CREATED, Json(PairingSlot { expires_in: PAIRING_SLOT_SECS.unsigned_abs() }))),
+        SlotOpened::Taken => Err(ApiError::Conflict("this pairing slot is in use; draw another code")),
+        SlotOpened::TooMany => Err(ApiError::Conflict("too many pairing slots open; close one first")),
+    }
+}
+
+async fn close_slot(State(state): Shared, who: Authed, ApiPath(slot): ApiPath<String>) -> Result<StatusCode, ApiError> {
+    let slot = parse_slot(&slot)?;
+    if state.meta.close_pairing_slot(slot, who.account, who.device, now()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+async fn create_attempt(
+    State(state): Shared,
+    ApiPath(slot): ApiPath<String>,
+    ApiJson(body): ApiJson<PairingHello>,
+) -> Result<(StatusCode, Json<PairingAttemptId>), ApiError> {
+    let slot = parse_slot(&slot)?;
+    if body.message.0.len() != PAKE_MESSAGE_LEN {
+        return Err(ApiError::BadRequest("a pairing message is 33 bytes"));
+    }
+    let attempt = random::<16>()?;
+    // A slot that has taken its attempts answers as a closed one.
+    if !state.meta.add_pairing_attempt(slot, &attempt, &body.message.0, now(), MAX_PAIRING_ATTEMPTS).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok((StatusCode::CREATED, Json(PairingAttemptId { attempt: hex(&attempt) })))
+}
+
+async fn list_attempts(
+    State(state): Shared,
+    who: Authed,
+    ApiPath(slot): ApiPath<String>,
+) -> Result<Json<PairingAttempts>, ApiError> {
+    let slot = parse_slot(&slot)?;
+    let rows = state.meta.pairing_attempts(slot, who.account, who.device, now()).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(PairingAttempts { attempts: rows.into_iter().map(attempt_record).collect() }))
+}
+
+async fn get_attempt(
+    State(state): Shared,
+    ApiPath((slot, attempt)): ApiPath<(String, String)>,
+) -> Result<Json<PairingAttempt>, ApiError> {
+    let slot = parse_slot(&slot)?;
+    let attempt = parse_attempt(&attempt)?;
+    let row = state.meta.pairing_attempt(slot, &attempt, now()).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(attempt_record(row)))
+}
+
+async fn put_step(
+    State(state): Shared,
+    ApiPath((slot, attempt, step)): ApiPath<(String, String, String)>,
+    req: Request,
+) -> Result<StatusCode, ApiError> {
+    let step = match step.as_str() {
+        "reply" => PairingStepKind::Reply,
+        "joiner" => PairingStepKind::Joiner,
+        "welcome" => PairingStepKind::Welcome,
+        _ => return Err(ApiError::BadRequest("unknown pairing step")),
+    };
+    // The inviter's steps need its session; the joiner's needs only the
+    // attempt id, its capability.
+    let owner = match step {
+        PairingStepKind::Joiner => None,
+        PairingStepKind::Reply | PairingStepKind::Welcome => {
+            let who = authenticate(&state, req.headers()).await?;
+            Some((who.account, who.device))
+        }
+    };
+    let slot = parse_slot(&slot)?;
+    let attempt = parse_attempt(&attempt)?;
+    let ApiJson(body) = ApiJson::<PairingStep>::from_request(req, &state).await?;
+    check_len(&body.data, MAX_PAIRING_STEP, "pairing step")?;
+    match state.meta.put_pairing_step(slot, &attempt, step, owner, &body.data.0, now()).await? {
+        StepWritten::Written => Ok(StatusCode::CREATED),
+        StepWritten::Same => Ok(StatusCode::OK),
+        StepWritten::Conflict(why) => Err(ApiError::Conflict(why)),
+        StepWritten::NotFound => Err(ApiError::NotFound),
+    }
 }
 
 async fn usage(State(state): Shared, who: Authed) -> Result<Json<Usage>, ApiError> {

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The collection head moved.
     #[error("head moved")]
     HeadMoved(Option<(u64, keyhold_proto::ObjectId)>),
+    /// The device chain moved: the entry does not extend its current head.
+    #[error("chain moved")]
+    ChainMoved,
     /// The body does not hash to its id.
     #[error("digest mismatch")]
     DigestMismatch,
@@ -46,6 +49,9 @@ pub enum ApiError {
     /// Blob store failure.
     #[error(transparent)]
     Blob(BlobError),
+    /// Any other server-side failure (details in the log).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl From<BlobError> for ApiError {
@@ -69,6 +75,9 @@ impl IntoResponse for ApiError {
             ApiError::HeadMoved(_) => {
                 (StatusCode::CONFLICT, code::HEAD_MOVED, "the collection changed; fetch the new head and retry".into())
             }
+            ApiError::ChainMoved => {
+                (StatusCode::CONFLICT, code::CHAIN_MOVED, "the device chain changed; fetch it again, verify it and retry".into())
+            }
             ApiError::DigestMismatch => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code::DIGEST_MISMATCH, "the body does not hash to the id in the URL".into())
             }
@@ -87,6 +96,10 @@ impl IntoResponse for ApiError {
             }
             ApiError::Blob(e) => {
                 tracing::error!(error = %e, "blob store failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
+            }
+            ApiError::Internal(what) => {
+                tracing::error!(error = what, "internal failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
             }
         };

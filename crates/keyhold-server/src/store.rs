@@ -1,5 +1,5 @@
-//! The metadata store: accounts, devices, wrapped keys, sessions, packs,
-//! revisions and heads, behind one type so a second backend (PostgreSQL)
+//! The metadata store: accounts, device chains, devices, wrapped keys,
+//! sessions, pairing slots, packs, revisions and heads, behind one type so a second backend (PostgreSQL)
 //! can follow with the same suite. SQL is kept portable: no SQLite-only
 //! syntax beyond `ON CONFLICT`, which PostgreSQL shares.
 //!
@@ -75,6 +75,8 @@ pub struct NewAccount<'a> {
     pub recovery_auth_key: [u8; 32],
     /// Quota in bytes.
     pub quota_bytes: u64,
+    /// The device chain's creation entry (seq 0), verified.
+    pub chain_entry: &'a [u8],
     /// First device.
     pub device: NewDevice<'a>,
     /// Recovery wrap (epoch 0).
@@ -87,12 +89,64 @@ pub struct NewDevice<'a> {
     pub id: DeviceId,
     /// Its encoded public keys.
     pub public_keys: &'a [u8],
-    /// Its certificate.
-    pub certificate: &'a [u8],
     /// The root key wrapped to it.
     pub wrap: &'a [u8],
     /// Account epoch of the wrap.
     pub epoch: u32,
+}
+
+/// A verified entry to append to an account's device chain, with every row
+/// it changes.
+pub struct ChainAppend<'a> {
+    /// Its sequence number: the compare-and-swap (the previous entry is
+    /// `seq - 1`, and no entry `seq` may exist yet).
+    pub seq: u64,
+    /// Its id.
+    pub entry_id: ObjectId,
+    /// The stored entry.
+    pub body: &'a [u8],
+    /// A device the entry enrolls, with its wrap of the current epoch.
+    pub add: Option<NewDevice<'a>>,
+    /// A device the entry revokes.
+    pub revoke: Option<DeviceId>,
+    /// The epoch the entry starts, with its wraps.
+    pub epoch: Option<NewEpoch<'a>>,
+    /// Bytes to charge against the quota (0: not charged).
+    pub charge: u64,
+    /// Charge even beyond the quota: revoking a lost device must never be
+    /// blocked by a full account.
+    pub charge_beyond_quota: bool,
+}
+
+/// The wrapped keys of a new account key epoch.
+pub struct NewEpoch<'a> {
+    /// The epoch.
+    pub epoch: u32,
+    /// The new root key wrapped to every device that stays enrolled.
+    pub device_wraps: Vec<(DeviceId, &'a [u8])>,
+    /// The new root key wrapped for the recovery key.
+    pub recovery_wrap: &'a [u8],
+    /// The previous root key wrapped under the new one.
+    pub previous_root_wrap: &'a [u8],
+    /// A new recovery key: (locator, Ed25519 public key).
+    pub recovery: Option<([u8; 32], [u8; 32])>,
+    /// Collection key wraps: (collection, collection epoch, wrap).
+    pub collection_wraps: Vec<(CollectionId, u32, &'a [u8])>,
+}
+
+/// What [`MetaStore::append_chain`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Appended, with every row it changes.
+    Appended,
+    /// An entry with this sequence number exists already.
+    ChainMoved,
+    /// It would exceed the account's quota.
+    OverQuota,
+    /// Another account has the new recovery locator.
+    LocatorTaken,
+    /// A collection key wrap is filed already for one of the collection epochs.
+    CollectionWrapExists,
 }
 
 /// An account's recovery entry point.
@@ -103,20 +157,67 @@ pub struct RecoveryRow {
     pub epoch: u32,
     /// The recovery wrap of that epoch.
     pub wrap: Vec<u8>,
-    /// The recovery key's public key.
-    pub auth_key: [u8; 32],
 }
 
-/// Keys of an account, as stored.
+/// Keys of an account, as stored, for one of its devices.
 pub struct KeysRow {
     /// Current account epoch.
     pub account_epoch: u32,
-    /// (public keys, certificate, created_at).
-    pub devices: Vec<(Vec<u8>, Vec<u8>, i64)>,
-    /// (device id, epoch, wrap).
-    pub device_wraps: Vec<(DeviceId, u32, Vec<u8>)>,
+    /// (epoch, wrap) of the device's own root key wraps.
+    pub device_wraps: Vec<(u32, Vec<u8>)>,
     /// (collection id, epoch, wrap).
     pub collection_wraps: Vec<(CollectionId, u32, Vec<u8>)>,
+    /// (epoch, wrap) of the previous-root wraps.
+    pub previous_root_wraps: Vec<(u32, Vec<u8>)>,
+}
+
+/// One pairing attempt, as stored.
+pub struct AttemptRow {
+    /// Its id.
+    pub id: [u8; 16],
+    /// The joiner's first message.
+    pub hello: Vec<u8>,
+    /// The inviter's reply.
+    pub reply: Option<Vec<u8>>,
+    /// The joiner's confirmation and introduction.
+    pub joiner: Option<Vec<u8>>,
+    /// The inviter's welcome.
+    pub welcome: Option<Vec<u8>>,
+}
+
+/// What [`MetaStore::open_pairing_slot`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SlotOpened {
+    /// The slot is open.
+    Opened,
+    /// A live slot has that name.
+    Taken,
+    /// The account has as many live slots as it may.
+    TooMany,
+}
+
+/// A step of a pairing attempt, written once each, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairingStepKind {
+    /// The inviter's reply (slot owner).
+    Reply,
+    /// The joiner's confirmation and introduction (anyone with the attempt id).
+    Joiner,
+    /// The inviter's welcome (slot owner).
+    Welcome,
+}
+
+/// What [`MetaStore::put_pairing_step`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StepWritten {
+    /// Written now.
+    Written,
+    /// Written before, with the same bytes.
+    Same,
+    /// Written before with other bytes, or the previous step is missing.
+    Conflict(&'static str),
+    /// No such live attempt (or, for the owner's steps, not the caller's slot).
+    NotFound,
 }
 
 fn to_i64(v: u64, what: &'static str) -> Result<i64> {
@@ -135,15 +236,28 @@ fn array<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
     v.try_into().map_err(|_| StoreError::Corrupt(what))
 }
 
+fn len_u64(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
 /// The migrations, oldest first. Append only.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial schema".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial schema".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "device chain and pairing relay".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/sqlite/0002_device_chain.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// The SQLite metadata store.
@@ -178,8 +292,8 @@ impl MetaStore {
         Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
     }
 
-    /// Creates an account with its first device. `false` if the id or
-    /// locator is taken.
+    /// Creates an account with its first device and the creation entry of
+    /// its device chain. `false` if the id or locator is taken.
     pub async fn create_account(&self, new: &NewAccount<'_>, now: i64) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -197,6 +311,7 @@ impl MetaStore {
         if inserted != 1 {
             return Ok(false);
         }
+        insert_chain_entry(&mut tx, new.account, 0, ObjectId::of(new.chain_entry), new.chain_entry, now).await?;
         sqlx::query("INSERT INTO recovery_wraps (account_id, epoch, wrap) VALUES (?, 0, ?)")
             .bind(new.account.as_bytes().as_slice())
             .bind(new.recovery_wrap)
@@ -207,26 +322,134 @@ impl MetaStore {
         Ok(true)
     }
 
-    /// Enrolls another device. `false` if it is already enrolled.
-    pub async fn add_device(&self, account: AccountId, device: &NewDevice<'_>, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 FROM devices WHERE account_id = ? AND device_id = ?")
+    /// The stored entries of an account's device chain, seq 0 first.
+    pub async fn chain(&self, account: AccountId) -> Result<Vec<Vec<u8>>> {
+        Ok(sqlx::query("SELECT body FROM device_chain WHERE account_id = ? ORDER BY seq")
             .bind(account.as_bytes().as_slice())
-            .bind(device.id.as_bytes().as_slice())
-            .fetch_optional(&mut *tx)
+            .fetch_all(&self.pool)
             .await?
-            .is_some();
-        if exists {
-            return Ok(false);
-        }
-        insert_device(&mut tx, account, device, now).await?;
-        tx.commit().await?;
-        Ok(true)
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
-    /// A device's encoded public keys, if it is enrolled in `account`.
+    /// Appends a verified chain entry and applies it, all in one
+    /// transaction whose first write is the entry's row: its primary key
+    /// `(account, seq)` is the compare-and-swap, so of two concurrent
+    /// appends at the same `seq` exactly one commits.
+    pub async fn append_chain(&self, account: AccountId, append: &ChainAppend<'_>, now: i64) -> Result<Appended> {
+        let mut tx = self.pool.begin().await?;
+        let a = account.as_bytes().as_slice();
+        let inserted = sqlx::query(
+            "INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(a)
+        .bind(to_i64(append.seq, "seq")?)
+        .bind(append.entry_id.as_bytes().as_slice())
+        .bind(append.body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted != 1 {
+            return Ok(Appended::ChainMoved);
+        }
+        if let Some(device) = &append.add {
+            insert_device(&mut tx, account, device, now).await?;
+        }
+        if let Some(device) = append.revoke {
+            let d = device.as_bytes().as_slice();
+            sqlx::query("UPDATE devices SET revoked_at = ? WHERE account_id = ? AND device_id = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(a)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+            // Its sessions end now, not when they expire (SECURITY A7).
+            sqlx::query("DELETE FROM sessions WHERE account_id = ? AND device_id = ?").bind(a).bind(d).execute(&mut *tx).await?;
+            sqlx::query(
+                "DELETE FROM pairing_attempts WHERE slot IN \
+                 (SELECT slot FROM pairing_slots WHERE account_id = ? AND device_id = ?)",
+            )
+            .bind(a)
+            .bind(d)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM pairing_slots WHERE account_id = ? AND device_id = ?")
+                .bind(a)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(epoch) = &append.epoch {
+            let e = i64::from(epoch.epoch);
+            if let Some((locator, auth_key)) = &epoch.recovery {
+                let moved = sqlx::query("UPDATE accounts SET recovery_locator = ?, recovery_auth_key = ? WHERE account_id = ?")
+                    .bind(locator.as_slice())
+                    .bind(auth_key.as_slice())
+                    .bind(a)
+                    .execute(&mut *tx)
+                    .await;
+                match moved {
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(Appended::LocatorTaken),
+                    other => {
+                        other?;
+                    }
+                }
+            }
+            sqlx::query("UPDATE accounts SET account_epoch = ? WHERE account_id = ?").bind(e).bind(a).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO recovery_wraps (account_id, epoch, wrap) VALUES (?, ?, ?)")
+                .bind(a)
+                .bind(e)
+                .bind(epoch.recovery_wrap)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO previous_root_wraps (account_id, epoch, wrap) VALUES (?, ?, ?)")
+                .bind(a)
+                .bind(e)
+                .bind(epoch.previous_root_wrap)
+                .execute(&mut *tx)
+                .await?;
+            for (device, wrap) in &epoch.device_wraps {
+                sqlx::query("INSERT INTO device_wraps (account_id, device_id, epoch, wrap) VALUES (?, ?, ?, ?)")
+                    .bind(a)
+                    .bind(device.as_bytes().as_slice())
+                    .bind(e)
+                    .bind(*wrap)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (collection, collection_epoch, wrap) in &epoch.collection_wraps {
+                let filed = sqlx::query(
+                    "INSERT INTO collection_wraps (account_id, collection_id, epoch, wrap) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(a)
+                .bind(collection.as_bytes().as_slice())
+                .bind(i64::from(*collection_epoch))
+                .bind(*wrap)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if filed != 1 {
+                    return Ok(Appended::CollectionWrapExists);
+                }
+            }
+        }
+        if append.charge > 0 {
+            if append.charge_beyond_quota {
+                charge_unchecked(&mut tx, account, append.charge).await?;
+            } else if !charge(&mut tx, account, append.charge).await? {
+                return Ok(Appended::OverQuota);
+            }
+        }
+        tx.commit().await?;
+        Ok(Appended::Appended)
+    }
+
+    /// A device's encoded public keys, if it is enrolled in `account` and
+    /// not revoked.
     pub async fn device_keys(&self, account: AccountId, device: DeviceId) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query("SELECT public_keys FROM devices WHERE account_id = ? AND device_id = ?")
+        Ok(sqlx::query("SELECT public_keys FROM devices WHERE account_id = ? AND device_id = ? AND revoked_at IS NULL")
             .bind(account.as_bytes().as_slice())
             .bind(device.as_bytes().as_slice())
             .fetch_optional(&self.pool)
@@ -237,7 +460,7 @@ impl MetaStore {
     /// The recovery entry point filed under `locator`.
     pub async fn recovery(&self, locator: &[u8; 32]) -> Result<Option<RecoveryRow>> {
         let row = sqlx::query(
-            "SELECT a.account_id, a.account_epoch, a.recovery_auth_key, r.wrap FROM accounts a \
+            "SELECT a.account_id, a.account_epoch, r.wrap FROM accounts a \
              JOIN recovery_wraps r ON r.account_id = a.account_id AND r.epoch = a.account_epoch \
              WHERE a.recovery_locator = ?",
         )
@@ -248,34 +471,26 @@ impl MetaStore {
             Ok(RecoveryRow {
                 account: AccountId(array(r.get(0), "account id")?),
                 epoch: to_u32(r.get(1), "epoch")?,
-                auth_key: array(r.get(2), "recovery auth key")?,
-                wrap: r.get(3),
+                wrap: r.get(2),
             })
         })
         .transpose()
     }
 
-    /// Everything key-related of an account.
-    pub async fn keys(&self, account: AccountId) -> Result<KeysRow> {
+    /// The wrapped keys of an account that `device` may read: its own root
+    /// key wraps, every collection key wrap and every previous-root wrap.
+    pub async fn keys(&self, account: AccountId, device: DeviceId) -> Result<KeysRow> {
         let id = account.as_bytes().as_slice();
         let epoch: i64 =
             sqlx::query("SELECT account_epoch FROM accounts WHERE account_id = ?").bind(id).fetch_one(&self.pool).await?.get(0);
-        let devices = sqlx::query(
-            "SELECT public_keys, certificate, created_at FROM devices WHERE account_id = ? ORDER BY created_at, device_id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
         let device_wraps =
-            sqlx::query("SELECT device_id, epoch, wrap FROM device_wraps WHERE account_id = ? ORDER BY device_id, epoch")
+            sqlx::query("SELECT epoch, wrap FROM device_wraps WHERE account_id = ? AND device_id = ? ORDER BY epoch")
                 .bind(id)
+                .bind(device.as_bytes().as_slice())
                 .fetch_all(&self.pool)
                 .await?
                 .into_iter()
-                .map(|r| Ok((DeviceId(array(r.get(0), "device id")?), to_u32(r.get(1), "epoch")?, r.get(2))))
+                .map(|r| Ok((to_u32(r.get(0), "epoch")?, r.get(1))))
                 .collect::<Result<_>>()?;
         let collection_wraps = sqlx::query(
             "SELECT collection_id, epoch, wrap FROM collection_wraps WHERE account_id = ? ORDER BY collection_id, epoch",
@@ -286,7 +501,14 @@ impl MetaStore {
         .into_iter()
         .map(|r| Ok((CollectionId(array(r.get(0), "collection id")?), to_u32(r.get(1), "epoch")?, r.get(2))))
         .collect::<Result<_>>()?;
-        Ok(KeysRow { account_epoch: to_u32(epoch, "epoch")?, devices, device_wraps, collection_wraps })
+        let previous_root_wraps = sqlx::query("SELECT epoch, wrap FROM previous_root_wraps WHERE account_id = ? ORDER BY epoch")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| Ok((to_u32(r.get(0), "epoch")?, r.get(1))))
+            .collect::<Result<_>>()?;
+        Ok(KeysRow { account_epoch: to_u32(epoch, "epoch")?, device_wraps, collection_wraps, previous_root_wraps })
     }
 
     /// Files a collection key wrap once and counts it against the quota
@@ -311,7 +533,7 @@ impl MetaStore {
         .await?
         .rows_affected();
         if inserted == 1 {
-            if !charge(&mut tx, account, u64::try_from(wrap.len()).unwrap_or(u64::MAX)).await? {
+            if !charge(&mut tx, account, len_u64(wrap)).await? {
                 return Ok(WrapFiled::OverQuota);
             }
             tx.commit().await?;
@@ -362,16 +584,249 @@ impl MetaStore {
 
     /// The live session filed under a token hash.
     pub async fn session(&self, token_hash: &[u8; 32], now: i64) -> Result<Option<(AccountId, DeviceId)>> {
-        let row = sqlx::query("SELECT account_id, device_id, expires_at FROM sessions WHERE token_hash = ?")
-            .bind(token_hash.as_slice())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT s.account_id, s.device_id, s.expires_at FROM sessions s \
+             JOIN devices d ON d.account_id = s.account_id AND d.device_id = s.device_id \
+             WHERE s.token_hash = ? AND d.revoked_at IS NULL",
+        )
+        .bind(token_hash.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
         match row {
             Some(r) if r.get::<i64, _>(2) >= now => {
                 Ok(Some((AccountId(array(r.get(0), "account id")?), DeviceId(array(r.get(1), "device id")?))))
             }
             _ => Ok(None),
         }
+    }
+
+    /// Opens a pairing slot for `(account, device)` until `expires_at`, if
+    /// no live slot has that name and the account holds fewer than
+    /// `max_open` live slots. Expired slots, and their attempts, are purged
+    /// first.
+    pub async fn open_pairing_slot(
+        &self,
+        slot: &str,
+        account: AccountId,
+        device: DeviceId,
+        now: i64,
+        expires_at: i64,
+        max_open: u32,
+    ) -> Result<SlotOpened> {
+        let mut tx = self.pool.begin().await?;
+        purge_pairing(&mut tx, now).await?;
+        let open: i64 = sqlx::query("SELECT COUNT(*) FROM pairing_slots WHERE account_id = ?")
+            .bind(account.as_bytes().as_slice())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        if open >= i64::from(max_open) {
+            return Ok(SlotOpened::TooMany);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO pairing_slots (slot, account_id, device_id, expires_at, attempts) VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(slot)
+        .bind(account.as_bytes().as_slice())
+        .bind(device.as_bytes().as_slice())
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted != 1 {
+            return Ok(SlotOpened::Taken);
+        }
+        tx.commit().await?;
+        Ok(SlotOpened::Opened)
+    }
+
+    /// Closes a live slot of `(account, device)` with its attempts. `false`
+    /// if there is none.
+    pub async fn close_pairing_slot(&self, slot: &str, account: AccountId, device: DeviceId, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let (a, d) = (account.as_bytes().as_slice(), device.as_bytes().as_slice());
+        sqlx::query(
+            "DELETE FROM pairing_attempts WHERE slot = ? AND EXISTS (SELECT 1 FROM pairing_slots s \
+             WHERE s.slot = ? AND s.account_id = ? AND s.device_id = ? AND s.expires_at >= ?)",
+        )
+        .bind(slot)
+        .bind(slot)
+        .bind(a)
+        .bind(d)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let deleted =
+            sqlx::query("DELETE FROM pairing_slots WHERE slot = ? AND account_id = ? AND device_id = ? AND expires_at >= ?")
+                .bind(slot)
+                .bind(a)
+                .bind(d)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
+    }
+
+    /// Files a new attempt on a live slot that has had fewer than
+    /// `max_attempts` and has not completed a pairing (a code works once).
+    /// `false` if there is no such slot.
+    pub async fn add_pairing_attempt(
+        &self,
+        slot: &str,
+        attempt: &[u8; 16],
+        hello: &[u8],
+        now: i64,
+        max_attempts: u32,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        purge_pairing(&mut tx, now).await?;
+        let number = sqlx::query(
+            "UPDATE pairing_slots SET attempts = attempts + 1 WHERE slot = ? AND expires_at >= ? AND attempts < ? \
+             AND NOT EXISTS (SELECT 1 FROM pairing_attempts WHERE slot = ? AND welcome IS NOT NULL) RETURNING attempts",
+        )
+        .bind(slot)
+        .bind(now)
+        .bind(i64::from(max_attempts))
+        .bind(slot)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(number) = number else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        sqlx::query("INSERT INTO pairing_attempts (slot, attempt_id, number, hello, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(slot)
+            .bind(attempt.as_slice())
+            .bind(number.get::<i64, _>(0))
+            .bind(hello)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Every attempt of a live slot of `(account, device)`, oldest first;
+    /// `None` if there is no such slot.
+    pub async fn pairing_attempts(
+        &self,
+        slot: &str,
+        account: AccountId,
+        device: DeviceId,
+        now: i64,
+    ) -> Result<Option<Vec<AttemptRow>>> {
+        let owned =
+            sqlx::query("SELECT 1 FROM pairing_slots WHERE slot = ? AND account_id = ? AND device_id = ? AND expires_at >= ?")
+                .bind(slot)
+                .bind(account.as_bytes().as_slice())
+                .bind(device.as_bytes().as_slice())
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some();
+        if !owned {
+            return Ok(None);
+        }
+        sqlx::query("SELECT attempt_id, hello, reply, joiner, welcome FROM pairing_attempts WHERE slot = ? ORDER BY number")
+            .bind(slot)
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(attempt_row)
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// One attempt of a live slot.
+    pub async fn pairing_attempt(&self, slot: &str, attempt: &[u8; 16], now: i64) -> Result<Option<AttemptRow>> {
+        sqlx::query(
+            "SELECT a.attempt_id, a.hello, a.reply, a.joiner, a.welcome FROM pairing_attempts a \
+             JOIN pairing_slots s ON s.slot = a.slot WHERE a.slot = ? AND a.attempt_id = ? AND s.expires_at >= ?",
+        )
+        .bind(slot)
+        .bind(attempt.as_slice())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(attempt_row)
+        .transpose()
+    }
+
+    /// Writes one step of an attempt of a live slot, once, after the step
+    /// before it. `owner` is required for the inviter's steps (`reply`,
+    /// `welcome`): the slot must be theirs.
+    pub async fn put_pairing_step(
+        &self,
+        slot: &str,
+        attempt: &[u8; 16],
+        step: PairingStepKind,
+        owner: Option<(AccountId, DeviceId)>,
+        data: &[u8],
+        now: i64,
+    ) -> Result<StepWritten> {
+        let (sql, needs_owner) = match step {
+            PairingStepKind::Reply => (
+                "UPDATE pairing_attempts SET reply = ? WHERE slot = ? AND attempt_id = ? AND reply IS NULL \
+                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = ? AND s.expires_at >= ? AND s.account_id = ? AND s.device_id = ?)",
+                true,
+            ),
+            PairingStepKind::Joiner => (
+                "UPDATE pairing_attempts SET joiner = ? WHERE slot = ? AND attempt_id = ? AND joiner IS NULL AND reply IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = ? AND s.expires_at >= ?)",
+                false,
+            ),
+            PairingStepKind::Welcome => (
+                "UPDATE pairing_attempts SET welcome = ? WHERE slot = ? AND attempt_id = ? AND welcome IS NULL AND joiner IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = ? AND s.expires_at >= ? AND s.account_id = ? AND s.device_id = ?)",
+                true,
+            ),
+        };
+        let owner = match (needs_owner, owner) {
+            (true, None) => return Ok(StepWritten::NotFound),
+            (true, Some(o)) => Some(o),
+            (false, _) => None,
+        };
+        let mut query = sqlx::query(sql).bind(data).bind(slot).bind(attempt.as_slice()).bind(slot).bind(now);
+        if let Some((account, device)) = owner {
+            query = query.bind(account.as_bytes().as_slice()).bind(device.as_bytes().as_slice());
+        }
+        if query.execute(&self.pool).await?.rows_affected() == 1 {
+            return Ok(StepWritten::Written);
+        }
+        // Not written: find out why.
+        let row = sqlx::query(
+            "SELECT a.reply, a.joiner, a.welcome, s.account_id, s.device_id FROM pairing_attempts a \
+             JOIN pairing_slots s ON s.slot = a.slot WHERE a.slot = ? AND a.attempt_id = ? AND s.expires_at >= ?",
+        )
+        .bind(slot)
+        .bind(attempt.as_slice())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(StepWritten::NotFound) };
+        if let Some((account, device)) = owner {
+            let (a, d): (Vec<u8>, Vec<u8>) = (row.get(3), row.get(4));
+            if a.as_slice() != account.as_bytes().as_slice() || d.as_slice() != device.as_bytes().as_slice() {
+                return Ok(StepWritten::NotFound);
+            }
+        }
+        let reply: Option<Vec<u8>> = row.get(0);
+        let joiner: Option<Vec<u8>> = row.get(1);
+        let welcome: Option<Vec<u8>> = row.get(2);
+        let (this, before) = match step {
+            PairingStepKind::Reply => (reply, true),
+            PairingStepKind::Joiner => (joiner, reply.is_some()),
+            PairingStepKind::Welcome => (welcome, joiner.is_some()),
+        };
+        Ok(match this {
+            Some(existing) if existing == data => StepWritten::Same,
+            Some(_) => StepWritten::Conflict("this step was written already"),
+            None if !before => StepWritten::Conflict("the step before this one is missing"),
+            // Raced with a write that has just committed: report it as such.
+            None => StepWritten::Conflict("this step is being written"),
+        })
     }
 
     /// Files a pack and counts it against the quota, atomically.
@@ -516,7 +971,7 @@ impl MetaStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if !charge(&mut tx, account, u64::try_from(body.len()).unwrap_or(u64::MAX)).await? {
+        if !charge(&mut tx, account, len_u64(body)).await? {
             return Ok(Commit::OverQuota);
         }
         tx.commit().await?;
@@ -534,11 +989,10 @@ impl MetaStore {
 }
 
 async fn insert_device(tx: &mut sqlx::SqliteConnection, account: AccountId, device: &NewDevice<'_>, now: i64) -> Result<()> {
-    sqlx::query("INSERT INTO devices (account_id, device_id, public_keys, certificate, created_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO devices (account_id, device_id, public_keys, created_at) VALUES (?, ?, ?, ?)")
         .bind(account.as_bytes().as_slice())
         .bind(device.id.as_bytes().as_slice())
         .bind(device.public_keys)
-        .bind(device.certificate)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -547,6 +1001,49 @@ async fn insert_device(tx: &mut sqlx::SqliteConnection, account: AccountId, devi
         .bind(device.id.as_bytes().as_slice())
         .bind(i64::from(device.epoch))
         .bind(device.wrap)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_chain_entry(
+    tx: &mut sqlx::SqliteConnection,
+    account: AccountId,
+    seq: u64,
+    id: ObjectId,
+    body: &[u8],
+    now: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(account.as_bytes().as_slice())
+        .bind(to_i64(seq, "seq")?)
+        .bind(id.as_bytes().as_slice())
+        .bind(body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Deletes expired pairing slots and their attempts.
+async fn purge_pairing(tx: &mut sqlx::SqliteConnection, now: i64) -> Result<()> {
+    sqlx::query("DELETE FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE expires_at < ?)")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM pairing_slots WHERE expires_at < ?").bind(now).execute(&mut *tx).await?;
+    Ok(())
+}
+
+fn attempt_row(r: sqlx::sqlite::SqliteRow) -> Result<AttemptRow> {
+    Ok(AttemptRow { id: array(r.get(0), "attempt id")?, hello: r.get(1), reply: r.get(2), joiner: r.get(3), welcome: r.get(4) })
+}
+
+/// Adds `bytes` to the account's usage, whatever the quota.
+async fn charge_unchecked(tx: &mut sqlx::SqliteConnection, account: AccountId, bytes: u64) -> Result<()> {
+    sqlx::query("UPDATE accounts SET used_bytes = used_bytes + ? WHERE account_id = ?")
+        .bind(to_i64(bytes, "size")?)
+        .bind(account.as_bytes().as_slice())
         .execute(&mut *tx)
         .await?;
     Ok(())

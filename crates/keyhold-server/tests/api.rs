@@ -11,13 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyhold_core::pack::{PackBuilder, open_pack};
 use keyhold_core::{
-    AccountId, AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceId,
-    DeviceSecret, GENESIS_PREV, KdfParams, ObjectId, ObjectType, REVISION_LEN, RecoveryKey, Revision, certify_device,
-    open_revision, os_rng, seal_revision, unwrap_collection_key, unwrap_on_device, wrap_collection_key, wrap_to_device,
+    AccountId, AccountRootKey, BlobId, BlobRef, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, CollectionId, CollectionKey,
+    CollectionKeys, CollectionWrapContext, DeviceChain, DeviceId, DeviceSecret, GENESIS_PREV, KdfParams, ObjectId, ObjectType,
+    REVISION_LEN, RecoveryKey, Revision, Signer, open_revision, os_rng, root_commitment, seal_revision, unwrap_collection_key,
+    unwrap_on_device, unwrap_previous_root, wrap_collection_key, wrap_previous_root, wrap_to_device,
 };
 use keyhold_proto::{
-    AccountKeys, Bytes as B64, Challenge, ChallengeRequest, CreateAccount, EnrollDevice, ErrorBody, HeadRecord, Packs,
-    PutCollectionKey, RecoveryInfo, Revisions, Session, SessionRequest, Usage,
+    AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, CreateAccount, DeviceChainEntries, EnrollDevice,
+    ErrorBody, HeadRecord, Packs, PairingAttempt, PairingAttemptId, PairingAttempts, PairingHello, PairingSlot, PairingStep,
+    PutCollectionKey, RecoveryInfo, Revisions, Session, SessionRequest, Usage, WrapRecord,
 };
 use keyhold_server::{Config, Limits};
 use reqwest::{Client, Method, RequestBuilder};
@@ -185,6 +187,10 @@ struct Account {
     token: String,
 }
 
+fn now_ms() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
+}
+
 /// A fresh account and the body that creates it (all crypto done here, client side).
 fn new_account() -> (AccountId, DeviceSecret, AccountRootKey, RecoveryKey, CreateAccount) {
     let mut rng = os_rng();
@@ -192,18 +198,29 @@ fn new_account() -> (AccountId, DeviceSecret, AccountRootKey, RecoveryKey, Creat
     let device = DeviceSecret::generate(&mut rng);
     let root = AccountRootKey::generate(&mut rng);
     let recovery = RecoveryKey::generate(&mut rng);
-    let auth = recovery.auth_public_key();
-    let locator = recovery.locator();
+    let genesis = ChainEntry {
+        account: id,
+        seq: 0,
+        prev: CHAIN_GENESIS_PREV,
+        time_ms: now_ms(),
+        account_epoch: 0,
+        signer: Signer::Device(device.id()),
+        change: ChainChange::Create {
+            device: device.public().clone(),
+            name: "first".into(),
+            recovery: recovery.device().public().clone(),
+            root_commitment: root_commitment(&root, id, 0),
+        },
+    }
+    .seal(&device)
+    .unwrap();
     let body = CreateAccount {
         account_id: id.to_hex(),
-        device_public_keys: B64(device.public().to_bytes()),
-        device_certificate: B64(certify_device(&root, id, 0, device.public()).to_vec()),
+        chain_entry: B64(genesis),
         device_wrap: B64(wrap_to_device(&root, device.public(), id, 0, &mut rng).unwrap()),
-        recovery_auth_key: B64(auth.to_vec()),
-        recovery_locator: B64(locator.to_vec()),
+        recovery_locator: B64(recovery.locator().to_vec()),
         // The cheapest parameters a client accepts: the server never runs Argon2id.
         recovery_wrap: B64(recovery.wrap(&root, id, 0, KdfParams::FLOOR, &mut rng).unwrap()),
-        signature: B64(device.sign_account_creation(id, &auth, &locator).to_vec()),
     };
     (id, device, root, recovery, body)
 }
@@ -213,6 +230,90 @@ async fn create_account(srv: &TestServer) -> Account {
     srv.post_json("/v1/accounts", None, &body).await.expect(201);
     let token = sign_in(srv, id, &device).await;
     Account { id, device, root, recovery, recovery_wrap: body.recovery_wrap.0, token }
+}
+
+/// The account's chain as the server holds it, verified.
+async fn fetch_chain(srv: &TestServer, token: &str, account: AccountId) -> (Vec<Vec<u8>>, DeviceChain) {
+    let entries: DeviceChainEntries = srv.get("/v1/chain", Some(token)).await.expect(200).json();
+    let entries: Vec<Vec<u8>> = entries.entries.into_iter().map(|b| b.0).collect();
+    let chain = DeviceChain::verify(account, entries.iter().map(Vec::as_slice)).unwrap();
+    (entries, chain)
+}
+
+/// The next entry of `chain`, signed by `signer` (a device, or the recovery key's device).
+fn next_entry(chain: &DeviceChain, signer: Signer, change: ChainChange, by: &DeviceSecret) -> Vec<u8> {
+    let account_epoch = if change.starts_epoch() { chain.epoch() + 1 } else { chain.epoch() };
+    ChainEntry {
+        account: chain.account(),
+        seq: chain.head().seq + 1,
+        prev: chain.head().id,
+        time_ms: now_ms(),
+        account_epoch,
+        signer,
+        change,
+    }
+    .seal(by)
+    .unwrap()
+}
+
+fn add_device_change(device: &DeviceSecret, name: &str) -> ChainChange {
+    ChainChange::AddDevice { device: device.public().clone(), name: name.into() }
+}
+
+/// `POST /v1/chain` adding `new` to `a`'s account, signed by `a.device`.
+fn add_device_body(a: &Account, chain: &DeviceChain, root: &AccountRootKey, new: &DeviceSecret) -> AppendChainEntry {
+    let entry = next_entry(chain, Signer::Device(a.device.id()), add_device_change(new, "another"), &a.device);
+    AppendChainEntry {
+        entry: B64(entry),
+        device_wraps: vec![WrapRecord {
+            id: new.id().to_hex(),
+            epoch: chain.epoch(),
+            wrap: B64(wrap_to_device(root, new.public(), a.id, chain.epoch(), &mut os_rng()).unwrap()),
+        }],
+        recovery_wrap: None,
+        recovery_locator: None,
+        previous_root_wrap: None,
+        collection_wraps: Vec::new(),
+    }
+}
+
+/// Adds a device to `a`'s account through `POST /v1/chain` and signs it in.
+async fn add_device(srv: &TestServer, a: &Account) -> (DeviceSecret, String) {
+    let (_, chain) = fetch_chain(srv, &a.token, a.id).await;
+    let new = DeviceSecret::generate(&mut os_rng());
+    srv.post_json("/v1/chain", Some(&a.token), &add_device_body(a, &chain, &a.root, &new)).await.expect(201);
+    let token = sign_in(srv, a.id, &new).await;
+    (new, token)
+}
+
+/// `POST /v1/chain` revoking `victim`, signed by `a.device`, with a new
+/// root key wrapped to `stay` (and the recovery key).
+fn revoke_body(a: &Account, chain: &DeviceChain, victim: DeviceId, stay: &[&DeviceSecret]) -> (AccountRootKey, AppendChainEntry) {
+    let mut rng = os_rng();
+    let epoch = chain.epoch() + 1;
+    let new_root = AccountRootKey::generate(&mut rng);
+    let change = ChainChange::RevokeDevice {
+        device: victim,
+        root_commitment: root_commitment(&new_root, a.id, epoch),
+        cutoffs: Default::default(),
+    };
+    let entry = next_entry(chain, Signer::Device(a.device.id()), change, &a.device);
+    let body = AppendChainEntry {
+        entry: B64(entry),
+        device_wraps: stay
+            .iter()
+            .map(|d| WrapRecord {
+                id: d.id().to_hex(),
+                epoch,
+                wrap: B64(wrap_to_device(&new_root, d.public(), a.id, epoch, &mut os_rng()).unwrap()),
+            })
+            .collect(),
+        recovery_wrap: Some(B64(wrap_to_device(&new_root, a.recovery.device().public(), a.id, epoch, &mut rng).unwrap())),
+        recovery_locator: None,
+        previous_root_wrap: Some(B64(wrap_previous_root(&a.root, &new_root, a.id, epoch, &mut rng).unwrap())),
+        collection_wraps: Vec::new(),
+    };
+    (new_root, body)
 }
 
 async fn challenge_with(srv: &TestServer, http: &Client, account: AccountId, device: DeviceId) -> Resp {
@@ -292,9 +393,15 @@ fn random_pack(keys: &CollectionKeys, plaintext_len: usize) -> (ObjectId, Vec<u8
 }
 
 fn revision(coll: &Coll, author: &DeviceSecret, seq: u64, prev: ObjectId, root: BlobId) -> (ObjectId, Vec<u8>) {
-    let time_ms = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
-    let revision =
-        Revision { collection: coll.id, seq, prev, epoch: 0, root: BlobRef { epoch: 0, id: root }, author: author.id(), time_ms };
+    let revision = Revision {
+        collection: coll.id,
+        seq,
+        prev,
+        epoch: 0,
+        root: BlobRef { epoch: 0, id: root },
+        author: author.id(),
+        time_ms: now_ms(),
+    };
     seal_revision(&coll.keys, &revision, author, &mut os_rng()).unwrap()
 }
 
@@ -402,8 +509,7 @@ async fn happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap() {
     // The account's keys, as stored, open on the device.
     let keys: AccountKeys = srv.get("/v1/keys", Some(t)).await.expect(200).json();
     assert_eq!(keys.account_epoch, 0);
-    assert_eq!(keys.devices.len(), 1);
-    assert_eq!(keys.devices[0].public_keys.0, acct.device.public().to_bytes());
+    assert!(keys.previous_root_wraps.is_empty());
     assert_eq!(keys.device_wraps.len(), 1);
     assert_eq!(keys.device_wraps[0].id, acct.device.id().to_hex());
     let opened = unwrap_on_device(&keys.device_wraps[0].wrap.0, &acct.device, acct.id, 0).unwrap();
@@ -552,9 +658,11 @@ async fn g1_another_accounts_objects_look_exactly_like_missing_ones() {
     // B's keys and usage show nothing of A's.
     let keys: AccountKeys = srv.get("/v1/keys", Some(&b.token)).await.expect(200).json();
     assert!(keys.collection_wraps.is_empty());
-    assert_eq!(keys.devices.len(), 1);
-    assert_eq!(keys.devices[0].public_keys.0, b.device.public().to_bytes());
+    assert_eq!(keys.device_wraps.len(), 1);
     assert!(keys.device_wraps.iter().all(|w| w.id == b.device.id().to_hex()));
+    // Nor does B's chain.
+    let (b_chain, _) = fetch_chain(&srv, &b.token, b.id).await;
+    assert_eq!(b_chain.len(), 1);
     let usage: Usage = srv.get("/v1/usage", Some(&b.token)).await.expect(200).json();
     assert_eq!(usage.used_bytes, 0);
 
@@ -590,8 +698,19 @@ async fn g1_every_authenticated_route_refuses_missing_or_bad_tokens() {
     let (_, rev0) = revision(&coll, &a.device, 0, GENESIS_PREV, blob_id);
     let wrap = serde_json::to_vec(&PutCollectionKey { wrap: B64(collection_wrap(&a, &coll)) }).unwrap();
     let p = pack_id.to_hex();
+    let (_, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    let add = serde_json::to_vec(&add_device_body(&a, &chain, &a.root, &DeviceSecret::generate(&mut os_rng()))).unwrap();
+    let step = serde_json::to_vec(&PairingStep { data: B64(vec![1; 65]) }).unwrap();
+    let attempt = "ab".repeat(16);
     let routes: Vec<(Method, String, Option<(&str, Vec<u8>)>)> = vec![
         (Method::GET, "/v1/keys".into(), None),
+        (Method::GET, "/v1/chain".into(), None),
+        (Method::POST, "/v1/chain".into(), Some(("application/json", add))),
+        (Method::PUT, "/v1/pairings/AB12".into(), None),
+        (Method::GET, "/v1/pairings/AB12/attempts".into(), None),
+        (Method::PUT, format!("/v1/pairings/AB12/attempts/{attempt}/reply"), Some(("application/json", step.clone()))),
+        (Method::PUT, format!("/v1/pairings/AB12/attempts/{attempt}/welcome"), Some(("application/json", step))),
+        (Method::DELETE, "/v1/pairings/AB12".into(), None),
         (Method::GET, "/v1/usage".into(), None),
         (Method::PUT, format!("/v1/collections/{c}/keys/0"), Some(("application/json", wrap))),
         (Method::GET, format!("/v1/collections/{c}/head"), None),
@@ -633,6 +752,7 @@ async fn g1_every_authenticated_route_refuses_missing_or_bad_tokens() {
     // Nothing was stored by any of those.
     let usage: Usage = srv.get("/v1/usage", Some(&a.token)).await.expect(200).json();
     assert_eq!(usage.used_bytes, 0);
+    assert_eq!(fetch_chain(&srv, &a.token, a.id).await.0.len(), 1);
     srv.get(&format!("/v1/collections/{c}/head"), Some(&a.token)).await.expect_error(404, "not_found");
     // The real token works on every route.
     for (method, path, body) in &routes {
@@ -696,8 +816,11 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
         "~root".into(),
     ];
     let (json, octets) = ("application/json", "application/octet-stream");
-    let enroll = br#"{"device_public_keys":"","device_certificate":"","device_wrap":"","challenge":"","signature":""}"#;
+    let enroll = br#"{"chain_entry":"AAAA","device_wrap":"AAAA"}"#;
     let wrap = br#"{"wrap":"AAAA"}"#;
+    let hello = serde_json::to_vec(&PairingHello { message: B64(vec![2; 33]) }).unwrap();
+    let hello = hello.as_slice();
+    let step = br#"{"data":"AAAA"}"#;
     for id in &bad_ids {
         let requests: Vec<(&str, String, &str, &[u8])> = vec![
             ("GET", format!("/v1/packs/{id}"), "", b""),
@@ -709,6 +832,11 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
             ("PUT", format!("/v1/collections/{id}/keys/0"), json, wrap),
             ("GET", format!("/v1/recovery/{id}"), "", b""),
             ("POST", format!("/v1/recovery/{id}/devices"), json, enroll),
+            ("PUT", format!("/v1/pairings/{id}"), "", b""),
+            ("POST", format!("/v1/pairings/{id}/attempts"), json, hello),
+            ("GET", format!("/v1/pairings/{id}/attempts"), "", b""),
+            ("GET", format!("/v1/pairings/AB12/attempts/{id}"), "", b""),
+            ("PUT", format!("/v1/pairings/AB12/attempts/{id}/joiner"), json, step),
         ];
         for (method, path, content_type, body) in requests {
             let mut request = format!(
@@ -912,19 +1040,26 @@ async fn b1_g8_digest_mismatch_non_packs_malformed_json_and_foreign_revisions_ar
         assert_eq!(code, "bad_request", "{method} {path} {body:?}");
     }
     // Well-formed JSON with values of the wrong size.
-    let (_, device, _, _, mut body) = new_account();
+    let (_, _, _, _, mut body) = new_account();
     body.recovery_locator = B64(vec![1; 31]);
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
     let (_, _, _, _, mut body) = new_account();
-    body.device_public_keys = B64(vec![7; 100]);
+    body.chain_entry = B64(vec![7; 100]);
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
     let (_, _, _, _, mut body) = new_account();
     body.recovery_wrap = B64(vec![7; 5000]);
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
-    // A valid body with a signature by another device: 401, no account.
-    let (id, _, _, _, mut body) = new_account();
-    body.signature = B64(device.sign_account_creation(id, &[0; 32], &[0; 32]).to_vec());
+    // A creation entry for another account: 400.
+    let (_, _, _, _, mut body) = new_account();
+    body.account_id = AccountId::generate(&mut os_rng()).to_hex();
+    srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
+    // A creation entry whose signature does not verify: 401, no account.
+    let (id, device, _, _, mut body) = new_account();
+    *body.chain_entry.0.last_mut().unwrap() ^= 1;
     srv.post_json("/v1/accounts", None, &body).await.expect_error(401, "unauthorized");
+    let ch: Challenge = challenge_with(&srv, &srv.http, id, device.id()).await.expect(200).json();
+    let ch: [u8; 32] = ch.challenge.array().unwrap();
+    session_with(&srv, &srv.http, id, device.id(), ch, device.sign_challenge(id, &ch)).await.expect_error(401, "unauthorized");
     let r = session_with(&srv, &srv.http, a.id, a.device.id(), [0; 32], [0; 64]).await;
     r.expect_error(401, "unauthorized");
     let r = srv
@@ -1286,70 +1421,614 @@ async fn e2_recovery_enrollment_needs_the_recovery_keys_signature() {
     srv.get(&format!("/v1/recovery/{}", random_hex_id()), None).await.expect_error(404, "not_found");
     srv.get("/v1/recovery/nothex", None).await.expect_error(400, "bad_request");
 
-    // What a recovering device learns from the locator alone.
+    // What a recovering device learns from the locator alone: enough to
+    // verify the chain and open the root key it commits to.
     let info: RecoveryInfo = srv.get(&info_path, None).await.expect(200).json();
     assert_eq!(info.account_id, a.id.to_hex());
     assert_eq!(info.epoch, 0);
     assert_eq!(info.recovery_wrap.0, a.recovery_wrap);
-    let challenge: [u8; 32] = info.challenge.array().unwrap();
+    let chain = DeviceChain::verify(a.id, info.chain.iter().map(|b| b.0.as_slice())).unwrap();
     let root = a.recovery.unwrap(&info.recovery_wrap.0, a.id, info.epoch).unwrap();
-    assert_eq!(root.expose_secret(), a.root.expose_secret());
+    chain.check_root_key(info.epoch, &root).unwrap();
 
     let mut rng = os_rng();
     let new_device = DeviceSecret::generate(&mut rng);
-    let enroll = |challenge: [u8; 32], signature: [u8; 64]| EnrollDevice {
-        device_public_keys: B64(new_device.public().to_bytes()),
-        device_certificate: B64(certify_device(&root, a.id, 0, new_device.public()).to_vec()),
+    let enroll = |entry: Vec<u8>| EnrollDevice {
+        chain_entry: B64(entry),
         device_wrap: B64(wrap_to_device(&root, new_device.public(), a.id, 0, &mut os_rng()).unwrap()),
-        challenge: B64(challenge.to_vec()),
-        signature: B64(signature.to_vec()),
     };
+    let add = add_device_change(&new_device, "recovered");
 
-    // Wrong signatures: by another recovery key, by the device itself, for another device, junk.
+    // Wrong signers: another recovery key, the new device itself posing as
+    // the recovery key: 401. An entry signed by a device, or for another
+    // account: 400. Nothing is stored.
     let other_recovery = RecoveryKey::generate(&mut rng);
-    let other_device = DeviceSecret::generate(&mut rng);
-    let wrong = [
-        other_recovery.sign_enrollment(a.id, new_device.public(), &challenge),
-        new_device.sign_challenge(a.id, &challenge),
-        a.recovery.sign_enrollment(a.id, other_device.public(), &challenge),
-        a.recovery.sign_enrollment(AccountId([0; 16]), new_device.public(), &challenge),
-        [0; 64],
-    ];
-    let mut c = challenge;
-    for sig in wrong {
-        srv.post_json(&enroll_path, None, &enroll(c, sig)).await.expect_error(401, "unauthorized");
-        let info: RecoveryInfo = srv.get(&info_path, None).await.expect(200).json();
-        c = info.challenge.array().unwrap();
+    for by in [other_recovery.device(), DeviceSecret::generate(&mut rng)] {
+        let entry = next_entry(&chain, Signer::RecoveryKey, add.clone(), &by);
+        srv.post_json(&enroll_path, None, &enroll(entry)).await.expect_error(401, "unauthorized");
     }
-    // The right signature on the first (already consumed) challenge: still refused.
-    let stale = a.recovery.sign_enrollment(a.id, new_device.public(), &challenge);
-    srv.post_json(&enroll_path, None, &enroll(challenge, stale)).await.expect_error(401, "unauthorized");
-    let info: RecoveryInfo = srv.get(&info_path, None).await.expect(200).json();
-    c = info.challenge.array().unwrap();
-    // The right signature on a fresh challenge: enrolled.
-    let sig = a.recovery.sign_enrollment(a.id, new_device.public(), &c);
-    srv.post_json(&enroll_path, None, &enroll(c, sig)).await.expect(201);
-    // Replaying the same request: the challenge is spent.
-    srv.post_json(&enroll_path, None, &enroll(c, sig)).await.expect_error(401, "unauthorized");
-    // Enrolling it again with a fresh challenge: it is enrolled already.
-    let info: RecoveryInfo = srv.get(&info_path, None).await.expect(200).json();
-    let c2: [u8; 32] = info.challenge.array().unwrap();
-    let sig2 = a.recovery.sign_enrollment(a.id, new_device.public(), &c2);
-    srv.post_json(&enroll_path, None, &enroll(c2, sig2)).await.expect_error(409, "conflict");
-    // None of the refused devices can sign in.
-    let c: Challenge = challenge_with(&srv, &srv.http, a.id, other_device.id()).await.expect(200).json();
+    let by_device = next_entry(&chain, Signer::Device(a.device.id()), add.clone(), &a.device);
+    srv.post_json(&enroll_path, None, &enroll(by_device)).await.expect_error(400, "bad_request");
+    let other = create_account(&srv).await;
+    let (_, other_chain) = fetch_chain(&srv, &other.token, other.id).await;
+    let foreign = next_entry(&other_chain, Signer::RecoveryKey, add.clone(), &a.recovery.device());
+    srv.post_json(&enroll_path, None, &enroll(foreign)).await.expect_error(400, "bad_request");
+    // A revocation signed by the recovery key is not for this route.
+    let revoke = ChainChange::RevokeDevice { device: a.device.id(), root_commitment: [0; 32], cutoffs: Default::default() };
+    let revoke = next_entry(&chain, Signer::RecoveryKey, revoke, &a.recovery.device());
+    srv.post_json(&enroll_path, None, &enroll(revoke)).await.expect_error(400, "bad_request");
+    assert_eq!(fetch_chain(&srv, &a.token, a.id).await.0.len(), 1);
+    let c: Challenge = challenge_with(&srv, &srv.http, a.id, new_device.id()).await.expect(200).json();
     let c: [u8; 32] = c.challenge.array().unwrap();
-    let sig = other_device.sign_challenge(a.id, &c);
-    session_with(&srv, &srv.http, a.id, other_device.id(), c, sig).await.expect_error(401, "unauthorized");
+    let sig = new_device.sign_challenge(a.id, &c);
+    session_with(&srv, &srv.http, a.id, new_device.id(), c, sig).await.expect_error(401, "unauthorized");
 
-    // The new device signs in and finds its wrap of the root key.
+    // Signed by the recovery key: enrolled.
+    let entry = next_entry(&chain, Signer::RecoveryKey, add.clone(), &a.recovery.device());
+    srv.post_json(&enroll_path, None, &enroll(entry.clone())).await.expect(201);
+    // Replaying it: the chain has moved on.
+    srv.post_json(&enroll_path, None, &enroll(entry)).await.expect_error(409, "chain_moved");
+    // Enrolling the same device again, at the right place: it is enrolled already.
+    let (_, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    assert_eq!(chain.head().seq, 1);
+    let again = next_entry(&chain, Signer::RecoveryKey, add.clone(), &a.recovery.device());
+    srv.post_json(&enroll_path, None, &enroll(again)).await.expect_error(409, "conflict");
+    // The served chain now names the device, added by the recovery key.
+    let info: RecoveryInfo = srv.get(&info_path, None).await.expect(200).json();
+    let served = DeviceChain::verify(a.id, info.chain.iter().map(|b| b.0.as_slice())).unwrap();
+    assert_eq!(served.device(&new_device.id()).unwrap().added_by, Signer::RecoveryKey);
+
+    // The new device signs in and finds its wrap of the root key, and only its own.
     let token = sign_in(&srv, a.id, &new_device).await;
     let keys: AccountKeys = srv.get("/v1/keys", Some(&token)).await.expect(200).json();
-    assert_eq!(keys.devices.len(), 2);
-    assert!(keys.devices.iter().any(|d| d.public_keys.0 == new_device.public().to_bytes()));
-    let wrap = keys.device_wraps.iter().find(|w| w.id == new_device.id().to_hex()).unwrap();
-    let opened = unwrap_on_device(&wrap.wrap.0, &new_device, a.id, 0).unwrap();
+    assert_eq!(keys.device_wraps.len(), 1);
+    assert_eq!(keys.device_wraps[0].id, new_device.id().to_hex());
+    let opened = unwrap_on_device(&keys.device_wraps[0].wrap.0, &new_device, a.id, 0).unwrap();
     assert_eq!(opened.expose_secret(), a.root.expose_secret());
     // The first device is unaffected.
     srv.get("/v1/usage", Some(&a.token)).await.expect(200);
+}
+
+// ---------------------------------------------------------------------------
+// The device chain (A2, A7, D1).
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_an_enrolled_device_appends_to_the_chain() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let (entries, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(chain.active_devices().count(), 1);
+
+    let (b, b_token) = add_device(&srv, &a).await;
+    let (entries, chain) = fetch_chain(&srv, &b_token, a.id).await;
+    assert_eq!(entries.len(), 2);
+    let added = chain.device(&b.id()).unwrap();
+    assert_eq!((added.added_seq, added.added_by), (1, Signer::Device(a.device.id())));
+    // B finds its own wrap of the root key (and only its own); the entry
+    // and the wrap are charged to the quota.
+    let keys: AccountKeys = srv.get("/v1/keys", Some(&b_token)).await.expect(200).json();
+    assert_eq!(keys.device_wraps.len(), 1);
+    assert_eq!(keys.device_wraps[0].id, b.id().to_hex());
+    let opened = unwrap_on_device(&keys.device_wraps[0].wrap.0, &b, a.id, 0).unwrap();
+    chain.check_root_key(0, &opened).unwrap();
+    let usage: Usage = srv.get("/v1/usage", Some(&b_token)).await.expect(200).json();
+    assert_eq!(usage.used_bytes, u64::try_from(entries[1].len() + keys.device_wraps[0].wrap.0.len()).unwrap());
+    // B, now enrolled, appends in turn.
+    let c = DeviceSecret::generate(&mut os_rng());
+    let b_account = Account {
+        id: a.id,
+        device: b,
+        root: opened,
+        recovery: RecoveryKey::generate(&mut os_rng()),
+        recovery_wrap: vec![],
+        token: b_token,
+    };
+    srv.post_json("/v1/chain", Some(&b_account.token), &add_device_body(&b_account, &chain, &a.root, &c)).await.expect(201);
+    let (_, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    assert_eq!(chain.active_devices().count(), 3);
+
+    // The wraps that go with an addition: exactly the new device's, of the current epoch.
+    let d = DeviceSecret::generate(&mut os_rng());
+    let mut body = add_device_body(&a, &chain, &a.root, &d);
+    body.device_wraps[0].epoch = 1;
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    let mut body = add_device_body(&a, &chain, &a.root, &d);
+    body.device_wraps[0].id = a.device.id().to_hex();
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    let mut body = add_device_body(&a, &chain, &a.root, &d);
+    body.device_wraps.push(body.device_wraps[0].clone());
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    let mut body = add_device_body(&a, &chain, &a.root, &d);
+    body.device_wraps.clear();
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    let mut body = add_device_body(&a, &chain, &a.root, &d);
+    body.device_wraps[0].wrap = B64(vec![1; 4097]);
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    let mut body = add_device_body(&a, &chain, &a.root, &d);
+    body.recovery_wrap = Some(B64(vec![1; 100]));
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    // Adding a device that is in the chain already.
+    let again = add_device_body(&a, &chain, &a.root, &c);
+    srv.post_json("/v1/chain", Some(&a.token), &again).await.expect_error(409, "conflict");
+    assert_eq!(fetch_chain(&srv, &a.token, a.id).await.0.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d1_entries_by_unknown_or_revoked_signers_or_off_the_head_are_refused_and_store_nothing() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let (b, b_token) = add_device(&srv, &a).await;
+    let (entries, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    let used: Usage = srv.get("/v1/usage", Some(&a.token)).await.expect(200).json();
+    let stranger = DeviceSecret::generate(&mut os_rng());
+    let new = DeviceSecret::generate(&mut os_rng());
+
+    let mut refused: Vec<(AppendChainEntry, u16, &str)> = Vec::new();
+    // Signed by a key the chain does not know, naming itself...
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    body.entry = B64(next_entry(&chain, Signer::Device(stranger.id()), add_device_change(&new, "x"), &stranger));
+    refused.push((body, 400, "bad_request"));
+    // ...or naming the signed-in device (its signature does not verify).
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    let mut forged = next_entry(&chain, Signer::Device(stranger.id()), add_device_change(&new, "x"), &stranger);
+    let at = forged.windows(16).position(|w| w == stranger.id().as_bytes()).unwrap();
+    forged[at..at + 16].copy_from_slice(a.device.id().as_bytes());
+    body.entry = B64(forged);
+    refused.push((body, 400, "bad_request"));
+    // Signed by another enrolled device than the signed-in one.
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    body.entry = B64(next_entry(&chain, Signer::Device(b.id()), add_device_change(&new, "x"), &b));
+    refused.push((body, 400, "bad_request"));
+    // Signed by the recovery key: only through the recovery route.
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    body.entry = B64(next_entry(&chain, Signer::RecoveryKey, add_device_change(&new, "x"), &a.recovery.device()));
+    refused.push((body, 400, "bad_request"));
+    // With a wrong prev at the right seq.
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    let entry = ChainEntry {
+        account: a.id,
+        seq: 2,
+        prev: ObjectId([7; 32]),
+        time_ms: now_ms(),
+        account_epoch: 0,
+        signer: Signer::Device(a.device.id()),
+        change: add_device_change(&new, "x"),
+    };
+    body.entry = B64(entry.seal(&a.device).unwrap());
+    refused.push((body, 400, "bad_request"));
+    // With the wrong epoch.
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    let entry = ChainEntry { prev: chain.head().id, account_epoch: 1, ..entry };
+    body.entry = B64(entry.seal(&a.device).unwrap());
+    refused.push((body, 400, "bad_request"));
+    // Of another account.
+    let other = create_account(&srv).await;
+    let (_, other_chain) = fetch_chain(&srv, &other.token, other.id).await;
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    body.entry = B64(next_entry(&other_chain, Signer::Device(a.device.id()), add_device_change(&new, "x"), &a.device));
+    refused.push((body, 400, "bad_request"));
+    // Stale: the seq of an entry that exists.
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    let stale = ChainEntry { seq: 1, prev: ObjectId::of(&entries[0]), account_epoch: 0, ..entry };
+    body.entry = B64(stale.seal(&a.device).unwrap());
+    refused.push((body, 409, "chain_moved"));
+    // Not an entry at all.
+    let mut body = add_device_body(&a, &chain, &a.root, &new);
+    body.entry = B64(b"not a chain entry".to_vec());
+    refused.push((body, 400, "bad_request"));
+
+    for (i, (body, status, code)) in refused.iter().enumerate() {
+        let r = srv.post_json("/v1/chain", Some(&a.token), body).await;
+        assert_eq!((r.status, r.code()), (*status, code.to_string()), "case {i}");
+    }
+    // B is revoked; an entry it signed is refused: its session is gone, and
+    // through A's session it is not A's.
+    let (_, revoke) = revoke_body(&a, &chain, b.id(), &[&a.device]);
+    srv.post_json("/v1/chain", Some(&a.token), &revoke).await.expect(201);
+    let (entries, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    let used: Usage = {
+        let _ = used;
+        srv.get("/v1/usage", Some(&a.token)).await.expect(200).json()
+    };
+    let by_revoked = next_entry(&chain, Signer::Device(b.id()), add_device_change(&new, "x"), &b);
+    let body = AppendChainEntry { entry: B64(by_revoked), ..add_device_body(&a, &chain, &a.root, &new) };
+    srv.post_json("/v1/chain", Some(&b_token), &body).await.expect_error(401, "unauthorized");
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+
+    // Nothing of it was stored: the chain, the usage and the devices are as they were.
+    let (after, _) = fetch_chain(&srv, &a.token, a.id).await;
+    assert_eq!(after, entries);
+    let usage: Usage = srv.get("/v1/usage", Some(&a.token)).await.expect(200).json();
+    assert_eq!(usage.used_bytes, used.used_bytes);
+    let c: Challenge = challenge_with(&srv, &srv.http, a.id, new.id()).await.expect(200).json();
+    let c: [u8; 32] = c.challenge.array().unwrap();
+    session_with(&srv, &srv.http, a.id, new.id(), c, new.sign_challenge(a.id, &c)).await.expect_error(401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_revocation_ends_the_revoked_devices_sessions_at_once() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let (b, b_token) = add_device(&srv, &a).await;
+    let (c, c_token) = add_device(&srv, &a).await;
+    let b_second = sign_in(&srv, a.id, &b).await;
+    srv.put_json("/v1/pairings/B0B0", Some(&b_token), &()).await.expect(201);
+    srv.get("/v1/usage", Some(&b_token)).await.expect(200);
+
+    let (_, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    let (new_root, body) = revoke_body(&a, &chain, b.id(), &[&a.device, &c]);
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect(201);
+
+    // Every session of B ends with the request that revoked it...
+    for token in [&b_token, &b_second] {
+        srv.get("/v1/usage", Some(token)).await.expect_error(401, "unauthorized");
+        srv.get("/v1/keys", Some(token)).await.expect_error(401, "unauthorized");
+    }
+    // ...it cannot sign in again...
+    let ch: Challenge = challenge_with(&srv, &srv.http, a.id, b.id()).await.expect(200).json();
+    let ch: [u8; 32] = ch.challenge.array().unwrap();
+    session_with(&srv, &srv.http, a.id, b.id(), ch, b.sign_challenge(a.id, &ch)).await.expect_error(401, "unauthorized");
+    // ...and its pairing slot is closed (another account may take the name).
+    let other = create_account(&srv).await;
+    srv.put_json("/v1/pairings/B0B0", Some(&other.token), &()).await.expect(201);
+
+    // The others carry on, in epoch 1.
+    let (_, chain) = fetch_chain(&srv, &c_token, a.id).await;
+    assert_eq!(chain.epoch(), 1);
+    assert!(chain.device(&b.id()).unwrap().revoked.is_some());
+    let keys: AccountKeys = srv.get("/v1/keys", Some(&c_token)).await.expect(200).json();
+    assert_eq!(keys.account_epoch, 1);
+    assert_eq!(keys.device_wraps.iter().map(|w| w.epoch).collect::<Vec<_>>(), vec![0, 1]);
+    let root1 = unwrap_on_device(&keys.device_wraps[1].wrap.0, &c, a.id, 1).unwrap();
+    chain.check_root_key(1, &root1).unwrap();
+    assert_eq!(keys.previous_root_wraps.len(), 1);
+    assert_eq!((keys.previous_root_wraps[0].id.as_str(), keys.previous_root_wraps[0].epoch), ("", 1));
+    let root0 = unwrap_previous_root(&keys.previous_root_wraps[0].wrap.0, &root1, a.id, 1).unwrap();
+    assert_eq!(root0.expose_secret(), a.root.expose_secret());
+    assert_eq!(root1.expose_secret(), new_root.expose_secret());
+    // Recovery now serves epoch 1's wrap, to the recovery key's device keys.
+    let info: RecoveryInfo =
+        srv.get(&format!("/v1/recovery/{}", ObjectId(a.recovery.locator()).to_hex()), None).await.expect(200).json();
+    assert_eq!((info.epoch, info.chain.len()), (1, 4));
+    let recovered = unwrap_on_device(&info.recovery_wrap.0, &a.recovery.device(), a.id, 1).unwrap();
+    assert_eq!(recovered.expose_secret(), new_root.expose_secret());
+    srv.get("/v1/usage", Some(&a.token)).await.expect(200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a7_a_new_epoch_without_a_wrap_for_every_remaining_device_is_refused() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let (b, b_token) = add_device(&srv, &a).await;
+    let (c, _) = add_device(&srv, &a).await;
+    let (entries, chain) = fetch_chain(&srv, &a.token, a.id).await;
+
+    let mut cases: Vec<AppendChainEntry> = Vec::new();
+    // B is left without the new key.
+    cases.push(revoke_body(&a, &chain, c.id(), &[&a.device]).1);
+    // The revoked device is given it.
+    cases.push(revoke_body(&a, &chain, c.id(), &[&a.device, &b, &c]).1);
+    // A wrap twice.
+    cases.push(revoke_body(&a, &chain, c.id(), &[&a.device, &b, &b]).1);
+    // A wrap of the wrong epoch.
+    let mut body = revoke_body(&a, &chain, c.id(), &[&a.device, &b]).1;
+    body.device_wraps[1].epoch = 0;
+    cases.push(body);
+    // No recovery wrap; no previous root wrap; a recovery locator with a revocation.
+    let mut body = revoke_body(&a, &chain, c.id(), &[&a.device, &b]).1;
+    body.recovery_wrap = None;
+    cases.push(body);
+    let mut body = revoke_body(&a, &chain, c.id(), &[&a.device, &b]).1;
+    body.previous_root_wrap = None;
+    cases.push(body);
+    let mut body = revoke_body(&a, &chain, c.id(), &[&a.device, &b]).1;
+    body.recovery_locator = Some(B64(vec![3; 32]));
+    cases.push(body);
+    // Two wraps for one collection epoch.
+    let mut body = revoke_body(&a, &chain, c.id(), &[&a.device, &b]).1;
+    let coll = WrapRecord { id: new_collection().id.to_hex(), epoch: 1, wrap: B64(vec![5; 107]) };
+    body.collection_wraps = vec![coll.clone(), coll];
+    cases.push(body);
+    // A device revoking itself.
+    let change = ChainChange::RevokeDevice { device: a.device.id(), root_commitment: [1; 32], cutoffs: Default::default() };
+    let mut body = revoke_body(&a, &chain, c.id(), &[&b, &c]).1;
+    body.entry = B64(next_entry(&chain, Signer::Device(a.device.id()), change, &a.device));
+    cases.push(body);
+    for (i, body) in cases.iter().enumerate() {
+        let r = srv.post_json("/v1/chain", Some(&a.token), body).await;
+        assert_eq!((r.status, r.code()), (400, "bad_request".to_string()), "case {i}");
+    }
+    // Nothing changed: C still signs in, the epoch is 0, the chain as it was.
+    sign_in(&srv, a.id, &c).await;
+    let keys: AccountKeys = srv.get("/v1/keys", Some(&b_token)).await.expect(200).json();
+    assert_eq!((keys.account_epoch, keys.device_wraps.len(), keys.previous_root_wraps.len()), (0, 1, 0));
+    assert_eq!(fetch_chain(&srv, &a.token, a.id).await.0, entries);
+
+    // A collection wrap for an epoch that is filed already: 409, nothing stored either.
+    let coll = new_collection();
+    srv.put_json(
+        &format!("/v1/collections/{}/keys/0", coll.id.to_hex()),
+        Some(&a.token),
+        &PutCollectionKey { wrap: B64(collection_wrap(&a, &coll)) },
+    )
+    .await
+    .expect(201);
+    let (root1, mut body) = revoke_body(&a, &chain, c.id(), &[&a.device, &b]);
+    let ctx = CollectionWrapContext { account: a.id, collection: coll.id, collection_epoch: 0, account_epoch: 1 };
+    body.collection_wraps = vec![WrapRecord {
+        id: coll.id.to_hex(),
+        epoch: 0,
+        wrap: B64(wrap_collection_key(&coll.key, &root1, &ctx, &mut os_rng()).unwrap()),
+    }];
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(409, "conflict");
+    assert_eq!(fetch_chain(&srv, &a.token, a.id).await.0, entries);
+    // With the collection's next epoch instead: accepted, and filed.
+    let next = CollectionKey::generate(&mut os_rng());
+    let ctx = CollectionWrapContext { collection_epoch: 1, ..ctx };
+    body.collection_wraps = vec![WrapRecord {
+        id: coll.id.to_hex(),
+        epoch: 1,
+        wrap: B64(wrap_collection_key(&next, &root1, &ctx, &mut os_rng()).unwrap()),
+    }];
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect(201);
+    let keys: AccountKeys = srv.get("/v1/keys", Some(&b_token)).await.expect(200).json();
+    assert_eq!(keys.collection_wraps.iter().map(|w| w.epoch).collect::<Vec<_>>(), vec![0, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_key_rotation_moves_the_locator() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let (_, chain) = fetch_chain(&srv, &a.token, a.id).await;
+    let mut rng = os_rng();
+    let new_recovery = RecoveryKey::generate(&mut rng);
+    let root1 = AccountRootKey::generate(&mut rng);
+    let change = ChainChange::RotateRecovery {
+        recovery: new_recovery.device().public().clone(),
+        root_commitment: root_commitment(&root1, a.id, 1),
+    };
+    let body = AppendChainEntry {
+        entry: B64(next_entry(&chain, Signer::Device(a.device.id()), change, &a.device)),
+        device_wraps: vec![WrapRecord {
+            id: a.device.id().to_hex(),
+            epoch: 1,
+            wrap: B64(wrap_to_device(&root1, a.device.public(), a.id, 1, &mut rng).unwrap()),
+        }],
+        recovery_wrap: Some(B64(new_recovery.wrap(&root1, a.id, 1, KdfParams::FLOOR, &mut rng).unwrap())),
+        recovery_locator: None,
+        previous_root_wrap: Some(B64(wrap_previous_root(&a.root, &root1, a.id, 1, &mut rng).unwrap())),
+        collection_wraps: vec![],
+    };
+    // The new locator is required; another account's is refused.
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect_error(400, "bad_request");
+    let other = create_account(&srv).await;
+    let taken = AppendChainEntry { recovery_locator: Some(B64(other.recovery.locator().to_vec())), ..body };
+    srv.post_json("/v1/chain", Some(&a.token), &taken).await.expect_error(409, "conflict");
+    let body = AppendChainEntry { recovery_locator: Some(B64(new_recovery.locator().to_vec())), ..taken };
+    srv.post_json("/v1/chain", Some(&a.token), &body).await.expect(201);
+
+    srv.get(&format!("/v1/recovery/{}", ObjectId(a.recovery.locator()).to_hex()), None).await.expect_error(404, "not_found");
+    let info: RecoveryInfo =
+        srv.get(&format!("/v1/recovery/{}", ObjectId(new_recovery.locator()).to_hex()), None).await.expect(200).json();
+    assert_eq!(info.epoch, 1);
+    let root = new_recovery.unwrap(&info.recovery_wrap.0, a.id, 1).unwrap();
+    assert_eq!(root.expose_secret(), root1.expose_secret());
+    // The new recovery key enrolls a device; the old one no longer can.
+    let chain = DeviceChain::verify(a.id, info.chain.iter().map(|b| b.0.as_slice())).unwrap();
+    let new = DeviceSecret::generate(&mut rng);
+    let path = format!("/v1/recovery/{}/devices", ObjectId(new_recovery.locator()).to_hex());
+    let wrap = B64(wrap_to_device(&root1, new.public(), a.id, 1, &mut rng).unwrap());
+    let old = next_entry(&chain, Signer::RecoveryKey, add_device_change(&new, "n"), &a.recovery.device());
+    srv.post_json(&path, None, &EnrollDevice { chain_entry: B64(old), device_wrap: wrap.clone() })
+        .await
+        .expect_error(401, "unauthorized");
+    let entry = next_entry(&chain, Signer::RecoveryKey, add_device_change(&new, "n"), &new_recovery.device());
+    srv.post_json(&path, None, &EnrollDevice { chain_entry: B64(entry), device_wrap: wrap }).await.expect(201);
+    sign_in(&srv, a.id, &new).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_chain_appends_exactly_one_wins() {
+    let srv = std::sync::Arc::new(start_default().await);
+    let a = create_account(&srv).await;
+    for round in 0..3 {
+        let (entries, chain) = fetch_chain(&srv, &a.token, a.id).await;
+        let bodies: Vec<AppendChainEntry> =
+            (0..4).map(|_| add_device_body(&a, &chain, &a.root, &DeviceSecret::generate(&mut os_rng()))).collect();
+        let tasks: Vec<_> = bodies
+            .into_iter()
+            .map(|body| {
+                let (srv, token) = (srv.clone(), a.token.clone());
+                tokio::spawn(async move {
+                    let r = srv.post_json("/v1/chain", Some(&token), &body).await;
+                    (r.status, if r.status == 201 { String::new() } else { r.code() })
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap());
+        }
+        assert_eq!(outcomes.iter().filter(|(s, _)| *s == 201).count(), 1, "round {round}: {outcomes:?}");
+        assert!(outcomes.iter().all(|(s, c)| *s == 201 || (*s == 409 && c == "chain_moved")), "round {round}: {outcomes:?}");
+        let (after, chain) = fetch_chain(&srv, &a.token, a.id).await;
+        assert_eq!(after.len(), entries.len() + 1);
+        assert_eq!(chain.active_devices().count(), entries.len() + 1);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The pairing relay.
+// ---------------------------------------------------------------------------
+
+async fn post_hello(srv: &TestServer, slot: &str, message: Vec<u8>) -> Resp {
+    srv.post_json(&format!("/v1/pairings/{slot}/attempts"), None, &PairingHello { message: B64(message) }).await
+}
+
+async fn put_step(srv: &TestServer, slot: &str, attempt: &str, step: &str, token: Option<&str>, data: &[u8]) -> Resp {
+    srv.put_json(&format!("/v1/pairings/{slot}/attempts/{attempt}/{step}"), token, &PairingStep { data: B64(data.to_vec()) })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_relay_carries_the_messages_in_order_for_the_slot_owner_only() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let (_, a2_token) = add_device(&srv, &a).await;
+    let b = create_account(&srv).await;
+    let slot = "7K3Q";
+
+    // Malformed slots.
+    for bad in ["7k3q", "7K3", "7K3QQ", "IL0U", "7K3%21", "%00%00%00%00"] {
+        srv.put_json(&format!("/v1/pairings/{bad}"), Some(&a.token), &()).await.expect_error(400, "bad_request");
+        post_hello(&srv, bad, vec![1; 33]).await.expect_error(400, "bad_request");
+    }
+    // Nothing there yet.
+    post_hello(&srv, slot, vec![1; 33]).await.expect_error(404, "not_found");
+
+    let opened: PairingSlot = srv.put_json(&format!("/v1/pairings/{slot}"), Some(&a.token), &()).await.expect(201).json();
+    assert_eq!(opened.expires_in, 600);
+    // The name is taken while the slot lives, for everyone.
+    srv.put_json(&format!("/v1/pairings/{slot}"), Some(&b.token), &()).await.expect_error(409, "conflict");
+    srv.put_json(&format!("/v1/pairings/{slot}"), Some(&a.token), &()).await.expect_error(409, "conflict");
+
+    // The joiner's hello: exactly 33 bytes.
+    post_hello(&srv, slot, vec![1; 32]).await.expect_error(400, "bad_request");
+    post_hello(&srv, slot, vec![1; 34]).await.expect_error(400, "bad_request");
+    let hello = random_bytes(33);
+    let id: PairingAttemptId = post_hello(&srv, slot, hello.clone()).await.expect(201).json();
+    assert!(is_hex(&id.attempt, 32));
+    let attempt = id.attempt.as_str();
+
+    // Only the owning device lists the attempts; to anyone else the slot
+    // looks exactly like one that does not exist (G1).
+    let list: PairingAttempts = srv.get(&format!("/v1/pairings/{slot}/attempts"), Some(&a.token)).await.expect(200).json();
+    assert_eq!(list.attempts.len(), 1);
+    assert_eq!((list.attempts[0].attempt.as_str(), &list.attempts[0].hello.0), (attempt, &hello));
+    assert!(list.attempts[0].reply.is_none());
+    for token in [&b.token, &a2_token] {
+        let theirs = srv.get(&format!("/v1/pairings/{slot}/attempts"), Some(token)).await;
+        let missing = srv.get("/v1/pairings/ZZZZ/attempts", Some(token)).await;
+        theirs.expect_error(404, "not_found");
+        assert_eq!(theirs.body, missing.body);
+        srv.get(&format!("/v1/pairings/{slot}/attempts"), None).await.expect_error(401, "unauthorized");
+    }
+
+    // Steps in order: no joiner step before the reply, no welcome before the joiner step.
+    put_step(&srv, slot, attempt, "joiner", None, b"joiner").await.expect_error(409, "conflict");
+    put_step(&srv, slot, attempt, "welcome", Some(&a.token), b"welcome").await.expect_error(409, "conflict");
+    put_step(&srv, slot, attempt, "bogus", None, b"x").await.expect_error(400, "bad_request");
+    // The reply: only by the owning device.
+    put_step(&srv, slot, attempt, "reply", None, b"reply").await.expect_error(401, "unauthorized");
+    put_step(&srv, slot, attempt, "reply", Some(&b.token), b"reply").await.expect_error(404, "not_found");
+    put_step(&srv, slot, attempt, "reply", Some(&a2_token), b"reply").await.expect_error(404, "not_found");
+    put_step(&srv, slot, attempt, "reply", Some(&a.token), b"").await.expect_error(400, "bad_request");
+    put_step(&srv, slot, attempt, "reply", Some(&a.token), &[0; 4097]).await.expect_error(400, "bad_request");
+    put_step(&srv, slot, attempt, "reply", Some(&a.token), b"reply").await.expect(201);
+    put_step(&srv, slot, attempt, "reply", Some(&a.token), b"reply").await.expect(200);
+    put_step(&srv, slot, attempt, "reply", Some(&a.token), b"other").await.expect_error(409, "conflict");
+    // The joiner reads it with the attempt id alone.
+    let seen: PairingAttempt = srv.get(&format!("/v1/pairings/{slot}/attempts/{attempt}"), None).await.expect(200).json();
+    assert_eq!((seen.reply.unwrap().0, seen.joiner), (b"reply".to_vec(), None));
+    srv.get(&format!("/v1/pairings/{slot}/attempts/{}", "ab".repeat(16)), None).await.expect_error(404, "not_found");
+    srv.get(&format!("/v1/pairings/{slot}/attempts/nothex"), None).await.expect_error(400, "bad_request");
+    put_step(&srv, slot, attempt, "joiner", None, b"joiner").await.expect(201);
+    put_step(&srv, slot, attempt, "joiner", None, b"joiner").await.expect(200);
+    put_step(&srv, slot, attempt, "joiner", None, b"changed").await.expect_error(409, "conflict");
+    // Ten attempts in all; the eleventh finds the slot closed.
+    for _ in 1..10 {
+        post_hello(&srv, slot, random_bytes(33)).await.expect(201);
+    }
+    post_hello(&srv, slot, random_bytes(33)).await.expect_error(404, "not_found");
+    let list: PairingAttempts = srv.get(&format!("/v1/pairings/{slot}/attempts"), Some(&a.token)).await.expect(200).json();
+    assert_eq!(list.attempts.len(), 10);
+    assert_eq!(list.attempts[0].attempt, attempt);
+
+    // The welcome: only by the owning device.
+    put_step(&srv, slot, attempt, "welcome", None, b"welcome").await.expect_error(401, "unauthorized");
+    put_step(&srv, slot, attempt, "welcome", Some(&b.token), b"welcome").await.expect_error(404, "not_found");
+    put_step(&srv, slot, attempt, "welcome", Some(&a.token), b"welcome").await.expect(201);
+    let seen: PairingAttempt = srv.get(&format!("/v1/pairings/{slot}/attempts/{attempt}"), None).await.expect(200).json();
+    assert_eq!(
+        (seen.hello.0, seen.reply.unwrap().0, seen.joiner.unwrap().0, seen.welcome.unwrap().0),
+        (hello, b"reply".to_vec(), b"joiner".to_vec(), b"welcome".to_vec())
+    );
+
+    // Closing: only the owning device; then everything about it is gone.
+    for token in [&b.token, &a2_token] {
+        let r = send(srv.req(Method::DELETE, &format!("/v1/pairings/{slot}"), Some(token))).await;
+        r.expect_error(404, "not_found");
+    }
+    send(srv.req(Method::DELETE, &format!("/v1/pairings/{slot}"), Some(&a.token))).await.expect(204);
+    send(srv.req(Method::DELETE, &format!("/v1/pairings/{slot}"), Some(&a.token))).await.expect_error(404, "not_found");
+    srv.get(&format!("/v1/pairings/{slot}/attempts/{attempt}"), None).await.expect_error(404, "not_found");
+    srv.get(&format!("/v1/pairings/{slot}/attempts"), Some(&a.token)).await.expect_error(404, "not_found");
+    post_hello(&srv, slot, random_bytes(33)).await.expect_error(404, "not_found");
+    // And the name is free again.
+    srv.put_json(&format!("/v1/pairings/{slot}"), Some(&b.token), &()).await.expect(201);
+
+    // An account holds at most four slots at once.
+    for s in ["AAA1", "AAA2", "AAA3", "AAA4"] {
+        srv.put_json(&format!("/v1/pairings/{s}"), Some(&a.token), &()).await.expect(201);
+    }
+    srv.put_json("/v1/pairings/AAA5", Some(&a.token), &()).await.expect_error(409, "conflict");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completed_pairing_takes_no_new_attempts() {
+    // A code works once: after the welcome, the slot answers new hellos as
+    // if it were closed, while the joiner can still read its welcome.
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    srv.put_json("/v1/pairings/7NCE", Some(&a.token), &()).await.expect(201);
+    let id: PairingAttemptId = post_hello(&srv, "7NCE", random_bytes(33)).await.expect(201).json();
+    put_step(&srv, "7NCE", &id.attempt, "reply", Some(&a.token), b"reply").await.expect(201);
+    put_step(&srv, "7NCE", &id.attempt, "joiner", None, b"joiner").await.expect(201);
+    post_hello(&srv, "7NCE", random_bytes(33)).await.expect(201);
+    put_step(&srv, "7NCE", &id.attempt, "welcome", Some(&a.token), b"welcome").await.expect(201);
+    post_hello(&srv, "7NCE", random_bytes(33)).await.expect_error(404, "not_found");
+    let seen: PairingAttempt = srv.get(&format!("/v1/pairings/7NCE/attempts/{}", id.attempt), None).await.expect(200).json();
+    assert_eq!(seen.welcome.unwrap().0, b"welcome");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pairing_slots_expire() {
+    let srv = start_default().await;
+    let a = create_account(&srv).await;
+    let b = create_account(&srv).await;
+    srv.put_json("/v1/pairings/EX01", Some(&a.token), &()).await.expect(201);
+    let id: PairingAttemptId = post_hello(&srv, "EX01", random_bytes(33)).await.expect(201).json();
+    put_step(&srv, "EX01", &id.attempt, "reply", Some(&a.token), b"reply").await.expect(201);
+
+    // Ten minutes pass (the test moves the slot's expiry into the past).
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", srv.data_dir.join("metadata.sqlite3").display())).await.unwrap();
+    sqlx::query("UPDATE pairing_slots SET expires_at = expires_at - 601").execute(&db).await.unwrap();
+
+    // An expired slot answers as a missing one, on every route.
+    post_hello(&srv, "EX01", random_bytes(33)).await.expect_error(404, "not_found");
+    srv.get(&format!("/v1/pairings/EX01/attempts/{}", id.attempt), None).await.expect_error(404, "not_found");
+    srv.get("/v1/pairings/EX01/attempts", Some(&a.token)).await.expect_error(404, "not_found");
+    put_step(&srv, "EX01", &id.attempt, "joiner", None, b"joiner").await.expect_error(404, "not_found");
+    send(srv.req(Method::DELETE, "/v1/pairings/EX01", Some(&a.token))).await.expect_error(404, "not_found");
+    // Its name can be taken again; its attempts are gone with it.
+    srv.put_json("/v1/pairings/EX01", Some(&b.token), &()).await.expect(201);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pairing_attempts").fetch_one(&db).await.unwrap();
+    assert_eq!(left, 0);
+    let list: PairingAttempts = srv.get("/v1/pairings/EX01/attempts", Some(&b.token)).await.expect(200).json();
+    assert!(list.attempts.is_empty());
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn g4_pairing_attempts_count_against_the_authentication_budget() {
+    // 4 per minute: account creation and sign-in take 3.
+    let srv = start(Limits { auth_per_minute: 4, ..Limits::default() }).await;
+    let a = create_account(&srv).await;
+    srv.put_json("/v1/pairings/G4G4", Some(&a.token), &()).await.expect(201);
+    post_hello(&srv, "G4G4", random_bytes(33)).await.expect(201);
+    assert_rate_limited(&post_hello(&srv, "G4G4", random_bytes(33)).await, 60);
+    // The slot owner's routes are not in that budget.
+    srv.get("/v1/pairings/G4G4/attempts", Some(&a.token)).await.expect(200);
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use keyhold_client::{Client, ClientError, DEFAULT_COLLECTION, Home, account, ops, sync};
+use keyhold_client::{Client, ClientError, DEFAULT_COLLECTION, Home, account, devices, ops, sync};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -60,6 +60,9 @@ enum Command {
         /// Write the recovery key to this file (mode 0600) instead of the screen.
         #[arg(long)]
         recovery_key_file: Option<PathBuf>,
+        /// This device's name, as other devices will see it [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Join an existing account on this device with its recovery key.
     Recover {
@@ -69,6 +72,34 @@ enum Command {
         /// Read the recovery key from this file (else $KEYHOLD_RECOVERY_KEY, else standard input).
         #[arg(long)]
         recovery_key_file: Option<PathBuf>,
+        /// This device's name [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Join an account on this new device with a code shown by an enrolled one (`keyhold devices add`).
+    Join {
+        /// Server URL.
+        #[arg(long, env = "KEYHOLD_SERVER")]
+        server: String,
+        /// The pairing code (else asked for on standard input).
+        #[arg(long)]
+        code: Option<String>,
+        /// This device's name [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Accept the safety string without asking (for scripts; compare it anyway).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// The account's devices; add or revoke one.
+    Devices {
+        #[command(subcommand)]
+        action: Option<DevicesAction>,
+    },
+    /// Manage the recovery key.
+    RecoveryKey {
+        #[command(subcommand)]
+        action: RecoveryKeyAction,
     },
     /// Two-way sync of a folder with a collection.
     Sync {
@@ -133,6 +164,91 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum DevicesAction {
+    /// List the devices (the default).
+    List,
+    /// Show a one-time code to enroll a new device with `keyhold join`.
+    Add {
+        /// Accept the safety string without asking (for scripts; compare it anyway).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Remove a lost or stolen device; rotates the account's keys.
+    Revoke {
+        /// The device's name or id (see `keyhold devices`).
+        device: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RecoveryKeyAction {
+    /// Issue a new recovery key; the old one stops working.
+    Rotate {
+        /// Write the new key to this file (mode 0600) instead of the screen.
+        #[arg(long)]
+        recovery_key_file: Option<PathBuf>,
+    },
+}
+
+/// The terminal side of the pairing ceremony.
+struct TerminalCeremony {
+    json: bool,
+    yes: bool,
+}
+
+impl devices::Ceremony for TerminalCeremony {
+    fn show_code(&mut self, code: &str) {
+        if self.json {
+            println!("{}", serde_json::json!({ "code": code }));
+        } else {
+            eprintln!("On the new device, run `keyhold join` and enter this code (valid 10 minutes, once):\n\n    {code}\n");
+            if std::io::stderr().is_terminal() {
+                if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
+                    eprintln!("{}", qr.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build());
+                }
+            }
+            eprintln!("Waiting for the new device…");
+        }
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
+
+    fn confirm(&mut self, peer: &str, safety: &str) -> bool {
+        eprintln!("Pairing with {peer}. Safety string: {safety}");
+        if self.yes {
+            eprintln!("(accepted with --yes; the other screen must show the same string)");
+            return true;
+        }
+        eprint!("Does the other screen show exactly {safety}? [y/N] ");
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            return false;
+        }
+        matches!(line.trim().to_lowercase().as_str(), "y" | "yes")
+    }
+}
+
+/// Opens the client and tells the user about device changes and alarms.
+async fn open_client(home: &Home) -> anyhow::Result<Client> {
+    let client = Client::open(home).await?;
+    for alarm in &client.alarms {
+        eprintln!("keyhold: ALARM: {alarm}");
+    }
+    for notice in &client.notices {
+        eprintln!("keyhold: notice: {notice}");
+    }
+    Ok(client)
+}
+
+fn read_secret_line(prompt: &str) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprint!("{prompt}");
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim().to_owned())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter =
@@ -181,8 +297,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::locate(cli.home.clone())?;
     match cli.command {
         Command::Serve { .. } => unreachable!("handled above"),
-        Command::Init { server, recovery_key_file } => {
-            let (account, recovery) = account::init(&home, &server).await?;
+        Command::Init { server, recovery_key_file, name } => {
+            let name = name.unwrap_or_else(account::default_device_name);
+            let (account, recovery) = account::init(&home, &server, &name).await?;
             match recovery_key_file {
                 Some(file) => {
                     keyhold_client::home::write_private(&file, format!("{}\n", recovery.as_str()).as_bytes())?;
@@ -200,29 +317,82 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({"account": account.to_hex(), "home": home.dir()}));
             }
         }
-        Command::Recover { server, recovery_key_file } => {
+        Command::Recover { server, recovery_key_file, name } => {
             let text = match (recovery_key_file, std::env::var("KEYHOLD_RECOVERY_KEY").ok()) {
                 (Some(f), _) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
                 (None, Some(k)) => k,
-                (None, None) => {
-                    if std::io::stdin().is_terminal() {
-                        eprint!("Recovery key: ");
-                    }
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line)?;
-                    line
-                }
+                (None, None) => read_secret_line("Recovery key: ")?,
             };
-            let account = account::recover(&home, &server, text.trim()).await?;
+            let name = name.unwrap_or_else(account::default_device_name);
+            let account = account::recover(&home, &server, text.trim(), &name).await?;
             emit(cli.json, &serde_json::json!({"account": account.to_hex()}), |_| {
                 eprintln!("This device joined account {account}.")
             });
+        }
+        Command::Join { server, code, name, yes } => {
+            let code = match code {
+                Some(c) => c,
+                None => read_secret_line("Pairing code shown by `keyhold devices add`: ")?,
+            };
+            let name = name.unwrap_or_else(account::default_device_name);
+            let mut ceremony = TerminalCeremony { json: cli.json, yes };
+            let joined = devices::join(&home, &server, &code, &name, &mut ceremony).await?;
+            emit(cli.json, &joined, |d| eprintln!("This device joined the account as \"{}\" ({}).", d.name, d.fingerprint));
+        }
+        Command::Devices { action } => {
+            let mut client = open_client(&home).await?;
+            match action.unwrap_or(DevicesAction::List) {
+                DevicesAction::List => {
+                    let list = devices::list(&client);
+                    emit(cli.json, &list, |l| {
+                        for d in l {
+                            let mark = if d.this_device { "*" } else { " " };
+                            let added = if d.added_by == devices::CREATED_ACCOUNT {
+                                format!("created the account on {}", d.added)
+                            } else {
+                                format!("added {} by {}", d.added, d.added_by)
+                            };
+                            let state = d.revoked.clone().unwrap_or(added);
+                            println!("{mark} {:<20} {}  {}", d.name, d.fingerprint, state);
+                        }
+                        println!("(* this device; the fingerprint is the start of the device id)");
+                    });
+                }
+                DevicesAction::Add { yes } => {
+                    let mut ceremony = TerminalCeremony { json: cli.json, yes };
+                    let added = devices::add_device(&mut client, &mut ceremony).await?;
+                    emit(cli.json, &added, |d| eprintln!("Device \"{}\" ({}) joined the account.", d.name, d.fingerprint));
+                }
+                DevicesAction::Revoke { device } => {
+                    let revoked = client.revoke(&device).await?;
+                    emit(cli.json, &revoked, |d| {
+                        eprintln!(
+                            "Device \"{}\" was revoked: its sessions ended, and everything written from now on uses new keys it never receives.",
+                            d.name
+                        )
+                    });
+                }
+            }
+        }
+        Command::RecoveryKey { action: RecoveryKeyAction::Rotate { recovery_key_file } } => {
+            let mut client = open_client(&home).await?;
+            let recovery = client.rotate_recovery_key().await?;
+            match recovery_key_file {
+                Some(file) => {
+                    keyhold_client::home::write_private(&file, format!("{}\n", recovery.as_str()).as_bytes())?;
+                    eprintln!("New recovery key written to {}; the old one no longer works.", file.display());
+                }
+                None => {
+                    eprintln!("Your new recovery key (shown once; the old one no longer works):");
+                    println!("{}", recovery.as_str());
+                }
+            }
         }
         Command::Sync { dir, collection, watch, interval } => {
             if !dir.is_dir() {
                 bail!("{} is not a folder; create it first or check the path", dir.display());
             }
-            let mut client = Client::open(&home).await?;
+            let mut client = open_client(&home).await?;
             if client.state_rebuilt {
                 eprintln!(
                     "keyhold: the local state database was damaged and has been rebuilt from the server; no deletions will be propagated from this sync."
@@ -254,10 +424,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+                // A fresh session each round (sessions are short-lived), and
+                // device changes (a revocation, a new key epoch) are seen.
+                client = open_client(&home).await?;
             }
         }
         Command::Status => {
-            let client = Client::open(&home).await?;
+            let client = open_client(&home).await?;
             let status = ops::status(&client).await?;
             emit(cli.json, &status, |s| {
                 println!("server   {}\naccount  {}\ndevice   {} (one of {} devices)", s.server, s.account, s.device, s.devices);
@@ -268,7 +441,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Ls { path, collection } => {
-            let mut client = Client::open(&home).await?;
+            let mut client = open_client(&home).await?;
             let prefix = match &path {
                 Some(p) => collection_path(&client, p).await?,
                 None => String::new(),
@@ -286,7 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Log { path, collection } => {
-            let mut client = Client::open(&home).await?;
+            let mut client = open_client(&home).await?;
             let rel = collection_path(&client, &path).await?;
             let mut coll = client.collection(&collection).await?;
             let versions = ops::log(&client, &mut coll, &rel).await?;
@@ -306,7 +479,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Restore { path, version, to, collection } => {
-            let mut client = Client::open(&home).await?;
+            let mut client = open_client(&home).await?;
             let located = ops::locate(&client, Path::new(&path)).await?;
             let rel = collection_path(&client, &path).await?;
             let dest = match (to, located) {
@@ -319,7 +492,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             emit(cli.json, &v, |v| eprintln!("restored version {} of {rel} to {}", v.version, dest.display()));
         }
         Command::Export { dest, collection } => {
-            let mut client = Client::open(&home).await?;
+            let mut client = open_client(&home).await?;
             let mut coll = client.collection(&collection).await?;
             let files = ops::export(&client, &mut coll, &dest, progress).await?;
             emit(cli.json, &serde_json::json!({"files": files, "dest": dest}), |_| {
@@ -327,7 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Check { read_data, sample, collection } => {
-            let mut client = Client::open(&home).await?;
+            let mut client = open_client(&home).await?;
             let mut coll = client.collection(&collection).await?;
             let report = ops::check(&client, &mut coll, read_data, sample).await?;
             emit(cli.json, &report, |r| {

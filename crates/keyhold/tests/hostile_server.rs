@@ -141,15 +141,14 @@ fn d1_a_device_the_server_adds_itself_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
     let (_a, b) = setup(dir.path(), &server);
-    // A ghost device with a made-up certificate: clients ignore it.
+    // A ghost device row with no signed chain entry: clients ignore it.
     let pk = server.sql("SELECT hex(public_keys) FROM devices LIMIT 1");
     let pk: String = pk.chars().filter(char::is_ascii_hexdigit).collect();
     let mut ghost = pk.clone();
     ghost.replace_range(0..2, if &pk[0..2] == "00" { "01" } else { "00" });
     server.sql(&format!(
-        "INSERT INTO devices (account_id, device_id, public_keys, certificate, created_at) SELECT account_id, x'{}', x'{ghost}', x'{}', 0 FROM accounts",
+        "INSERT INTO devices (account_id, device_id, public_keys, created_at) SELECT account_id, x'{}', x'{ghost}', 0 FROM accounts",
         "ee".repeat(16),
-        "00".repeat(32)
     ));
     let out = b.ok(&["--json", "status"]);
     assert!(out.contains("\"devices\": 2"), "{out}");
@@ -212,4 +211,42 @@ fn e2_a_seized_server_holds_no_plaintext_name_key_or_exact_size() {
     }
     let sizes = server.sql("SELECT size FROM packs");
     assert!(!sizes.contains(&odd_len.to_string()), "{sizes}");
+}
+
+#[test]
+fn c6_a_revision_beyond_an_unchanged_head_must_link_to_it() {
+    // The server keeps the head where b last saw it but lists one more
+    // revision, signed by an enrolled device yet not linked to that head
+    // (a fork of its making). b must refuse it, not build on it.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (a, b) = setup(dir.path(), &server);
+    b.sync();
+    let keys = keyhold_client::Home::locate(Some(a.home.clone())).unwrap().load().unwrap().1;
+    let wrap = server.sql("SELECT hex(collection_id) || ':' || hex(wrap) FROM collection_wraps WHERE epoch = 0");
+    let row: Vec<&str> = wrap.split('\'').find(|s| s.contains(':')).unwrap().split(':').collect();
+    let collection = keyhold_core::CollectionId(hex::decode(row[0]).unwrap().try_into().unwrap());
+    let ctx = keyhold_core::CollectionWrapContext { account: keys.account, collection, collection_epoch: 0, account_epoch: 0 };
+    let key = keyhold_core::unwrap_collection_key(&hex::decode(row[1]).unwrap(), &keys.root, &ctx).unwrap();
+    let coll_keys = keyhold_core::CollectionKeys::derive(&key, collection, 0);
+    let head: u64 = server.sql("SELECT seq FROM heads").trim_matches(|c: char| !c.is_ascii_digit()).parse().unwrap();
+    let forged = keyhold_core::Revision {
+        collection,
+        seq: head + 1,
+        prev: keyhold_core::ObjectId([9; 32]),
+        epoch: 0,
+        root: keyhold_core::BlobRef { id: keyhold_core::BlobId([7; 32]), epoch: 0 },
+        author: keys.device.id(),
+        time_ms: 0,
+    };
+    let (id, stored) = keyhold_core::seal_revision(&coll_keys, &forged, &keys.device, &mut keyhold_core::os_rng()).unwrap();
+    server.sql(&format!(
+        "INSERT INTO revisions (account_id, collection_id, seq, revision_id, body, created_at) \
+         SELECT account_id, x'{}', {}, x'{}', x'{}', 0 FROM accounts",
+        row[0],
+        head + 1,
+        hex::encode(id.0),
+        hex::encode(&stored)
+    ));
+    assert_detected(&b, "unlinked revision beyond the head");
 }

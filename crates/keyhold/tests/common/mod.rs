@@ -89,6 +89,7 @@ pub fn walkdir(dir: &Path) -> Vec<PathBuf> {
 }
 
 pub struct Device {
+    pub name: String,
     pub home: PathBuf,
     pub folder: PathBuf,
     pub server: String,
@@ -98,7 +99,7 @@ impl Device {
     pub fn new(dir: &Path, name: &str, server: &Server) -> Device {
         let folder = dir.join(format!("{name}-folder"));
         std::fs::create_dir_all(&folder).unwrap();
-        Device { home: dir.join(format!("{name}-home")), folder, server: server.url.clone() }
+        Device { name: name.to_owned(), home: dir.join(format!("{name}-home")), folder, server: server.url.clone() }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -129,19 +130,41 @@ impl Device {
     /// Creates the account; returns the recovery key.
     pub fn init(&self, dir: &Path) -> String {
         let file = dir.join(format!("recovery-{}", self.home.file_name().unwrap().to_string_lossy()));
-        self.ok(&["init", "--recovery-key-file", file.to_str().unwrap()]);
+        self.ok(&["init", "--name", &self.name, "--recovery-key-file", file.to_str().unwrap()]);
         std::fs::read_to_string(file).unwrap().trim().to_owned()
     }
 
     pub fn recover(&self, key: &str) {
         let out = Command::new(BIN)
-            .args(["recover"])
+            .args(["recover", "--name", &self.name])
             .env("KEYHOLD_HOME", &self.home)
             .env("KEYHOLD_SERVER", &self.server)
             .env("KEYHOLD_RECOVERY_KEY", key)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Enrolls `joiner` through this device's pairing code; returns both
+    /// outputs (inviter, joiner).
+    pub fn pair(&self, joiner: &Device) -> (Output, Output) {
+        let mut inviter = self.spawn(&["--json", "devices", "add", "--yes"]);
+        let code = read_code(&mut inviter);
+        let joined = joiner.run(&["join", "--code", &code, "--name", &joiner.name, "--yes"]);
+        (inviter.wait_with_output().unwrap(), joined)
+    }
+
+    /// Starts the binary without waiting; stdout is piped.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        Command::new(BIN)
+            .args(args)
+            .env("KEYHOLD_HOME", &self.home)
+            .env("KEYHOLD_SERVER", &self.server)
+            .env("KEYHOLD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -153,6 +176,14 @@ impl Device {
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, content).unwrap();
     }
+}
+
+/// Reads the pairing code `devices add --json` prints first.
+pub fn read_code(inviter: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(inviter.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("no code line ({e}): {line:?}"));
+    value["code"].as_str().unwrap().to_owned()
 }
 
 /// One account with two devices, "a" (which created it) and "b" (recovered).
