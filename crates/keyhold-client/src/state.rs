@@ -26,6 +26,13 @@ CREATE TABLE IF NOT EXISTS base (
     target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
     st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
     PRIMARY KEY (root, path));
+CREATE TABLE IF NOT EXISTS pending (root TEXT PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pending_base (
+    root TEXT NOT NULL, path TEXT NOT NULL, present INTEGER NOT NULL, is_dir INTEGER NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
+    target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
+    st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
+    PRIMARY KEY (root, path));
 CREATE TABLE IF NOT EXISTS pack_index (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL,
     entries BLOB NOT NULL, PRIMARY KEY (collection_id, pack_id));
 ";
@@ -119,6 +126,30 @@ fn connect(path: &Path) -> Result<Connection> {
     Ok(db)
 }
 
+/// Reads a base entry from columns `at..at + 10` (is_dir, size, mtime_ns,
+/// mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns).
+fn read_entry(r: &rusqlite::Row<'_>, at: usize) -> Result<BaseEntry> {
+    let stat = match (
+        r.get::<_, Option<i64>>(at + 6)?,
+        r.get::<_, Option<i64>>(at + 7)?,
+        r.get::<_, Option<i64>>(at + 8)?,
+        r.get::<_, Option<i64>>(at + 9)?,
+    ) {
+        (Some(size), Some(mtime_ns), Some(ino), Some(ctime_ns)) => {
+            Some(Stat { size: u64_of(size), mtime_ns, ino: u64_of(ino), ctime_ns })
+        }
+        _ => None,
+    };
+    let node = RemoteNode {
+        is_dir: r.get::<_, i64>(at)? != 0,
+        size: u64_of(r.get(at + 1)?),
+        mtime_ns: r.get(at + 2)?,
+        mode: u32::try_from(r.get::<_, i64>(at + 3)?).unwrap_or(0),
+        target: BlobRef { epoch: u32::try_from(r.get::<_, i64>(at + 4)?).unwrap_or(0), id: BlobId(arr(r.get(at + 5)?)?) },
+    };
+    Ok(BaseEntry { node, stat })
+}
+
 impl State {
     /// Opens the database; a damaged one is moved aside and rebuilt empty.
     pub fn open(path: &Path) -> Result<(Self, bool)> {
@@ -181,27 +212,102 @@ impl State {
         let mut rows = statement.query([root])?;
         let mut out = BTreeMap::new();
         while let Some(r) = rows.next()? {
-            let stat = match (
-                r.get::<_, Option<i64>>(7)?,
-                r.get::<_, Option<i64>>(8)?,
-                r.get::<_, Option<i64>>(9)?,
-                r.get::<_, Option<i64>>(10)?,
-            ) {
-                (Some(size), Some(mtime_ns), Some(ino), Some(ctime_ns)) => {
-                    Some(Stat { size: u64_of(size), mtime_ns, ino: u64_of(ino), ctime_ns })
-                }
-                _ => None,
-            };
-            let node = RemoteNode {
-                is_dir: r.get::<_, i64>(1)? != 0,
-                size: u64_of(r.get(2)?),
-                mtime_ns: r.get(3)?,
-                mode: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                target: BlobRef { epoch: u32::try_from(r.get::<_, i64>(5)?).unwrap_or(0), id: BlobId(arr(r.get(6)?)?) },
-            };
-            out.insert(r.get::<_, String>(0)?, BaseEntry { node, stat });
+            out.insert(r.get::<_, String>(0)?, read_entry(r, 1)?);
         }
         Ok((head, out))
+    }
+
+    /// Records, before a commit is sent, the base the folder will have if
+    /// it lands: the changes to the current base, and the revision. A crash
+    /// after the server committed but before [`State::save_base`] then
+    /// loses nothing: the next sync finds its own revision on the server and
+    /// adopts this base (see [`State::pending`]).
+    pub fn save_pending(
+        &self,
+        root: &str,
+        head: Head,
+        old: &BTreeMap<String, BaseEntry>,
+        pending: &BTreeMap<String, BaseEntry>,
+    ) -> Result<()> {
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        tx.execute("DELETE FROM pending_base WHERE root = ?", [root])?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pending (root, seq, id) VALUES (?, ?, ?)",
+            params![root, i64_of(head.seq), head.id.as_bytes().as_slice()],
+        )?;
+        {
+            let mut insert = tx.prepare_cached("INSERT INTO pending_base (root, path, present, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
+            for path in old.keys().filter(|p| !pending.contains_key(*p)) {
+                insert.execute(params![
+                    root,
+                    path,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                    [0u8; 32].as_slice(),
+                    None::<i64>,
+                    None::<i64>,
+                    None::<i64>,
+                    None::<i64>
+                ])?;
+            }
+            for (path, e) in pending.iter().filter(|(p, e)| old.get(*p) != Some(*e)) {
+                insert.execute(params![
+                    root,
+                    path,
+                    1,
+                    i64::from(e.node.is_dir),
+                    i64_of(e.node.size),
+                    e.node.mtime_ns,
+                    i64::from(e.node.mode),
+                    i64::from(e.node.target.epoch),
+                    e.node.target.id.as_bytes().as_slice(),
+                    e.stat.map(|s| i64_of(s.size)),
+                    e.stat.map(|s| s.mtime_ns),
+                    e.stat.map(|s| i64_of(s.ino)),
+                    e.stat.map(|s| s.ctime_ns),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A commit recorded by [`State::save_pending`] whose outcome is not
+    /// known: its revision, and the changes to the base (`None` = removed).
+    #[allow(clippy::type_complexity)]
+    pub fn pending(&self, root: &str) -> Result<Option<(Head, Vec<(String, Option<BaseEntry>)>)>> {
+        let db = self.db();
+        let head = db
+            .query_row("SELECT seq, id FROM pending WHERE root = ?", [root], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?;
+        let Some((seq, id)) = head else { return Ok(None) };
+        let head = Head { seq: u64_of(seq), id: ObjectId(arr(id)?) };
+        let mut statement = db.prepare_cached(
+            "SELECT path, present, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns FROM pending_base WHERE root = ?",
+        )?;
+        let mut rows = statement.query([root])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let present = r.get::<_, i64>(1)? != 0;
+            out.push((r.get::<_, String>(0)?, if present { Some(read_entry(r, 2)?) } else { None }));
+        }
+        Ok(Some((head, out)))
+    }
+
+    /// Forgets a pending commit (it landed and the base was saved, or it
+    /// never landed).
+    pub fn clear_pending(&self, root: &str) -> Result<()> {
+        let db = self.db();
+        db.execute("DELETE FROM pending WHERE root = ?", [root])?;
+        db.execute("DELETE FROM pending_base WHERE root = ?", [root])?;
+        Ok(())
     }
 
     /// Replaces a synced folder's base tree and head in one transaction,
@@ -216,6 +322,8 @@ impl State {
     ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
+        tx.execute("DELETE FROM pending WHERE root = ?", [root])?;
+        tx.execute("DELETE FROM pending_base WHERE root = ?", [root])?;
         tx.execute(
             "INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id",
             params![root, collection.as_bytes().as_slice(), head.map(|h| i64_of(h.seq)), head.map(|h| h.id.as_bytes().to_vec())],

@@ -10,7 +10,7 @@
 //! likewise; finally record the new base. A local deletion is propagated
 //! only for paths the base knew (F2).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -70,6 +70,19 @@ enum Action {
     RenameAside { from: String, to: String, expect: Stat },
     DeleteFile { path: String, expect: Stat },
     DeleteDir { path: String },
+}
+
+impl Action {
+    /// The paths of the folder this action changes.
+    fn paths(&self) -> Vec<&str> {
+        match self {
+            Action::MakeDir { path, .. }
+            | Action::Download { path, .. }
+            | Action::DeleteFile { path, .. }
+            | Action::DeleteDir { path } => vec![path.as_str()],
+            Action::RenameAside { from, to, .. } => vec![from.as_str(), to.as_str()],
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -402,6 +415,7 @@ async fn sync_round(
     };
     let head = client.verified_head(coll).await?;
     phase("verified head");
+    adopt_pending(client, coll, root_key, head.as_ref()).await?;
     let (base_head, base) = client.state.base(root_key)?;
     let remote = match &head {
         // Nothing new on the server: the base *is* the verified remote tree.
@@ -604,8 +618,26 @@ async fn sync_round(
     let mut fetched = prefetch(client, coll, root, &actions, show).await?;
     phase("download and verify");
 
-    // Commit.
-    let committed = commit(client, coll, &head, &new_tree, uploader, &mut report).await;
+    // Commit, having first recorded the base this commit leads to: only
+    // the effects already true in the folder (what was uploaded or is
+    // unchanged), with the base as it was for every path still to be
+    // downloaded, renamed or deleted here.
+    let affected: HashSet<&str> = actions.iter().flat_map(Action::paths).collect();
+    let mut pending = new_base.clone();
+    for (p, node) in &new_tree {
+        if !affected.contains(p.as_str()) {
+            pending.entry(p.clone()).or_insert_with(|| base_entry(node, None));
+        }
+    }
+    pending.retain(|p, _| new_tree.contains_key(p));
+    for p in &affected {
+        match base.get(*p) {
+            Some(b) => pending.insert((*p).to_owned(), b.clone()),
+            None => pending.remove(*p),
+        };
+    }
+    let intent = Intent { root_key, base: &base, pending: &pending };
+    let committed = commit(client, coll, &head, &new_tree, uploader, &mut report, &intent).await;
     phase("commit");
     let committed = match committed {
         Ok(Some(c)) => c,
@@ -638,6 +670,52 @@ async fn sync_round(
     Ok(Some(report))
 }
 
+/// The base a commit leads to, recorded before it is sent.
+struct Intent<'a> {
+    root_key: &'a str,
+    base: &'a BTreeMap<String, BaseEntry>,
+    pending: &'a BTreeMap<String, BaseEntry>,
+}
+
+/// After a crash between a commit and saving the base: if the server has
+/// this device's pending revision, the base it recorded becomes the base
+/// (else a file deleted here since would come back from the server as
+/// "new there"); if not, the record is dropped.
+async fn adopt_pending(
+    client: &Client,
+    coll: &Collection,
+    root_key: &str,
+    head: Option<&keyhold_core::VerifiedRevision>,
+) -> Result<()> {
+    let Some((pending, delta)) = client.state.pending(root_key)? else { return Ok(()) };
+    let landed = match head {
+        Some(h) if h.head() == pending => true,
+        Some(h) if h.revision.seq > pending.seq => {
+            let stored = client.api.revisions(coll.id, pending.seq.checked_sub(1)).await?;
+            stored.first().is_some_and(|s| keyhold_core::ObjectId::of(s) == pending.id)
+        }
+        _ => false,
+    };
+    if landed {
+        let (_, base) = client.state.base(root_key)?;
+        let mut adopted = base.clone();
+        for (path, entry) in delta {
+            match entry {
+                Some(e) => adopted.insert(path, e),
+                None => adopted.remove(&path),
+            };
+        }
+        tracing::info!(
+            seq = pending.seq,
+            "the last sync committed but stopped before saving its state; resuming from its commit"
+        );
+        client.state.save_base(root_key, coll.id, Some(pending), &base, &adopted)?;
+    } else {
+        client.state.clear_pending(root_key)?;
+    }
+    Ok(())
+}
+
 /// Uploads and commits; `Ok(None)` if the head moved (merge again).
 async fn commit(
     client: &Client,
@@ -646,6 +724,7 @@ async fn commit(
     new_tree: &Tree,
     mut uploader: Uploader,
     report: &mut SyncReport,
+    intent: &Intent<'_>,
 ) -> Result<Option<Option<keyhold_core::Head>>> {
     let root_ref = client.seal_tree(coll, new_tree, &mut uploader)?;
     report.bytes_uploaded = uploader.finish(client, coll).await?;
@@ -663,10 +742,11 @@ async fn commit(
                 time_ms: now_ns() / 1_000_000,
             };
             let (id, stored) = seal_revision(&keys, &revision, &client.keys.device, &mut os_rng())?;
+            let new_head = keyhold_core::Head { seq: revision.seq, id };
+            client.state.save_pending(intent.root_key, new_head, intent.base, intent.pending)?;
             match client.api.commit(coll.id, stored).await? {
                 CommitResult::HeadMoved => return Ok(None),
                 CommitResult::Committed => {
-                    let new_head = keyhold_core::Head { seq: revision.seq, id };
                     client.state.set_verified_head(coll.id, new_head)?;
                     Some(new_head)
                 }
