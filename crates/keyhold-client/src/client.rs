@@ -363,15 +363,7 @@ impl Client {
             if size < u64::try_from(PACK_PREFIX_LEN + PACK_TRAILER_LEN).unwrap_or(u64::MAX) {
                 return Err(ClientError::Protocol(format!("pack {id} is too small to be a pack")));
             }
-            let prefix = self.api.get_pack(id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))).await?;
-            let epoch = prefix.get(23..27).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
-            let keys = coll.keys_for(epoch)?;
-            let trailer = self.api.get_pack_tail(id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)).await?;
-            let len = usize::try_from(size).map_err(|_| ClientError::Protocol("pack size".into()))?;
-            let (offset, index_len) = open_trailer(keys, &prefix, &trailer, len)?;
-            let start = u64::try_from(offset).unwrap_or(0);
-            let sealed = self.api.get_pack(id, Some(start..start + u64::try_from(index_len).unwrap_or(0))).await?;
-            let entries = open_index(keys, &prefix, &sealed, offset)?;
+            let entries = read_pack_index(&self.api, id, size, |epoch| coll.keys_for(epoch).cloned()).await?;
             self.state.add_packs(coll.id, [(id, size, entries.as_slice())])?;
             for e in &entries {
                 coll.index
@@ -540,6 +532,56 @@ pub struct Uploader {
     bytes_queued: u64,
 }
 
+/// Reads a stored pack's index: its prefix, trailer and sealed index (three
+/// range reads), each authenticated under the keys of the epoch the prefix
+/// names.
+async fn read_pack_index(
+    api: &Api,
+    id: ObjectId,
+    size: u64,
+    keys_for: impl Fn(u32) -> Result<Arc<CollectionKeys>>,
+) -> Result<Vec<keyhold_core::pack::PackEntry>> {
+    if size < u64::try_from(PACK_PREFIX_LEN + PACK_TRAILER_LEN).unwrap_or(u64::MAX) {
+        return Err(ClientError::Protocol(format!("pack {id} is too small to be a pack")));
+    }
+    let prefix = api.get_pack(id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))).await?;
+    let epoch = prefix.get(23..27).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
+    let keys = keys_for(epoch)?;
+    let trailer = api.get_pack_tail(id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)).await?;
+    let len = usize::try_from(size).map_err(|_| ClientError::Protocol("pack size".into()))?;
+    let (offset, index_len) = open_trailer(&keys, &prefix, &trailer, len)?;
+    let start = u64::try_from(offset).unwrap_or(0);
+    let sealed = api.get_pack(id, Some(start..start + u64::try_from(index_len).unwrap_or(0))).await?;
+    Ok(open_index(&keys, &prefix, &sealed, offset)?)
+}
+
+/// Reads back what the server acknowledged: a pack it stored must return
+/// its prefix, trailer and index intact before any revision names it, so a
+/// server that answers 201 and drops the pack (or truncates it, or
+/// replaces its index) is caught before the files are marked synced
+/// (SECURITY F4). Corruption inside a blob is left to readers and
+/// `keyhold check --read-data`, which authenticate every byte.
+async fn verify_stored(
+    api: &Api,
+    keys: &Arc<CollectionKeys>,
+    id: ObjectId,
+    size: u64,
+    entries: &[keyhold_core::pack::PackEntry],
+) -> Result<()> {
+    let lost = |why: &str| {
+        tracing::error!(pack = %id, why, "the server acknowledged a pack it does not return intact");
+        ClientError::Integrity(keyhold_core::Error::ContentMismatch)
+    };
+    match read_pack_index(api, id, size, |_| Ok(keys.clone())).await {
+        Ok(read) if read == entries => Ok(()),
+        Ok(_) => Err(lost("index differs")),
+        Err(ClientError::Server { status: 404 | 416, .. }) => Err(lost("missing")),
+        Err(ClientError::Integrity(_)) => Err(lost("does not authenticate")),
+        Err(ClientError::Protocol(why)) => Err(lost(&why)),
+        Err(e) => Err(e),
+    }
+}
+
 /// Builds packs on one thread; the set of blobs already stored or queued
 /// is shared by every packer of one [`Uploader`], so no blob goes twice.
 pub struct Packer {
@@ -623,7 +665,8 @@ impl Uploader {
         self.in_flight.spawn(async move {
             // Sealing and hashing a full pack takes a few milliseconds; off
             // the packing thread, it overlaps with packing the next one.
-            let (id, bytes, entries) = tokio::task::spawn_blocking(move || builder.finish(&keys))
+            let sealing = keys.clone();
+            let (id, bytes, entries) = tokio::task::spawn_blocking(move || builder.finish(&sealing))
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()))??;
             let size = u64::try_from(bytes.len()).unwrap_or(0);
@@ -632,7 +675,11 @@ impl Uploader {
             loop {
                 // Uploads are idempotent: a retry after a dropped connection is safe (F3).
                 match api.put_pack(id, bytes.clone()).await {
-                    Ok(()) => return Ok((id, size, entries)),
+                    Ok(()) => {
+                        drop(bytes);
+                        verify_stored(&api, &keys, id, size, &entries).await?;
+                        return Ok((id, size, entries));
+                    }
                     Err(ClientError::Http(e)) if attempt < 3 => {
                         attempt += 1;
                         tracing::warn!(error = %e, attempt, "pack upload failed; retrying");

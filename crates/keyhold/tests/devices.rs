@@ -6,10 +6,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
+use common::proxy::{Log, Proxy};
 use common::{Device, Server, read_code, snapshot};
 use keyhold_core::{
     ChainChange, ChainEntry, CollectionId, CollectionKeys, CollectionWrapContext, DeviceSecret, ObjectId, Revision, Signer,
@@ -108,15 +105,6 @@ fn g4_a_wrong_code_fails_and_does_not_lock_out_the_right_one() {
     assert_eq!(names, vec!["laptop", "phone"]);
 }
 
-/// What passes through the relay, recorded by a proxy in front of the real
-/// server; `tamper` may rewrite pairing messages on the way.
-#[derive(Default)]
-struct Capture {
-    bytes: Vec<Vec<u8>>,
-    hello: Option<Vec<u8>>,
-    reply: Option<Vec<u8>>,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tamper {
     None,
@@ -127,99 +115,49 @@ enum Tamper {
     ManInTheMiddle,
 }
 
-struct Proxy {
-    url: String,
-    capture: Arc<Mutex<Capture>>,
-    _runtime: tokio::runtime::Runtime,
-}
-
-fn proxy(upstream: &str, tamper: Tamper) -> Proxy {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let capture = Arc::new(Mutex::new(Capture::default()));
-    let upstream = upstream.to_owned();
-    let http = reqwest::Client::new();
-    let state = (upstream, http, capture.clone(), tamper);
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let app = axum::Router::new().fallback(
-        move |method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap, body: Bytes| {
-            let (upstream, http, capture, tamper) = state.clone();
-            async move { forward(&upstream, &http, &capture, tamper, method, uri, headers, body).await }
-        },
-    );
-    runtime.spawn(async move { axum::serve(listener, app).await });
-    Proxy { url: format!("http://{addr}"), capture, _runtime: runtime }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    upstream: &str,
-    http: &reqwest::Client,
-    capture: &Mutex<Capture>,
-    tamper: Tamper,
-    method: axum::http::Method,
-    uri: axum::http::Uri,
-    headers: axum::http::HeaderMap,
-    body: Bytes,
-) -> axum::response::Response {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let mut body = body.to_vec();
-    if path.contains("/attempts") && path.ends_with("/reply") && tamper != Tamper::None {
-        let mut step: keyhold_proto::PairingStep = serde_json::from_slice(&body).unwrap();
-        let hello = capture.lock().unwrap().hello.clone().unwrap();
-        match tamper {
-            Tamper::SwapMessages => step.data.0[..33].copy_from_slice(&hello),
-            Tamper::ManInTheMiddle => {
-                let guess = keyhold_core::PairingCode::parse("ZZZZZZZZZZ").unwrap();
-                let (keys, message) = keyhold_core::inviter_respond(&guess, &hello, &mut os_rng()).unwrap();
-                step.data.0 = [message.as_slice(), &keys.inviter_confirmation()].concat();
+/// A proxy in front of the real server that records what passes through
+/// the relay; `tamper` rewrites the inviter's reply on the way.
+fn relay(server: &Server, tamper: Tamper) -> Proxy {
+    let proxy = Proxy::start(server);
+    if tamper != Tamper::None {
+        let log = proxy.log();
+        proxy.rewrite_request("PUT", "/v1/pairings/*/attempts/*/reply", move |req| {
+            let mut step: keyhold_proto::PairingStep = serde_json::from_slice(&req.body).unwrap();
+            let hello = joiner_hello(&log).unwrap();
+            match tamper {
+                Tamper::SwapMessages => step.data.0[..33].copy_from_slice(&hello),
+                Tamper::ManInTheMiddle => {
+                    let guess = keyhold_core::PairingCode::parse("ZZZZZZZZZZ").unwrap();
+                    let (keys, message) = keyhold_core::inviter_respond(&guess, &hello, &mut os_rng()).unwrap();
+                    step.data.0 = [message.as_slice(), &keys.inviter_confirmation()].concat();
+                }
+                Tamper::None => {}
             }
-            Tamper::None => {}
-        }
-        body = serde_json::to_vec(&step).unwrap();
+            req.body = serde_json::to_vec(&step).unwrap();
+        });
     }
-    capture.lock().unwrap().bytes.push(body.clone());
-    if path.ends_with("/attempts") && method == axum::http::Method::POST {
-        let hello: keyhold_proto::PairingHello = serde_json::from_slice(&body).unwrap();
-        capture.lock().unwrap().hello = Some(hello.message.0);
-    }
-    if path.ends_with("/reply") {
-        let step: keyhold_proto::PairingStep = serde_json::from_slice(&body).unwrap();
-        capture.lock().unwrap().reply = Some(step.data.0);
-    }
-    let mut request = http.request(method, format!("{upstream}{path}")).body(body);
-    for (name, value) in &headers {
-        if name != axum::http::header::HOST && name != axum::http::header::CONTENT_LENGTH {
-            request = request.header(name, value);
-        }
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let response_headers = response.headers().clone();
-    let answer = response.bytes().await.unwrap();
-    capture.lock().unwrap().bytes.push(answer.to_vec());
-    let mut out = axum::response::Response::new(axum::body::Body::from(answer));
-    *out.status_mut() = status;
-    for (name, value) in &response_headers {
-        if name != axum::http::header::CONTENT_LENGTH && name != axum::http::header::TRANSFER_ENCODING {
-            out.headers_mut().insert(name, value.clone());
-        }
-    }
-    out
+    proxy
 }
 
-fn through(proxy: &Proxy, device: &Device) -> Device {
-    Device { name: device.name.clone(), home: device.home.clone(), folder: device.folder.clone(), server: proxy.url.clone() }
+/// The joiner's SPAKE2 message, as the relay saw it.
+fn joiner_hello(log: &Log) -> Option<Vec<u8>> {
+    let hello = log.last("POST", "/v1/pairings/*/attempts")?;
+    Some(serde_json::from_slice::<keyhold_proto::PairingHello>(&hello.request.body).unwrap().message.0)
+}
+
+/// The inviter's reply (SPAKE2 message ‖ confirmation), as the relay passed it on.
+fn inviter_reply(log: &Log) -> Option<Vec<u8>> {
+    let reply = log.last("PUT", "/v1/pairings/*/attempts/*/reply")?;
+    Some(serde_json::from_slice::<keyhold_proto::PairingStep>(&reply.request.body).unwrap().data.0)
 }
 
 #[test]
 fn the_relay_learns_no_key_and_cannot_finish_the_exchange_offline() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let relay = proxy(&server.url, Tamper::None);
-    let a = through(&relay, &Device::new(dir.path(), "laptop", &server));
-    let b = through(&relay, &Device::new(dir.path(), "phone", &server));
+    let relay = relay(&server, Tamper::None);
+    let a = relay.device(&Device::new(dir.path(), "laptop", &server));
+    let b = relay.device(&Device::new(dir.path(), "phone", &server));
     let recovery = a.init(dir.path());
     let mut inviter = a.spawn(&["--json", "devices", "add", "--yes"]);
     let code = read_code(&mut inviter);
@@ -229,7 +167,8 @@ fn the_relay_learns_no_key_and_cannot_finish_the_exchange_offline() {
     let a_keys = keys_of(&a);
     let b_keys = keys_of(&b);
     let (b_sign, b_kem) = b_keys.device.expose_seeds();
-    let capture = relay.capture.lock().unwrap();
+    let log = relay.log();
+    let bodies: Vec<Vec<u8>> = log.all().into_iter().flat_map(|e| [e.request.body, e.response.body]).collect();
     let raw_code: String = code.chars().filter(|c| *c != '-').collect();
     let needles: Vec<(&str, Vec<u8>)> = vec![
         ("account root key", a_keys.root.expose_secret().to_vec()),
@@ -239,8 +178,8 @@ fn the_relay_learns_no_key_and_cannot_finish_the_exchange_offline() {
         ("pairing code (shown form)", code.as_bytes().to_vec()),
         ("recovery key", recovery.as_bytes().to_vec()),
     ];
-    assert!(capture.bytes.len() > 10, "the proxy saw the exchange");
-    for message in &capture.bytes {
+    assert!(bodies.len() > 10, "the proxy saw the exchange");
+    for message in &bodies {
         let decoded = base64_fields(message);
         for (what, needle) in &needles {
             for hay in std::iter::once(message).chain(decoded.iter()) {
@@ -250,8 +189,8 @@ fn the_relay_learns_no_key_and_cannot_finish_the_exchange_offline() {
     }
     // Even knowing the code, the relay cannot derive the session's keys from
     // what it recorded: SPAKE2 needs one party's secret scalar.
-    let hello = capture.hello.clone().unwrap();
-    let reply = capture.reply.clone().unwrap();
+    let hello = joiner_hello(&log).unwrap();
+    let reply = inviter_reply(&log).unwrap();
     let code = keyhold_core::PairingCode::parse(&code).unwrap();
     let (keys, _) = keyhold_core::inviter_respond(&code, &hello, &mut os_rng()).unwrap();
     assert_ne!(keys.inviter_confirmation().as_slice(), &reply[33..], "the relay reproduced the session key");
@@ -283,9 +222,9 @@ fn base64_fields(body: &[u8]) -> Vec<Vec<u8>> {
 fn tampered_pairing_fails(tamper: Tamper) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
-    let relay = proxy(&server.url, tamper);
-    let a = through(&relay, &Device::new(dir.path(), "laptop", &server));
-    let b = through(&relay, &Device::new(dir.path(), "phone", &server));
+    let relay = relay(&server, tamper);
+    let a = relay.device(&Device::new(dir.path(), "laptop", &server));
+    let b = relay.device(&Device::new(dir.path(), "phone", &server));
     a.init(dir.path());
     let before = pinned_chain(&a);
     let mut inviter = a.spawn(&["--json", "devices", "add", "--yes"]);

@@ -8,6 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod proxy;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_keyhold");
 
 pub struct Server {
