@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use keyhold_core::{BlobId, BlobRef, CollectionId, Head, ObjectId, ObjectType};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::client::RemoteNode;
 use crate::error::{ClientError, Result};
@@ -124,6 +125,23 @@ fn connect(path: &Path) -> Result<Connection> {
         return Err(ClientError::Usage(format!("local state database is damaged: {verdict}")));
     }
     Ok(db)
+}
+
+/// A base entry's columns, in the order [`read_entry`] reads them.
+fn entry_values(e: &BaseEntry) -> [Value; 10] {
+    let stat = |f: fn(&Stat) -> i64| e.stat.as_ref().map_or(Value::Null, |s| Value::from(f(s)));
+    [
+        Value::from(i64::from(e.node.is_dir)),
+        Value::from(i64_of(e.node.size)),
+        Value::from(e.node.mtime_ns),
+        Value::from(i64::from(e.node.mode)),
+        Value::from(i64::from(e.node.target.epoch)),
+        Value::from(e.node.target.id.as_bytes().to_vec()),
+        stat(|s| i64_of(s.size)),
+        stat(|s| s.mtime_ns),
+        stat(|s| i64_of(s.ino)),
+        stat(|s| s.ctime_ns),
+    ]
 }
 
 /// Reads a base entry from columns `at..at + 10` (is_dir, size, mtime_ns,
@@ -256,21 +274,8 @@ impl State {
                 ])?;
             }
             for (path, e) in pending.iter().filter(|(p, e)| old.get(*p) != Some(*e)) {
-                insert.execute(params![
-                    root,
-                    path,
-                    1,
-                    i64::from(e.node.is_dir),
-                    i64_of(e.node.size),
-                    e.node.mtime_ns,
-                    i64::from(e.node.mode),
-                    i64::from(e.node.target.epoch),
-                    e.node.target.id.as_bytes().as_slice(),
-                    e.stat.map(|s| i64_of(s.size)),
-                    e.stat.map(|s| s.mtime_ns),
-                    e.stat.map(|s| i64_of(s.ino)),
-                    e.stat.map(|s| s.ctime_ns),
-                ])?;
+                let head = [Value::from(root.to_owned()), Value::from(path.clone()), Value::from(1)];
+                insert.execute(params_from_iter(head.into_iter().chain(entry_values(e))))?;
             }
         }
         tx.commit()?;
@@ -335,20 +340,8 @@ impl State {
             }
             let mut upsert = tx.prepare_cached("INSERT OR REPLACE INTO base (root, path, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
             for (path, e) in entries.iter().filter(|(p, e)| old.get(*p) != Some(*e)) {
-                upsert.execute(params![
-                    root,
-                    path,
-                    i64::from(e.node.is_dir),
-                    i64_of(e.node.size),
-                    e.node.mtime_ns,
-                    i64::from(e.node.mode),
-                    i64::from(e.node.target.epoch),
-                    e.node.target.id.as_bytes().as_slice(),
-                    e.stat.map(|s| i64_of(s.size)),
-                    e.stat.map(|s| s.mtime_ns),
-                    e.stat.map(|s| i64_of(s.ino)),
-                    e.stat.map(|s| s.ctime_ns),
-                ])?;
+                let head = [Value::from(root.to_owned()), Value::from(path.clone())];
+                upsert.execute(params_from_iter(head.into_iter().chain(entry_values(e))))?;
             }
         }
         tx.commit()?;

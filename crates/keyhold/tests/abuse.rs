@@ -7,53 +7,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::BIN;
 
 const BODY_LIMIT: usize = 8 << 20;
 const UPLOAD_SLOTS: usize = 4;
 const UPLOADS: usize = 200;
-
-struct Serve {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(dir: &Path) -> Serve {
-    let config = dir.join("keyhold.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[limits]\nmax_body_bytes = {BODY_LIMIT}\nmax_concurrent_uploads = {UPLOAD_SLOTS}\n",
-            dir.join("server-data").display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("KEYHOLD_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().strip_prefix("listening ").expect("server did not start").to_owned();
-    Serve { child, url }
-}
 
 /// Peak and current resident memory of a process, in bytes.
 fn memory(pid: u32) -> (u64, u64) {
@@ -88,16 +49,13 @@ async fn session(http: &reqwest::Client, url: &str, home: &Path) -> String {
 fn g2_200_concurrent_maximum_size_uploads_keep_server_memory_bounded() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path());
-    let device = common::Device {
-        name: "a".into(),
-        home: dir.path().join("a-home"),
-        folder: dir.path().join("a"),
-        server: server.url.clone(),
-    };
-    std::fs::create_dir_all(&device.folder).unwrap();
+    let server = common::Server::start_with(
+        dir.path(),
+        &format!("[limits]\nmax_body_bytes = {BODY_LIMIT}\nmax_concurrent_uploads = {UPLOAD_SLOTS}\n"),
+    );
+    let device = common::Device::new(dir.path(), "a", &server);
     device.init(dir.path());
-    let pid = server.child.id();
+    let pid = server.pid();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (before, statuses) = runtime.block_on(async {
         let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();

@@ -140,40 +140,54 @@ fn assert_export_matches(device: &Device, dir: &Path, model: &Model, context: &s
     std::fs::remove_dir_all(&dest).unwrap();
 }
 
+/// Runs `iterations()` rounds against `a`: edit the folder, start a sync,
+/// let `crash` strike after a random delay (it returns what it did), then
+/// check that the folder is exactly what was written and every committed
+/// version authenticates; every `sync_every` rounds a complete sync must
+/// converge on the folder. Returns the model of the folder.
+fn crash_rounds(a: &Device, dir: &Path, sync_every: usize, mut crash: impl FnMut(Child) -> String) -> Model {
+    let mut rng = Schedule::from_env();
+    let mut model = Model::new();
+    edit(a, &mut model, &mut rng, 0);
+    let started = Instant::now();
+    a.sync();
+    // Crashes land anywhere from the start to a little past a typical sync.
+    let typical = u64::try_from(started.elapsed().as_millis().max(50)).unwrap();
+    for round in 1..=iterations() {
+        edit(a, &mut model, &mut rng, round);
+        let delay = rng.below(typical * 3 / 2);
+        let child = sync_child(a);
+        std::thread::sleep(Duration::from_millis(delay));
+        let what = crash(child);
+        let context = format!("round {round} ({what} after {delay} ms)");
+        // Nothing is lost locally: the crash never touches what the user wrote.
+        assert_folder(&a.folder, &model, &format!("{context}: after the crash"));
+        // Whatever was committed is whole: no revision names a blob the
+        // server does not have.
+        assert_history_intact(a, &context);
+        if round % sync_every == 0 {
+            a.sync();
+            assert_folder(&a.folder, &model, &format!("{context}: after the next sync"));
+            assert_export_matches(a, dir, &model, &context);
+        }
+    }
+    a.sync();
+    assert_history_intact(a, "final");
+    assert_export_matches(a, dir, &model, "final");
+    model
+}
+
 #[test]
 fn f1_killing_the_client_mid_sync_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = common::Server::start(dir.path());
     let a = Device::new(dir.path(), "a", &server);
     a.init(dir.path());
-    let mut rng = Schedule::from_env();
-    let mut model = Model::new();
-    edit(&a, &mut model, &mut rng, 0);
-    let started = Instant::now();
-    a.sync();
-    // Kills land anywhere from the start to a little past a typical sync.
-    let typical = u64::try_from(started.elapsed().as_millis().max(50)).unwrap();
-    for round in 1..=iterations() {
-        edit(&a, &mut model, &mut rng, round);
-        let delay = rng.below(typical * 3 / 2);
-        let mut child = sync_child(&a);
-        std::thread::sleep(Duration::from_millis(delay));
+    let model = crash_rounds(&a, dir.path(), 3, |mut child| {
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let context = format!("round {round} (killed after {delay} ms)");
-        // Nothing is lost locally: the kill never touches what the user wrote.
-        assert_folder(&a.folder, &model, &format!("{context}: after the kill"));
-        assert_history_intact(&a, &context);
-        if round % 3 == 0 {
-            // The next complete sync converges on exactly the folder.
-            a.sync();
-            assert_folder(&a.folder, &model, &format!("{context}: after the next sync"));
-            assert_export_matches(&a, dir.path(), &model, &context);
-        }
-    }
-    a.sync();
-    assert_history_intact(&a, "final");
-    assert_export_matches(&a, dir.path(), &model, "final");
+        "client killed".to_owned()
+    });
     // A second device gets exactly the folder.
     let b = Device::new(dir.path(), "b", &server);
     b.recover(&std::fs::read_to_string(dir.path().join("recovery-a-home")).unwrap());
@@ -249,27 +263,10 @@ fn f3_killing_the_server_mid_commit_references_no_partial_object() {
         Device { name: "a".into(), home: dir.path().join("a-home"), folder: dir.path().join("a-folder"), server: server.url() };
     std::fs::create_dir_all(&a.folder).unwrap();
     a.init(dir.path());
-    let mut rng = Schedule::from_env();
-    let mut model = Model::new();
-    edit(&a, &mut model, &mut rng, 0);
-    let started = Instant::now();
-    a.sync();
-    let typical = u64::try_from(started.elapsed().as_millis().max(50)).unwrap();
-    for round in 1..=iterations() {
-        edit(&a, &mut model, &mut rng, round);
-        let delay = rng.below(typical * 3 / 2);
-        let mut child = sync_child(&a);
-        std::thread::sleep(Duration::from_millis(delay));
+    crash_rounds(&a, dir.path(), 1, |mut child| {
         server.kill();
         let status = child.wait().unwrap();
         server.restart();
-        let context = format!("round {round} (server killed after {delay} ms; the sync {status})");
-        assert_folder(&a.folder, &model, &format!("{context}: after the kill"));
-        // Whatever the server committed before dying is whole: no revision
-        // names a blob the server does not have.
-        assert_history_intact(&a, &context);
-        a.sync();
-        assert_folder(&a.folder, &model, &format!("{context}: after the retried sync"));
-    }
-    assert_export_matches(&a, dir.path(), &model, "final");
+        format!("server killed (the sync {status})")
+    });
 }

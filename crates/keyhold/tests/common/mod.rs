@@ -20,10 +20,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(dir: &Path) -> Server {
+        Server::start_with(dir, "")
+    }
+
+    /// Starts the server with extra TOML config (e.g. `[limits]` lines).
+    pub fn start_with(dir: &Path, config: &str) -> Server {
         let data = dir.join("server-data");
+        let file = dir.join("keyhold.toml");
+        std::fs::write(&file, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{config}", data.display())).unwrap();
         let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(&data)
+            .args(["serve", "--config"])
+            .arg(&file)
             .env("KEYHOLD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -34,6 +41,11 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("listening ").expect("server did not start").to_owned();
         Server { child, url, data }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Every file the server stores, by path.
