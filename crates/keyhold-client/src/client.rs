@@ -119,6 +119,7 @@ impl Client {
             other => other?,
         }
         let (state, state_rebuilt) = State::open(&home.state_path())?;
+        let state = state.with_pins(home.dir().join("heads.json"))?;
         let served = api.chain().await?;
         let pinned = home.load_chain()?;
         let reconciled = devices::reconcile(keys.account, pinned.as_ref(), served)?;

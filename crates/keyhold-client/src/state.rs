@@ -7,7 +7,7 @@
 //! propagates a deletion (SECURITY F2, F7).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -91,6 +91,16 @@ pub struct BlobLocation {
 #[derive(Clone)]
 pub struct State {
     db: Arc<Mutex<Connection>>,
+    /// A copy of the verified heads outside the database, so losing the
+    /// database does not lose rollback protection (SECURITY C5, F7).
+    pins: Option<PathBuf>,
+}
+
+/// A verified head as pinned on disk.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PinnedHead {
+    seq: u64,
+    id: String,
 }
 
 fn i64_of(v: u64) -> i64 {
@@ -171,7 +181,7 @@ fn read_entry(r: &rusqlite::Row<'_>, at: usize) -> Result<BaseEntry> {
 impl State {
     /// Opens the database; a damaged one is moved aside and rebuilt empty.
     pub fn open(path: &Path) -> Result<(Self, bool)> {
-        let wrap = |db| State { db: Arc::new(Mutex::new(db)) };
+        let wrap = |db| State { db: Arc::new(Mutex::new(db)), pins: None };
         match connect(path) {
             Ok(db) => Ok((wrap(db), false)),
             Err(e) => {
@@ -203,13 +213,60 @@ impl State {
         row.map(|(seq, id)| Ok(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) })).transpose()
     }
 
-    /// Records a newly verified head.
+    /// Records a newly verified head (and pins it, see [`State::with_pins`]).
     pub fn set_verified_head(&self, collection: CollectionId, head: Head) -> Result<()> {
         self.db().execute(
             "INSERT INTO heads (collection_id, seq, id) VALUES (?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET seq = excluded.seq, id = excluded.id",
             params![collection.as_bytes().as_slice(), i64_of(head.seq), head.id.as_bytes().as_slice()],
         )?;
-        Ok(())
+        self.write_pins()
+    }
+
+    /// Keeps a copy of the verified heads in `path` (a small file beside
+    /// the database): heads pinned there and missing from the database, or
+    /// older in it (a database rebuilt or restored from a backup), are taken
+    /// back into it now, so a server cannot roll a collection back past
+    /// what this device saw just because the database was lost.
+    pub fn with_pins(mut self, path: PathBuf) -> Result<Self> {
+        let pinned: BTreeMap<String, PinnedHead> = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, path = %path.display(), "pinned heads unreadable; keeping the database's");
+                BTreeMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(ClientError::io(&path)(e)),
+        };
+        for (collection, head) in pinned {
+            let (Some(collection), Some(id)) = (CollectionId::from_hex(&collection), ObjectId::from_hex(&head.id)) else {
+                continue;
+            };
+            if self.verified_head(collection)?.is_none_or(|h| h.seq < head.seq) {
+                self.db().execute(
+                    "INSERT INTO heads (collection_id, seq, id) VALUES (?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET seq = excluded.seq, id = excluded.id",
+                    params![collection.as_bytes().as_slice(), i64_of(head.seq), id.as_bytes().as_slice()],
+                )?;
+            }
+        }
+        self.pins = Some(path);
+        self.write_pins()?;
+        Ok(self)
+    }
+
+    fn write_pins(&self) -> Result<()> {
+        let Some(path) = &self.pins else { return Ok(()) };
+        let mut heads = BTreeMap::new();
+        {
+            let db = self.db();
+            let mut statement = db.prepare_cached("SELECT collection_id, seq, id FROM heads")?;
+            let mut rows = statement.query([])?;
+            while let Some(r) = rows.next()? {
+                let collection = CollectionId(arr(r.get(0)?)?);
+                let id = ObjectId(arr(r.get(2)?)?);
+                heads.insert(collection.to_hex(), PinnedHead { seq: u64_of(r.get(1)?), id: id.to_hex() });
+            }
+        }
+        let json = serde_json::to_vec(&heads).map_err(|e| ClientError::Usage(e.to_string()))?;
+        crate::home::write_private(path, &json)
     }
 
     /// The base tree of a synced folder and the head it corresponds to.

@@ -106,6 +106,22 @@ fn c5_an_older_revision_head_restored_by_the_server_is_detected() {
 }
 
 #[test]
+fn c5_f7_a_rollback_is_detected_even_after_the_state_database_is_deleted() {
+    // The device loses its state database (deleted, not just damaged); the
+    // server seizes the moment to roll the collection back. The heads the
+    // device verified are pinned beside the database, so it still knows.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (a, _b) = setup(dir.path(), &server);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(a.home.join(format!("state.sqlite3{suffix}")));
+    }
+    server.sql("UPDATE heads SET seq = 0, revision_id = (SELECT revision_id FROM revisions WHERE seq = 0)");
+    server.sql("DELETE FROM revisions WHERE seq = 1");
+    assert_detected(&a, "rollback after the state database was deleted");
+}
+
+#[test]
 fn c6_a_forked_history_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());

@@ -102,6 +102,34 @@ fn a_lost_state_database_propagates_no_deletion() {
 }
 
 #[test]
+fn f7_a_deleted_state_database_is_rebuilt_and_propagates_no_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let (a, b) = two_devices(dir.path(), &server);
+    a.write("keep/one.txt", b"1");
+    a.write("keep/two.txt", b"2");
+    a.sync();
+    b.sync();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(a.home.join(format!("state.sqlite3{suffix}")));
+    }
+    std::fs::remove_file(a.path("keep/two.txt")).unwrap();
+    b.write("from-b.txt", b"new on b");
+    b.sync();
+    a.sync();
+    // Nothing was deleted on the strength of an empty base; b's new file
+    // arrived; and the next round trip works as usual.
+    assert_eq!(std::fs::read(a.path("keep/two.txt")).unwrap(), b"2");
+    assert_eq!(std::fs::read(a.path("from-b.txt")).unwrap(), b"new on b");
+    b.sync();
+    assert_eq!(std::fs::read(b.path("keep/two.txt")).unwrap(), b"2");
+    a.write("after.txt", b"after the rebuild");
+    a.sync();
+    b.sync();
+    assert_eq!(std::fs::read(b.path("after.txt")).unwrap(), b"after the rebuild");
+}
+
+#[test]
 fn a_folder_stays_with_its_collection() {
     // Syncing a folder with a second collection would merge it against a
     // base from the first: every file would look deleted remotely.
