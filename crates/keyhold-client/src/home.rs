@@ -3,7 +3,9 @@
 //! nothing secret), `device.key` (the device's seeds and the newest account
 //! root key it holds; mode 0600, written atomically) and `chain.json` (the
 //! device chain this device verified, which it pins: a server that later
-//! shows a chain not extending it is caught).
+//! shows a chain not extending it is caught), `heads.json` (the collection
+//! heads it verified, kept outside the state database so that losing the
+//! database does not lose rollback protection) and `state.sqlite3`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
