@@ -270,3 +270,40 @@ fn f3_killing_the_server_mid_commit_references_no_partial_object() {
         format!("server killed (the sync {status})")
     });
 }
+
+#[test]
+fn f1_a_crash_between_the_commit_and_saving_the_base_brings_no_deleted_file_back() {
+    // Deterministic: the proxy holds back the answer to the commit (the
+    // server has already accepted it) until the client has been killed.
+    // The user then deletes the file the commit added; the next sync must
+    // delete it on the server too, not download it as "new there".
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path());
+    let proxy = common::proxy::Proxy::start(&server);
+    let a = proxy.device(&Device::new(dir.path(), "a", &server));
+    a.init(dir.path());
+    a.write("kept.txt", b"synced before");
+    a.sync();
+    a.write("added.txt", b"committed, then deleted by the user");
+    let committed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = committed.clone();
+    proxy.rewrite_response("POST", "/v1/collections/*/revisions", move |_, _| {
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let mut child = sync_child(&a);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !committed.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the sync never committed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    proxy.clear();
+    std::fs::remove_file(a.path("added.txt")).unwrap();
+    a.sync();
+    assert!(!a.path("added.txt").exists(), "a file the user deleted came back from the server");
+    let listed = a.ok(&["--json", "ls"]);
+    assert!(!listed.contains("added.txt"), "the deletion did not reach the server: {listed}");
+    assert!(listed.contains("kept.txt"));
+}
