@@ -7,6 +7,7 @@ pub mod client;
 pub mod devices;
 pub mod error;
 pub mod home;
+pub mod merge;
 pub mod ops;
 pub mod state;
 pub mod sync;

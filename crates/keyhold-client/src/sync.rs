@@ -10,7 +10,7 @@
 //! likewise; finally record the new base. A local deletion is propagated
 //! only for paths the base knew (F2).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyhold_core::pack::PackBuilder;
 use keyhold_core::{
-    BlobId, BlobRef, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng,
+    BlobId, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng,
     seal_revision, validate_name,
 };
 use serde::Serialize;
@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::api::CommitResult;
 use crate::client::{Client, Collection, Packer, RemoteNode, Tree, Uploader, fetch_located};
 use crate::error::{ClientError, Result};
+use crate::merge::{self, Action, LocalNode, Sides};
 use crate::state::{BaseEntry, Stat};
 
 const READ_BUF: usize = 8 << 20;
@@ -53,36 +54,6 @@ pub struct SyncReport {
     pub head: Option<u64>,
     /// Bytes of new ciphertext uploaded.
     pub bytes_uploaded: u64,
-}
-
-/// A file or folder found by the scan.
-#[derive(Debug, Clone)]
-struct LocalNode {
-    is_dir: bool,
-    mode: u32,
-    mtime_ns: i64,
-    stat: Stat,
-}
-
-enum Action {
-    MakeDir { path: String, mode: u32 },
-    Download { path: String, node: RemoteNode, expect: Option<Stat> },
-    RenameAside { from: String, to: String, expect: Stat },
-    DeleteFile { path: String, expect: Stat },
-    DeleteDir { path: String },
-}
-
-impl Action {
-    /// The paths of the folder this action changes.
-    fn paths(&self) -> Vec<&str> {
-        match self {
-            Action::MakeDir { path, .. }
-            | Action::Download { path, .. }
-            | Action::DeleteFile { path, .. }
-            | Action::DeleteDir { path } => vec![path.as_str()],
-            Action::RenameAside { from, to, .. } => vec![from.as_str(), to.as_str()],
-        }
-    }
 }
 
 #[cfg(unix)]
@@ -148,48 +119,9 @@ fn scan(root: &Path, report: &mut SyncReport) -> Result<BTreeMap<String, LocalNo
     Ok(out)
 }
 
-/// Whether a local file is unchanged since the base recorded it. Stats of
-/// files changed within a second of being recorded are not kept at all
-/// (see [`trusted_stat`]), so equality here is safe.
-fn unchanged(base: &BaseEntry, local: &LocalNode) -> bool {
-    base.stat == Some(local.stat) && base.node.mode == local.mode
-}
-
-/// A stat worth recording: one whose change time lies safely in the past.
-/// A file changed within the timestamp's resolution of the record could
-/// change again without its stat moving ("racily clean", as in git). The
-/// change time is used, not the modification time, because it always
-/// comes from this machine's clock, whatever clock set the mtime.
+/// A stat worth recording now (see [`merge::trusted_stat`]).
 fn trusted_stat(stat: Stat) -> Option<Stat> {
-    (stat.ctime_ns < now_ns().saturating_sub(1_000_000_000)).then_some(stat)
-}
-
-/// A folder of the tree being built; its listing is sealed later.
-fn folder_node(mode: u32, mtime_ns: i64) -> RemoteNode {
-    RemoteNode { is_dir: true, size: 0, mtime_ns, mode, target: BlobRef { epoch: 0, id: BlobId([0; 32]) } }
-}
-
-fn dir_node(l: &LocalNode) -> RemoteNode {
-    folder_node(l.mode, l.mtime_ns)
-}
-
-fn conflict_name(path: &str, device: &str, taken: &dyn Fn(&str) -> bool) -> String {
-    let (dir, name) = path.rsplit_once('/').map_or(("", path), |(d, n)| (d, n));
-    let (stem, ext) = match name.rsplit_once('.') {
-        Some((s, e)) if !s.is_empty() => (s, format!(".{e}")),
-        _ => (name, String::new()),
-    };
-    let secs = now_ns() / 1_000_000_000;
-    let short = device.get(..8).unwrap_or(device);
-    for n in 0u32.. {
-        let suffix = if n == 0 { String::new() } else { format!(" {n}") };
-        let candidate = format!("{stem} (conflict {short} {secs}{suffix}){ext}");
-        let full = if dir.is_empty() { candidate } else { format!("{dir}/{candidate}") };
-        if !taken(&full) {
-            return full;
-        }
-    }
-    unreachable!("u32 conflict suffixes exhausted")
+    merge::trusted_stat(stat, now_ns())
 }
 
 /// A local file to encrypt as a new version.
@@ -427,76 +359,17 @@ async fn sync_round(
     let local = scan(root, &mut report)?;
     phase("scan");
 
-    // Plan.
-    let mut new_tree = Tree::new();
-    let mut actions = Vec::new();
-    let mut to_upload: Vec<String> = Vec::new();
-    let mut both_files: Vec<String> = Vec::new();
-    let mut new_base: BTreeMap<String, BaseEntry> = BTreeMap::new();
-    let paths: std::collections::BTreeSet<&String> = base.keys().chain(local.keys()).chain(remote.keys()).collect();
-    for p in paths {
-        let (b, l, r) = (base.get(p), local.get(p), remote.get(p));
-        let local_changed = match (b, l) {
-            (None, None) => false,
-            (Some(b), Some(l)) if b.node.is_dir || l.is_dir => b.node.is_dir != l.is_dir,
-            (Some(b), Some(l)) => !unchanged(b, l),
-            _ => true,
-        };
-        let remote_changed = match (b, r) {
-            (None, None) => false,
-            (Some(b), Some(r)) => b.node.is_dir != r.is_dir || (!r.is_dir && b.node.target != r.target),
-            _ => true,
-        };
-        match (local_changed, remote_changed) {
-            (false, false) => {
-                if let Some(r) = r {
-                    new_tree.insert(p.clone(), r.clone());
-                    if let Some(b) = b {
-                        new_base.insert(p.clone(), b.clone());
-                    }
-                }
-            }
-            (false, true) => take_remote(p, l, r, &mut new_tree, &mut actions),
-            (true, false) => take_local(p, l, &mut new_tree, &mut to_upload, &mut report),
-            (true, true) => match (l, r) {
-                (None, None) => {}
-                // Deleted here, changed there: the change wins, the file comes back.
-                (None, Some(_)) => take_remote(p, None, r, &mut new_tree, &mut actions),
-                // Changed here, deleted there: the change wins.
-                (Some(_), None) => take_local(p, l, &mut new_tree, &mut to_upload, &mut report),
-                (Some(l), Some(r)) if l.is_dir && r.is_dir => {
-                    new_tree.insert(p.clone(), r.clone());
-                }
-                (Some(l), Some(r)) if !l.is_dir && !r.is_dir => both_files.push(p.clone()),
-                (Some(l), Some(r)) if !l.is_dir => {
-                    // A local file where a folder arrived: the file moves aside.
-                    let to = conflict_name(p, &client.config.device_id, &|c| local.contains_key(c) || remote.contains_key(c));
-                    actions.push(Action::RenameAside { from: p.clone(), to: to.clone(), expect: l.stat });
-                    to_upload.push(to.clone());
-                    report.conflicts.push(to);
-                    take_remote(p, None, Some(r), &mut new_tree, &mut actions);
-                }
-                (Some(l), Some(r)) => {
-                    // A local folder where a file arrived: the file lands beside it.
-                    let to = conflict_name(p, &client.config.device_id, &|c| local.contains_key(c) || remote.contains_key(c));
-                    new_tree.insert(p.clone(), dir_node(l));
-                    new_tree.insert(to.clone(), r.clone());
-                    actions.push(Action::Download { path: to.clone(), node: r.clone(), expect: None });
-                    report.conflicts.push(to);
-                }
-            },
-        }
-    }
+    // Plan (`merge`): decide from stats and remote targets, then read the
+    // files to upload and those changed on both sides, and resolve by content.
+    let mut plan = merge::plan(Sides { base: &base, local: &local, remote: &remote }, &client.config.device_id, now_ns());
+    let to_upload = plan.to_upload.clone();
+    let both_files = plan.both_files.clone();
 
     // Encrypt and queue what changed locally.
     let mut uploader = Uploader::new(&client.api, coll)?;
     let identities = identities(client, coll, &to_upload, &both_files, &base, &remote).await?;
     let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
     let bar = progress_bar(show, upload_bytes, "upload");
-    let renamed_from: HashMap<String, String> = actions
-        .iter()
-        .filter_map(|a| if let Action::RenameAside { from, to, .. } = a { Some((to.clone(), from.clone())) } else { None })
-        .collect();
     let keys = coll.current()?.clone();
     // A changed file keeps its identity and takes the next version number.
     let next_identity = |p: &String| {
@@ -505,7 +378,7 @@ async fn sync_round(
     let mut jobs = Vec::new();
     let mut job_paths = Vec::new();
     for p in &to_upload {
-        let source = renamed_from.get(p).unwrap_or(p);
+        let source = plan.source(p);
         let Some(l) = local.get(source) else { continue };
         let identity = next_identity(p);
         let name = p.rsplit('/').next().unwrap_or(p).to_owned();
@@ -514,33 +387,14 @@ async fn sync_round(
     }
     let results = encrypt_all(jobs, keys.clone(), &mut uploader, &bar).await?;
     for ((p, l), result) in job_paths.into_iter().zip(results) {
-        let previous = identities.get(p);
+        let previous = identities.get(p).map(|(m, node)| (m, node));
         match result {
-            Some((manifest, blob)) => {
-                // Touched but not changed: keep the version it already is.
-                let node = match previous.filter(|(m, _)| same_version(m, &manifest)) {
-                    Some((_, prev)) => prev.clone(),
-                    None => {
-                        let target = keys.blob_ref(&blob);
-                        uploader.push(blob)?;
-                        RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target }
-                    }
-                };
-                if !renamed_from.contains_key(p) {
-                    new_base.insert(p.clone(), base_entry(&node, trusted_stat(l.stat)));
-                }
-                new_tree.insert(p.clone(), node);
-                report.uploaded.push(p.clone());
-            }
-            None => {
-                report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
-                if let Some(r) = remote.get(p) {
-                    new_tree.insert(p.clone(), r.clone());
-                }
-                if let Some(b) = base.get(p) {
-                    new_base.insert(p.clone(), b.clone());
-                }
-            }
+            Some((manifest, blob)) => plan.upload_read(p, l, &manifest, previous, now_ns(), || {
+                let target = keys.blob_ref(&blob);
+                uploader.push(blob)?;
+                Ok::<_, ClientError>(target)
+            })?,
+            None => plan.upload_changed(p),
         }
         uploader.throttle().await?;
     }
@@ -565,53 +419,27 @@ async fn sync_round(
     let results = encrypt_all(jobs, keys.clone(), &mut uploader, &bar).await?;
     for ((p, l, r), result) in job_paths.into_iter().zip(results) {
         let Some((manifest, blob)) = result else {
-            report.skipped.push((p.clone(), "changed while being read; will be synced next time".into()));
-            new_tree.insert(p.clone(), r.clone());
+            plan.both_changed(p, r);
             continue;
         };
-        new_tree.insert(p.clone(), r.clone());
-        let same = remote_manifests.get(&r.target.id).is_some_and(|m| m.chunks == manifest.chunks);
-        // Content as in the base: only the stat was untrusted; a plain remote change.
-        let untouched =
-            base.get(p).and_then(|b| base_manifests.get(&b.node.target.id)).is_some_and(|m| same_version(m, &manifest));
-        if untouched && !same {
-            actions.push(Action::Download { path: p.clone(), node: r.clone(), expect: Some(l.stat) });
-        } else if same {
-            new_base.insert(p.clone(), base_entry(r, trusted_stat(l.stat)));
-        } else {
+        let remote_manifest = remote_manifests.get(&r.target.id);
+        let base_manifest = base.get(p).and_then(|b| base_manifests.get(&b.node.target.id));
+        plan.both_read(p, l, r, &manifest, remote_manifest, base_manifest, now_ns(), || {
             let target = keys.blob_ref(&blob);
             uploader.push(blob)?;
-            let to = conflict_name(p, &client.config.device_id, &|c| {
-                local.contains_key(c) || remote.contains_key(c) || new_tree.contains_key(c)
-            });
-            new_tree.insert(
-                to.clone(),
-                RemoteNode { is_dir: false, size: manifest.size, mtime_ns: l.mtime_ns, mode: l.mode, target },
-            );
-            actions.push(Action::RenameAside { from: p.clone(), to: to.clone(), expect: l.stat });
-            actions.push(Action::Download { path: p.clone(), node: r.clone(), expect: None });
-            report.conflicts.push(to);
-        }
+            Ok::<_, ClientError>(target)
+        })?;
         uploader.throttle().await?;
     }
     bar.finish_and_clear();
     phase("encrypt and upload");
 
-    // Every path needs its parent folders.
-    let paths: Vec<String> = new_tree.keys().cloned().collect();
-    for p in paths {
-        let mut at = p.as_str();
-        while let Some((parent, _)) = at.rsplit_once('/') {
-            if !new_tree.contains_key(parent) {
-                let mode = local.get(parent).map_or(0o755, |l| l.mode);
-                new_tree.insert(parent.to_owned(), folder_node(mode, 0));
-                if !local.contains_key(parent) {
-                    actions.push(Action::MakeDir { path: parent.to_owned(), mode });
-                }
-            }
-            at = parent;
-        }
-    }
+    plan.add_parents();
+    let merge::Plan { new_tree, mut new_base, actions, notes, .. } = plan;
+    report.uploaded.extend(notes.uploaded);
+    report.deleted_remotely.extend(notes.deleted_remotely);
+    report.conflicts.extend(notes.conflicts);
+    report.skipped.extend(notes.skipped);
 
     // Fetch and authenticate every download before committing or touching
     // the folder: a lying server is caught while nothing has changed.
@@ -622,20 +450,7 @@ async fn sync_round(
     // the effects already true in the folder (what was uploaded or is
     // unchanged), with the base as it was for every path still to be
     // downloaded, renamed or deleted here.
-    let affected: HashSet<&str> = actions.iter().flat_map(Action::paths).collect();
-    let mut pending = new_base.clone();
-    for (p, node) in &new_tree {
-        if !affected.contains(p.as_str()) {
-            pending.entry(p.clone()).or_insert_with(|| base_entry(node, None));
-        }
-    }
-    pending.retain(|p, _| new_tree.contains_key(p));
-    for p in &affected {
-        match base.get(*p) {
-            Some(b) => pending.insert((*p).to_owned(), b.clone()),
-            None => pending.remove(*p),
-        };
-    }
+    let pending = merge::pending_base(&base, &new_tree, &new_base, &actions);
     let intent = Intent { root_key, base: &base, pending: &pending };
     let committed = commit(client, coll, &head, &new_tree, uploader, &mut report, &intent).await;
     phase("commit");
@@ -651,20 +466,14 @@ async fn sync_round(
     // Now change local files.
     apply(root, actions, &mut fetched, &mut new_base, &mut report)?;
     phase("apply");
-    // Folders: record them as they now stand.
-    // The base mirrors the committed tree exactly (which lets an unchanged
-    // head skip reading the tree); entries without a trusted stat are
-    // re-read, and compared by content, on the next sync.
-    for (p, node) in &new_tree {
-        if node.is_dir {
-            new_base.insert(p.clone(), base_entry(node, None));
-        } else {
-            new_base.entry(p.clone()).or_insert_with(|| base_entry(node, None));
-        }
-    }
-    new_base.retain(|p, _| new_tree.contains_key(p));
-    if new_base != base || committed != base_head {
-        client.state.save_base(root_key, coll.id, committed, &base, &new_base)?;
+    // Folders: record them as they now stand; files the folder does not
+    // hold in their merged version keep their old entry. The head is
+    // recorded only with a base that mirrors its tree exactly (which lets an
+    // unchanged head skip reading the tree).
+    let mirrors = merge::finish_base(&base, &new_tree, &mut new_base);
+    let recorded = committed.filter(|_| mirrors);
+    if new_base != base || recorded != base_head {
+        client.state.save_base(root_key, coll.id, recorded, &base, &new_base)?;
     }
     phase("save local state");
     Ok(Some(report))
@@ -709,7 +518,10 @@ async fn adopt_pending(
             seq = pending.seq,
             "the last sync committed but stopped before saving its state; resuming from its commit"
         );
-        client.state.save_base(root_key, coll.id, Some(pending), &base, &adopted)?;
+        // Recorded without its head: the adopted base keeps old entries for
+        // what the stopped sync had still to change here, so it does not
+        // mirror the head's tree, and the next round must read that tree.
+        client.state.save_base(root_key, coll.id, None, &base, &adopted)?;
     } else {
         client.state.clear_pending(root_key)?;
     }
@@ -889,41 +701,6 @@ fn base_entry(node: &RemoteNode, stat: Option<Stat>) -> BaseEntry {
     BaseEntry { node: node.clone(), stat }
 }
 
-fn take_local(p: &str, l: Option<&LocalNode>, tree: &mut Tree, uploads: &mut Vec<String>, report: &mut SyncReport) {
-    match l {
-        Some(l) if l.is_dir => {
-            tree.insert(p.to_owned(), dir_node(l));
-        }
-        Some(_) => uploads.push(p.to_owned()),
-        None => report.deleted_remotely.push(p.to_owned()),
-    }
-}
-
-fn take_remote(p: &str, l: Option<&LocalNode>, r: Option<&RemoteNode>, tree: &mut Tree, actions: &mut Vec<Action>) {
-    match (r, l) {
-        (Some(r), _) => {
-            tree.insert(p.to_owned(), r.clone());
-            if r.is_dir {
-                if l.is_none() {
-                    actions.push(Action::MakeDir { path: p.to_owned(), mode: r.mode });
-                }
-            } else {
-                actions.push(Action::Download { path: p.to_owned(), node: r.clone(), expect: l.map(|l| l.stat) });
-            }
-        }
-        (None, Some(l)) if l.is_dir => actions.push(Action::DeleteDir { path: p.to_owned() }),
-        (None, Some(l)) => actions.push(Action::DeleteFile { path: p.to_owned(), expect: l.stat }),
-        (None, None) => {}
-    }
-}
-
-fn same_version(previous: &Manifest, new: &Manifest) -> bool {
-    previous.chunks == new.chunks
-        && previous.meta.mode == new.meta.mode
-        && previous.meta.mtime_ns == new.meta.mtime_ns
-        && previous.meta.name == new.meta.name
-}
-
 /// The version each path about to be written replaces (remote first, then
 /// base): its manifest gives the file id and version to continue.
 async fn identities(
@@ -983,14 +760,7 @@ fn apply(
     new_base: &mut BTreeMap<String, BaseEntry>,
     report: &mut SyncReport,
 ) -> Result<()> {
-    let rank = |a: &Action| match a {
-        Action::RenameAside { .. } => 0,
-        Action::MakeDir { path, .. } => 1 + path.matches('/').count(),
-        Action::Download { .. } => 10_000,
-        Action::DeleteFile { .. } => 20_000,
-        Action::DeleteDir { path } => 40_000 - path.matches('/').count(),
-    };
-    actions.sort_by_key(rank);
+    merge::order(&mut actions);
     // Folders whose entries changed; their new entries are made durable together.
     let mut touched = std::collections::BTreeSet::new();
     let mut checked = std::collections::HashSet::new();
