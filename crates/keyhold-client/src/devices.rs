@@ -167,10 +167,11 @@ pub struct DeviceInfo {
 /// Lists the account's devices from the verified chain.
 pub fn list(client: &Client) -> Vec<DeviceInfo> {
     let me = client.keys.device.id();
-    let mut out: Vec<DeviceInfo> = client
-        .chain
-        .devices()
-        .iter()
+    // In the order the chain enrolled them.
+    let mut devices: Vec<_> = client.chain.devices().iter().collect();
+    devices.sort_by_key(|(_, d)| d.added_seq);
+    devices
+        .into_iter()
         .map(|(id, d)| DeviceInfo {
             name: d.name.clone(),
             id: id.to_hex(),
@@ -180,9 +181,7 @@ pub fn list(client: &Client) -> Vec<DeviceInfo> {
             revoked: d.revoked.as_ref().map(|_| describe_revocation(&client.chain, d)),
             this_device: *id == me,
         })
-        .collect();
-    out.sort_by(|a, b| a.added.cmp(&b.added).then(a.id.cmp(&b.id)));
-    out
+        .collect()
 }
 
 /// Finds an enrolled device by name or id (or an unambiguous id prefix).

@@ -267,9 +267,9 @@ fn main() -> ExitCode {
             eprintln!("keyhold: {e:#}");
             // Data a verified revision names but the server does not return
             // is tampering too: an honest server stores every acknowledged pack.
-            let integrity = e
-                .chain()
-                .any(|c| matches!(c.downcast_ref::<ClientError>(), Some(ClientError::Integrity(_) | ClientError::MissingBlob(_))));
+            let integrity = e.chain().any(|c| {
+                matches!(c.downcast_ref::<ClientError>(), Some(ClientError::Integrity(_) | ClientError::MissingBlob(_)))
+            });
             ExitCode::from(if integrity { 3 } else { 1 })
         }
     }

@@ -46,6 +46,10 @@ impl Schedule {
     }
 }
 
+/// Each round runs several commands, each of which signs in: at hundreds
+/// of rounds they would trip the server's authentication rate limit (G4).
+const GENEROUS_LIMITS: &str = "[limits]\nauth_per_minute = 1000000\n";
+
 fn iterations() -> usize {
     std::env::var("KEYHOLD_CRASH_ITERATIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(12)
 }
@@ -180,7 +184,7 @@ fn crash_rounds(a: &Device, dir: &Path, sync_every: usize, mut crash: impl FnMut
 #[test]
 fn f1_killing_the_client_mid_sync_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = common::Server::start(dir.path());
+    let server = common::Server::start_with(dir.path(), GENEROUS_LIMITS);
     let a = Device::new(dir.path(), "a", &server);
     a.init(dir.path());
     let model = crash_rounds(&a, dir.path(), 3, |mut child| {
@@ -201,6 +205,7 @@ struct RestartableServer {
     child: Option<Child>,
     listen: String,
     data: PathBuf,
+    config: PathBuf,
 }
 
 impl RestartableServer {
@@ -208,7 +213,9 @@ impl RestartableServer {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let listen = probe.local_addr().unwrap().to_string();
         drop(probe);
-        let mut server = RestartableServer { child: None, listen, data: dir.join("server-data") };
+        let config = dir.join("keyhold.toml");
+        std::fs::write(&config, GENEROUS_LIMITS).unwrap();
+        let mut server = RestartableServer { child: None, listen, data: dir.join("server-data"), config };
         server.restart();
         server
     }
@@ -223,6 +230,8 @@ impl RestartableServer {
             let mut child = Command::new(BIN)
                 .args(["serve", "--listen", &self.listen, "--data"])
                 .arg(&self.data)
+                .arg("--config")
+                .arg(&self.config)
                 .env("KEYHOLD_LOG", "error")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -278,7 +287,7 @@ fn f1_a_crash_between_the_commit_and_saving_the_base_brings_no_deleted_file_back
     // The user then deletes the file the commit added; the next sync must
     // delete it on the server too, not download it as "new there".
     let dir = tempfile::tempdir().unwrap();
-    let server = common::Server::start(dir.path());
+    let server = common::Server::start_with(dir.path(), GENEROUS_LIMITS);
     let proxy = common::proxy::Proxy::start(&server);
     let a = proxy.device(&Device::new(dir.path(), "a", &server));
     a.init(dir.path());
