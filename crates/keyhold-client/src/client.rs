@@ -527,6 +527,8 @@ pub async fn fetch_located(api: &Api, located: Vec<(BlobId, BlobLocation)>) -> R
 /// built by a [`Packer`] of this uploader.
 pub struct Uploader {
     api: Api,
+    state: State,
+    collection: CollectionId,
     packer: Packer,
     in_flight: JoinSet<Result<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>>,
     done: Vec<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>,
@@ -624,10 +626,12 @@ impl Packer {
 
 impl Uploader {
     /// An uploader for new blobs of `coll`.
-    pub fn new(api: &Api, coll: &Collection) -> Result<Self> {
+    pub fn new(client: &Client, coll: &Collection) -> Result<Self> {
         let known = coll.index.keys().copied().collect();
         Ok(Uploader {
-            api: api.clone(),
+            api: client.api.clone(),
+            state: client.state.clone(),
+            collection: coll.id,
             packer: Packer { keys: coll.current()?.clone(), known: Arc::new(std::sync::Mutex::new(known)), builder: None },
             in_flight: JoinSet::new(),
             done: Vec::new(),
@@ -662,7 +666,7 @@ impl Uploader {
     /// Seals and uploads a pack in the background.
     pub fn upload(&mut self, builder: PackBuilder) {
         self.bytes_queued += u64::try_from(builder.blob_bytes()).unwrap_or(0);
-        let (api, keys) = (self.api.clone(), self.packer.keys.clone());
+        let (api, keys, state, collection) = (self.api.clone(), self.packer.keys.clone(), self.state.clone(), self.collection);
         self.in_flight.spawn(async move {
             // Sealing and hashing a full pack takes a few milliseconds; off
             // the packing thread, it overlaps with packing the next one.
@@ -679,6 +683,9 @@ impl Uploader {
                     Ok(()) => {
                         drop(bytes);
                         verify_stored(&api, &keys, id, size, &entries).await?;
+                        // Recorded at once, so a sync that stops after this
+                        // point resumes without sending this pack again (F3).
+                        state.add_packs(collection, [(id, size, entries.as_slice())])?;
                         return Ok((id, size, entries));
                     }
                     Err(ClientError::Http(e)) if attempt < 3 => {

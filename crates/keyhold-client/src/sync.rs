@@ -366,7 +366,7 @@ async fn sync_round(
     let both_files = plan.both_files.clone();
 
     // Encrypt and queue what changed locally.
-    let mut uploader = Uploader::new(&client.api, coll)?;
+    let mut uploader = Uploader::new(client, coll)?;
     let identities = identities(client, coll, &to_upload, &both_files, &base, &remote).await?;
     let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
     let bar = progress_bar(show, upload_bytes, "upload");

@@ -316,3 +316,58 @@ fn f1_a_crash_between_the_commit_and_saving_the_base_brings_no_deleted_file_back
     assert!(!listed.contains("added.txt"), "the deletion did not reach the server: {listed}");
     assert!(listed.contains("kept.txt"));
 }
+
+#[test]
+fn f3_a_sync_cut_off_mid_upload_resumes_without_resending_what_arrived() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path());
+    let proxy = common::proxy::Proxy::start(&server);
+    let a = proxy.device(&Device::new(dir.path(), "a", &server));
+    a.init(dir.path());
+    // About five packs' worth of new data (packs are 8 MiB).
+    let big = noise(11, 40 << 20);
+    a.write("big.bin", &big);
+    // Two pack uploads get through; then the network fails for the rest.
+    let uploads = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = uploads.clone();
+    proxy.rewrite_response("PUT", "/v1/packs/*", move |_, resp| {
+        if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
+            // Late enough for the two acknowledged packs to be read back.
+            std::thread::sleep(Duration::from_secs(3));
+            *resp = common::proxy::ResponseParts::error(503, "unavailable", "cut off");
+        }
+    });
+    let out = a.run(&["sync", a.folder.to_str().unwrap()]);
+    assert!(!out.status.success(), "the sync should have failed mid-upload");
+    let arrived: Vec<usize> = proxy
+        .log()
+        .matching("PUT", "/v1/packs/*")
+        .into_iter()
+        .filter(|e| e.response.is_success())
+        .map(|e| e.request.body.len())
+        .collect();
+    assert_eq!(arrived.len(), 2, "two uploads were acknowledged");
+    let arrived: usize = arrived.iter().sum();
+    proxy.clear();
+    proxy.log().clear();
+    a.sync();
+    // Blobs are sealed deterministically, but packs are not: what counts is
+    // how much is sent again. Sending everything again would be at least the
+    // file's size; resuming leaves out the packs that arrived and were read
+    // back (both, unless the machine is so slow that one was still being
+    // read back when the sync gave up).
+    let resent: usize = proxy.log().matching("PUT", "/v1/packs/*").iter().map(|e| e.request.body.len()).sum();
+    assert!(
+        resent + (4 << 20) < big.len(),
+        "the retry sent {} MiB again of a {} MiB file, though {} MiB had arrived",
+        resent >> 20,
+        big.len() >> 20,
+        arrived >> 20
+    );
+    a.ok(&["check", "--read-data"]);
+    let b = Device::new(dir.path(), "b", &server);
+    b.recover(&std::fs::read_to_string(dir.path().join("recovery-a-home")).unwrap());
+    b.sync();
+    assert_eq!(std::fs::read(b.path("big.bin")).unwrap(), big);
+}
