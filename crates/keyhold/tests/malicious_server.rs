@@ -660,6 +660,50 @@ fn b1_a_flipped_byte_in_a_chunk_read_is_detected() {
 }
 
 #[test]
+fn a6_every_kind_of_tampering_fails_alike_and_sends_nothing_back() {
+    // No decryption oracle: whatever the server altered (a chunk's bytes, a
+    // chunk's tag, a folder listing), the client answers the same way — the
+    // same refusal, the same exit code — and sends the server nothing
+    // derived from what it decrypted: no request with a body, no report.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let proxy = Proxy::start(&server);
+    let (_a, b, layout) = content(dir.path(), &server, &proxy);
+    let chunks = layout.chunks_of("big.bin");
+    let listing = layout.listing_naming("x.txt");
+    let mut outcomes = Vec::new();
+    for (what, blob, at) in
+        [("chunk body", chunks[0], 0), ("chunk tag", chunks[1], chunks[1].bytes.len() - 1), ("listing", listing, 20)]
+    {
+        let mut altered = blob.bytes.clone();
+        altered[at] ^= 0x01;
+        let applied = present(&proxy, blob, altered);
+        proxy.log().clear();
+        let before = snapshot(&b.folder);
+        let out = sync_run(&b);
+        fired(&applied, what);
+        assert_eq!(snapshot(&b.folder), before, "{what}: the sync folder changed");
+        let sent_bodies: Vec<String> = proxy
+            .log()
+            .all()
+            .into_iter()
+            // Signing in (before anything is read) is the only request with a body.
+            .filter(|e| !e.request.body.is_empty() && !e.request.path.starts_with("/v1/auth/"))
+            .map(|e| format!("{} {}", e.request.method, e.request.path))
+            .collect();
+        assert!(sent_bodies.is_empty(), "{what}: the client sent the server {sent_bodies:?} after the failure");
+        outcomes.push((what, out.status.code(), stderr(&out)));
+        proxy.clear();
+    }
+    let (first, code, message) = &outcomes[0];
+    assert_eq!(*code, Some(INTEGRITY_EXIT));
+    for (what, other_code, other_message) in &outcomes[1..] {
+        assert_eq!(other_code, code, "{what} and {first} fail with different exit codes");
+        assert_eq!(other_message, message, "{what} and {first} fail with different messages");
+    }
+}
+
+#[test]
 fn b2_two_chunks_swapped_in_a_read_are_detected() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path());
