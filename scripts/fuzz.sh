@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes keyhold-core's parsers of stored objects with cargo-fuzz (fuzz/).
+# Fuzzes the parsers of stored objects and server answers with cargo-fuzz
+# (fuzz/).
 #
 # Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   SECONDS_PER_TARGET  how long to fuzz each target (default 600)
@@ -8,7 +9,8 @@
 # Targets run one after the other (the machine has 2 cores). New corpus
 # entries land in fuzz/corpus/<target>/ (minimize with
 # `cd fuzz && cargo +nightly fuzz cmin -a <target>` before committing them;
-# `cargo test -p keyhold-core --test fuzz_corpus` replays them); crashing
+# `cargo test -p keyhold-core --test fuzz_corpus` replays them, and
+# `-p keyhold-proto` the wire target's); crashing
 # inputs land in fuzz/artifacts/<target>/. Exits non-zero if any target
 # crashes, hangs or fails to build.
 #
@@ -20,7 +22,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 seconds=600

@@ -11,6 +11,10 @@
 //! `tests/fuzz_corpus.rs` replays the corpora in `fuzz/corpus/<target>/`
 //! through them on every `cargo test`. The fixtures are public so that valid
 //! seed inputs can be generated against the same keys. Not part of the API.
+//!
+//! The targets of the device chain, pairing and previous-root wraps use the
+//! keys of the spec's vectors (`docs/spec/vectors/`, [`vector`]), so the
+//! vectors' objects are valid seeds.
 
 #![doc(hidden)]
 
@@ -18,10 +22,18 @@ use self::fixture::{
     ACCOUNT, ACCOUNT_EPOCH, COLLECTION, COLLECTION_EPOCH, collection_keys, collection_wrap_context, device, device_and_id,
     file_manifest, root_key,
 };
+use self::vector::{
+    CHAIN_ACCOUNT, JOINER_CONFIRMATION, JOINER_RANDOMNESS, PAIRING_CODE, PREVIOUS_ROOT_ACCOUNT, PREVIOUS_ROOT_EPOCH,
+    current_root_key, pairing_keys,
+};
+use crate::aead::NONCE_LEN;
+use crate::envelope::HEADER_LEN;
 use crate::pack::{PACK_PREFIX_LEN, PACK_TRAILER_LEN, open_index, open_pack, open_trailer};
+use crate::wrap::PREVIOUS_ROOT_WRAP_LEN;
 use crate::{
-    BlobId, DeviceId, DevicePublicKeys, FileDecryptor, HistoryVerifier, Listing, MAX_BLOB_PLAINTEXT, Manifest, ObjectType,
-    RecoveryKey, RevisionHeader, open_revision, peek_type, unwrap_collection_key, unwrap_on_device,
+    BlobId, ChainEntry, ChainHead, DeviceChain, DeviceId, DevicePublicKeys, FileDecryptor, HistoryVerifier, JoinerPake, Listing,
+    MAX_BLOB_PLAINTEXT, Manifest, ObjectId, ObjectType, PAKE_MESSAGE_LEN, PairingCode, RecoveryKey, RevisionHeader,
+    inviter_respond, open_revision, peek_type, unwrap_collection_key, unwrap_on_device, unwrap_previous_root, wrap_previous_root,
 };
 
 /// The fixed keys and ids every target uses, public so that valid seed
@@ -120,6 +132,115 @@ pub mod fixture {
             }
         })
     }
+}
+
+/// The keys, ids and randomness of the spec's vectors (`docs/spec/vectors/`)
+/// that the device chain, pairing and previous-root-wrap targets use, so the
+/// vectors' stored objects open and verify against them.
+pub mod vector {
+    use std::sync::OnceLock;
+
+    use crate::{AccountId, AccountRootKey, PAKE_MESSAGE_LEN, PairingKeys};
+
+    /// The account of every `device-chain-*.json` vector.
+    pub const CHAIN_ACCOUNT: AccountId = AccountId([0x33; 16]);
+    /// The account of `previous-root-wrap.json`.
+    pub const PREVIOUS_ROOT_ACCOUNT: AccountId = AccountId([0x33; 16]);
+    /// The epoch of `previous-root-wrap.json`'s current root key.
+    pub const PREVIOUS_ROOT_EPOCH: u32 = 1;
+    /// The root key of that epoch.
+    pub const CURRENT_ROOT_KEY: [u8; 32] = [0x45; 32];
+    /// The pairing code of `pairing.json`.
+    pub const PAIRING_CODE: &str = "J790Z-74JBJ";
+    /// The randomness the joiner of `pairing.json` draws.
+    pub const JOINER_RANDOMNESS: &str = "f400927857aaf64114f561baacb379708c79a1dc1476ab573216a4020764bde545c143dbb9609c22ab855d60925a997603d78a3f20d154abd8ddfa6974eedf6b";
+    /// The randomness the inviter of `pairing.json` draws.
+    pub const INVITER_RANDOMNESS: &str = "c2206fc0bd318594f8cc73bc35106fbaf87b28c38a8dbfc8d9848243038f9c1c84034870a9b65832a5f2bad9063feebe9de6c9e88643afe9ecdd3c8306f410db";
+    /// `pairing.json`'s SPAKE2 key.
+    pub const SHARED_KEY: &str = "9d3219686c1674c74869d37258555723f5ec12f050ae0e3813e076ec85421a40";
+    /// `pairing.json`'s inviter message.
+    pub const INVITER_MESSAGE: &str = "4121e07e218e16d8a462bd0fa3e84f304cf697d75db3da593a2f1e7ebd07a65672";
+    /// `pairing.json`'s joiner message.
+    pub const JOINER_MESSAGE: &str = "427b419604f09ff9c25fc7ecb45bd1eea8bcb37803e491d0932db4c738895de492";
+    /// `pairing.json`'s joiner key confirmation.
+    pub const JOINER_CONFIRMATION: &str = "1ab1bc82ac1545d5a269731fb1660d7f95c838e1b06e5aa3b837e7b45a2129d2";
+
+    /// Decodes one of the hex constants above (all zero if it does not fit).
+    pub fn hex<const N: usize>(text: &str) -> [u8; N] {
+        data_encoding::HEXLOWER.decode(text.as_bytes()).ok().and_then(|v| v.try_into().ok()).unwrap_or([0; N])
+    }
+
+    /// The root key of [`PREVIOUS_ROOT_EPOCH`].
+    pub fn current_root_key() -> AccountRootKey {
+        AccountRootKey::from_bytes(CURRENT_ROOT_KEY)
+    }
+
+    /// The keys of `pairing.json`'s attempt, from [`PairingKeys::derive`] on
+    /// its SPAKE2 key and messages.
+    pub fn pairing_keys() -> Option<&'static PairingKeys> {
+        static KEYS: OnceLock<Option<PairingKeys>> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let inviter: [u8; PAKE_MESSAGE_LEN] = hex(INVITER_MESSAGE);
+            let joiner: [u8; PAKE_MESSAGE_LEN] = hex(JOINER_MESSAGE);
+            PairingKeys::derive(&hex::<32>(SHARED_KEY), &inviter, &joiner).ok()
+        })
+        .as_ref()
+    }
+}
+
+/// A deterministic RNG for the targets that need randomness: hands out its
+/// seed, then BLAKE3's output stream keyed by nothing but that seed.
+pub struct FuzzRng {
+    seed: Vec<u8>,
+    pos: usize,
+    stream: blake3::OutputReader,
+}
+
+impl FuzzRng {
+    /// An RNG whose first bytes are `seed`.
+    pub fn new(seed: &[u8]) -> Self {
+        let stream = blake3::Hasher::new_derive_key("keyhold fuzz rng").update(seed).finalize_xof();
+        FuzzRng { seed: seed.to_vec(), pos: 0, stream }
+    }
+}
+
+impl rand_core::TryRng for FuzzRng {
+    type Error = core::convert::Infallible;
+    fn try_next_u32(&mut self) -> core::result::Result<u32, Self::Error> {
+        rand_core::utils::next_word_via_fill(self)
+    }
+    fn try_next_u64(&mut self) -> core::result::Result<u64, Self::Error> {
+        rand_core::utils::next_word_via_fill(self)
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> core::result::Result<(), Self::Error> {
+        let from_seed = self.seed.get(self.pos..).unwrap_or_default();
+        let n = from_seed.len().min(dst.len());
+        let (head, tail) = dst.split_at_mut(n);
+        head.copy_from_slice(from_seed.get(..n).unwrap_or_default());
+        self.pos = self.pos.saturating_add(n);
+        self.stream.fill(tail);
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for FuzzRng {}
+
+/// Splits a big-endian `u16` length and that many bytes (fewer at the end
+/// of the input) off `data`; `None` if fewer than 2 bytes are left.
+fn take_prefixed(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = data.split_first_chunk::<2>()?;
+    Some(rest.split_at(usize::from(u16::from_be_bytes(*len)).min(rest.len())))
+}
+
+/// Splits `data` into at most `max` pieces with [`take_prefixed`].
+fn split_prefixed(mut data: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    while pieces.len() < max {
+        let Some((piece, rest)) = take_prefixed(data) else { break };
+        pieces.push(piece);
+        data = rest;
+    }
+    pieces
 }
 
 /// Every object type byte, blob or not.
@@ -282,6 +403,135 @@ pub fn peek(data: &[u8]) {
     }
 }
 
+/// [`ChainEntry::parse`] on each entry, [`DeviceChain::verify`] for
+/// [`CHAIN_ACCOUNT`] on all of them, then [`DeviceChain::genesis`] and
+/// [`DeviceChain::append`] one entry at a time, going on past rejected ones.
+/// The first byte is the number of entries (at most); then each entry is a
+/// big-endian `u16` length and that many bytes (fewer at the end). A
+/// rejected entry must leave the chain as it was, and the chain verifies
+/// exactly when every entry appends.
+pub fn device_chain(data: &[u8]) {
+    let Some((&count, rest)) = data.split_first() else { return };
+    let entries = split_prefixed(rest, usize::from(count));
+    for stored in &entries {
+        if let Ok((entry, _)) = ChainEntry::parse(stored) {
+            let _ = entry.change.starts_epoch();
+        }
+    }
+    let verified = DeviceChain::verify(CHAIN_ACCOUNT, entries.iter().copied());
+    let Some((first, later)) = entries.split_first() else {
+        assert!(verified.is_err(), "an empty device chain verified");
+        return;
+    };
+    let Ok(mut chain) = DeviceChain::genesis(CHAIN_ACCOUNT, first) else {
+        assert!(verified.is_err(), "a chain verified whose creation entry does not");
+        return;
+    };
+    let mut every_entry_appended = true;
+    for stored in later {
+        let (before, epoch, devices) = (chain.head(), chain.epoch(), chain.devices().clone());
+        match chain.append(stored) {
+            Ok(entry) => {
+                assert_eq!(before.seq.checked_add(1), Some(entry.seq), "appended entry out of sequence");
+                assert_eq!(
+                    chain.head(),
+                    ChainHead { seq: entry.seq, id: ObjectId::of(stored) },
+                    "head is not the appended entry"
+                );
+                let epoch_now = if entry.change.starts_epoch() { epoch.checked_add(1) } else { Some(epoch) };
+                assert_eq!(Some(chain.epoch()), epoch_now, "appended entry has the wrong epoch");
+                assert_eq!(chain.epoch(), entry.account_epoch, "chain epoch is not the entry's");
+            }
+            Err(_) => {
+                every_entry_appended = false;
+                assert_eq!((chain.head(), chain.epoch()), (before, epoch), "a rejected entry moved the chain");
+                assert!(*chain.devices() == devices, "a rejected entry changed the devices");
+            }
+        }
+    }
+    assert_eq!(verified.is_ok(), every_entry_appended, "verify and append disagree");
+    if let Ok(verified) = verified {
+        assert_eq!(verified.head(), chain.head(), "verify and append reach different heads");
+    }
+    let head = chain.head();
+    assert!(chain.time_of(head.seq).is_some(), "no time for the head entry");
+    for (id, device) in chain.devices() {
+        assert_eq!(*id, device.public.id(), "device filed under another id");
+        let _ = chain.may_author(id, COLLECTION, u64::MAX);
+    }
+    let _ = chain.active_devices().count();
+    let _ = chain.check_root_key(chain.epoch(), &root_key());
+    let _ = chain.recovery().id();
+}
+
+/// Pairing, picked by the first byte (mod 5); the rest is the input.
+/// 0: [`PairingCode::parse`] on it as (lossy) UTF-8; an accepted code must
+/// survive a display/parse round trip. 1: [`JoinerPake::finish`] for
+/// `pairing.json`'s joiner (its code and randomness) with the inviter
+/// message (a big-endian `u16` length, then that many bytes) and the key
+/// confirmation (the rest). 2: [`inviter_respond`] with `pairing.json`'s
+/// code and inviter randomness to it as the joiner message. 3 and 4:
+/// [`crate::PairingKeys::open_joiner_hello`] and
+/// [`crate::PairingKeys::open_welcome`] under [`pairing_keys`]; what opens
+/// must seal back to exactly the input.
+pub fn pairing(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let code = || PairingCode::parse(PAIRING_CODE).unwrap_or_else(|e| panic!("fixture pairing code: {e}"));
+    match selector % 5 {
+        0 => {
+            if let Ok(code) = PairingCode::parse(&String::from_utf8_lossy(rest)) {
+                let shown = code.display();
+                let again = PairingCode::parse(&shown).unwrap_or_else(|e| panic!("displayed pairing code does not parse: {e}"));
+                assert!(again.display() == shown, "pairing code display/parse round trip differs");
+                assert!(shown.starts_with(code.slot()) && code.slot().len() == crate::PAIRING_SLOT_LEN, "bad slot");
+            }
+        }
+        1 => {
+            let (message, confirmation) = take_prefixed(rest).unwrap_or((rest, &[]));
+            let (joiner, _) = JoinerPake::start(&code(), &mut FuzzRng::new(&vector::hex::<64>(JOINER_RANDOMNESS)));
+            if let Ok(keys) = joiner.finish(message, confirmation) {
+                assert_eq!(keys.joiner_confirmation(), vector::hex(JOINER_CONFIRMATION), "joiner finished another attempt");
+            }
+        }
+        2 => {
+            let rng = &mut FuzzRng::new(&vector::hex::<64>(vector::INVITER_RANDOMNESS));
+            if let Ok((keys, message)) = inviter_respond(&code(), rest, rng) {
+                assert_eq!(rest.len(), PAKE_MESSAGE_LEN, "inviter answered a joiner message of the wrong length");
+                let _ = (keys.inviter_confirmation(), message);
+            }
+        }
+        3 => {
+            let Some(keys) = pairing_keys() else { return };
+            if let Ok(hello) = keys.open_joiner_hello(rest) {
+                let sealed = keys.seal_joiner_hello(&hello).unwrap_or_else(|e| panic!("cannot reseal an opened hello: {e}"));
+                assert!(sealed == rest, "joiner hello encoding is not canonical");
+            }
+        }
+        _ => {
+            let Some(keys) = pairing_keys() else { return };
+            if let Ok(welcome) = keys.open_welcome(rest) {
+                let sealed = keys.seal_welcome(&welcome).unwrap_or_else(|e| panic!("cannot reseal an opened welcome: {e}"));
+                assert!(sealed == rest, "welcome encoding is not canonical");
+            }
+        }
+    }
+}
+
+/// [`unwrap_previous_root`] under [`current_root_key`] for
+/// [`PREVIOUS_ROOT_ACCOUNT`] and [`PREVIOUS_ROOT_EPOCH`]; what opens must
+/// rewrap (with the same nonce) to exactly the input.
+pub fn previous_root_wrap(data: &[u8]) {
+    let current = current_root_key();
+    if let Ok(previous) = unwrap_previous_root(data, &current, PREVIOUS_ROOT_ACCOUNT, PREVIOUS_ROOT_EPOCH) {
+        assert_eq!(data.len(), PREVIOUS_ROOT_WRAP_LEN, "previous root wrap of the wrong length opened");
+        let at = HEADER_LEN + 16 + 4;
+        let nonce = data.get(at..at + NONCE_LEN).unwrap_or_default();
+        let again = wrap_previous_root(&previous, &current, PREVIOUS_ROOT_ACCOUNT, PREVIOUS_ROOT_EPOCH, &mut FuzzRng::new(nonce))
+            .unwrap_or_else(|e| panic!("cannot rewrap an opened previous root key: {e}"));
+        assert!(again == data, "previous root wrap encoding is not canonical");
+    }
+}
+
 /// A fuzz target: takes any bytes, must not panic.
 pub type Target = fn(&[u8]);
 
@@ -300,4 +550,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("device_public_keys", device_public_keys),
     ("file_decryptor", file_decryptor),
     ("peek", peek),
+    ("device_chain", device_chain),
+    ("pairing", pairing),
+    ("previous_root_wrap", previous_root_wrap),
 ];

@@ -3,7 +3,8 @@
 //! inputs) through its target in `keyhold_core::fuzz`, plus a few edge
 //! inputs. A target's corpus directory must exist and hold at least one
 //! file, so this cannot silently test nothing. `scripts/fuzz.sh` runs the
-//! same targets under libFuzzer.
+//! same targets under libFuzzer. The `wire` target (keyhold-proto's JSON
+//! bodies) is replayed by keyhold-proto's `tests/fuzz_corpus.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -11,8 +12,13 @@ use std::fs;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use keyhold_core::fuzz::TARGETS;
-use keyhold_core::{MAGIC, ObjectType};
+use keyhold_core::fuzz::vector::{CHAIN_ACCOUNT, PREVIOUS_ROOT_ACCOUNT, PREVIOUS_ROOT_EPOCH, current_root_key, pairing_keys};
+use keyhold_core::fuzz::{TARGETS, vector};
+use keyhold_core::{DeviceChain, JoinerPake, MAGIC, ObjectType, PairingCode, inviter_respond, unwrap_previous_root};
+
+/// Fuzz targets whose entry function is not in `keyhold_core::fuzz`: the
+/// name, and the test that replays its corpus (relative to the workspace).
+const OTHER_TARGETS: &[(&str, &str)] = &[("wire", "crates/keyhold-proto/tests/fuzz_corpus.rs")];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
@@ -84,9 +90,9 @@ fn every_target_survives_edge_inputs() {
     assert!(failures.is_empty(), "fuzz targets panicked on edge inputs:\n{}", failures.join("\n"));
 }
 
-/// `keyhold_core::fuzz::TARGETS`, `fuzz/Cargo.toml` and `fuzz/fuzz_targets/`
-/// name the same targets, so none is fuzzed without being replayed here or
-/// the other way round.
+/// `keyhold_core::fuzz::TARGETS` (with [`OTHER_TARGETS`]), `fuzz/Cargo.toml`
+/// and `fuzz/fuzz_targets/` name the same targets, so none is fuzzed
+/// without being replayed or the other way round.
 #[test]
 fn fuzz_binaries_match_the_targets() {
     let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
@@ -97,15 +103,63 @@ fn fuzz_binaries_match_the_targets() {
         .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
     binaries.sort();
-    let mut names: Vec<String> = TARGETS.iter().map(|(n, _)| (*n).to_owned()).collect();
+    let mut names: Vec<String> =
+        TARGETS.iter().map(|(n, _)| *n).chain(OTHER_TARGETS.iter().map(|(n, _)| *n)).map(str::to_owned).collect();
     names.sort();
     let before = names.len();
     names.dedup();
     assert_eq!(names.len(), before, "duplicate target names in TARGETS");
     assert_eq!(binaries, names, "fuzz/fuzz_targets/*.rs and keyhold_core::fuzz::TARGETS differ");
     for name in &names {
-        let source = fs::read_to_string(fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"))).unwrap();
-        assert!(source.contains(&format!("keyhold_core::fuzz::{name}(data)")), "fuzz_targets/{name}.rs does not call its target");
         assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");
     }
+    for (name, _) in TARGETS {
+        let source = fs::read_to_string(fuzz_dir().join("fuzz_targets").join(format!("{name}.rs"))).unwrap();
+        assert!(source.contains(&format!("keyhold_core::fuzz::{name}(data)")), "fuzz_targets/{name}.rs does not call its target");
+    }
+    for (name, replay) in OTHER_TARGETS {
+        let replay = fs::read_to_string(fuzz_dir().join("..").join(replay)).unwrap_or_else(|e| panic!("{replay}: {e}"));
+        assert!(replay.contains(&format!("\"{name}\"")), "the replay test of {name} does not name its corpus");
+    }
+}
+
+fn spec_vector(name: &str) -> serde_json::Value {
+    let path = fuzz_dir().join("../docs/spec/vectors").join(name);
+    serde_json::from_slice(&fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn hex_field(v: &serde_json::Value, field: &str) -> Vec<u8> {
+    hex::decode(v[field].as_str().unwrap_or_else(|| panic!("{field} missing"))).unwrap()
+}
+
+/// The fixtures of the device chain, pairing and previous-root-wrap targets
+/// match the spec's vectors, so the vectors' objects (their seeds) reach the
+/// parsers' success paths rather than failing on a key mismatch.
+#[test]
+fn vector_fixtures_match_the_spec_vectors() {
+    let chain = spec_vector("device-chain-rotate-recovery.json");
+    let entries: Vec<Vec<u8>> = chain["entries"].as_array().unwrap().iter().map(|e| hex_field(e, "stored")).collect();
+    let verified = DeviceChain::verify(CHAIN_ACCOUNT, entries.iter().map(Vec::as_slice)).unwrap();
+    assert_eq!(verified.head().seq, chain["head"]["seq"].as_u64().unwrap());
+
+    let wrap = spec_vector("previous-root-wrap.json");
+    let previous =
+        unwrap_previous_root(&hex_field(&wrap, "wrap"), &current_root_key(), PREVIOUS_ROOT_ACCOUNT, PREVIOUS_ROOT_EPOCH).unwrap();
+    assert_eq!(previous.expose_secret().to_vec(), hex_field(&wrap, "previous_root_key"));
+
+    let pairing = spec_vector("pairing.json");
+    let code = PairingCode::parse(vector::PAIRING_CODE).unwrap();
+    assert_eq!(*code.display(), pairing["code"].as_str().unwrap());
+    let mut rng = keyhold_core::fuzz::FuzzRng::new(&hex::decode(vector::JOINER_RANDOMNESS).unwrap());
+    let (joiner, message) = JoinerPake::start(&code, &mut rng);
+    assert_eq!(message.to_vec(), hex_field(&pairing, "joiner_message"));
+    let mut rng = keyhold_core::fuzz::FuzzRng::new(&hex::decode(vector::INVITER_RANDOMNESS).unwrap());
+    let (inviter, reply) = inviter_respond(&code, &message, &mut rng).unwrap();
+    assert_eq!(reply.to_vec(), hex_field(&pairing, "inviter_message"));
+    let keys = joiner.finish(&reply, &inviter.inviter_confirmation()).unwrap();
+    assert_eq!(keys.joiner_confirmation().to_vec(), hex::decode(vector::JOINER_CONFIRMATION).unwrap());
+    let fixed = pairing_keys().unwrap();
+    assert_eq!(fixed.safety_string(), pairing["safety_string"].as_str().unwrap());
+    fixed.open_joiner_hello(&hex_field(&pairing, "sealed_joiner_hello")).unwrap();
+    fixed.open_welcome(&hex_field(&pairing, "sealed_welcome")).unwrap();
 }

@@ -1,0 +1,65 @@
+//! Replays the corpus of the `wire` fuzz target (`fuzz/corpus/wire/`: the
+//! server's JSON answers as the client parses them) through its entry
+//! function, `fuzz/wire.rs`, shared with the libFuzzer binary, plus a few
+//! edge inputs. keyhold-core's `tests/fuzz_corpus.rs` replays the other
+//! targets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[path = "../../../fuzz/wire.rs"]
+mod wire;
+
+use std::fs;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+/// The corpus directory's name, as `fuzz/Cargo.toml` names the binary.
+const TARGET: &str = "wire";
+
+/// Runs the target on `input`, returning the panic message if it panicked.
+fn run(input: &[u8]) -> Option<String> {
+    catch_unwind(AssertUnwindSafe(|| wire::wire(input))).err().map(|payload| {
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "non-string panic".to_owned())
+    })
+}
+
+#[test]
+fn wire_survives_its_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(TARGET);
+    let entries =
+        fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus of fuzz target {TARGET} missing ({}): {e}", dir.display()));
+    let (mut files, mut failures) = (0usize, Vec::new());
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        if hidden || !path.is_file() {
+            continue;
+        }
+        let input = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        files += 1;
+        if let Some(message) = run(&input) {
+            failures.push(format!("{}: {message}", path.display()));
+        }
+    }
+    assert!(files > 0, "corpus of fuzz target {TARGET} is empty ({})", dir.display());
+    assert!(failures.is_empty(), "wire panicked on corpus inputs:\n{}", failures.join("\n"));
+}
+
+#[test]
+fn wire_survives_edge_inputs() {
+    let mut failures = Vec::new();
+    for selector in 0..=255u8 {
+        for body in [&b""[..], b"{}", b"[]", b"null", b"{\"a\":", b"\"\\ud800\"", &[0xff; 64], &[b'['; 512]] {
+            let input = [&[selector][..], body].concat();
+            if let Some(message) = run(&input) {
+                failures.push(format!("selector {selector}, body {:?}: {message}", String::from_utf8_lossy(body)));
+            }
+        }
+    }
+    assert!(run(&[]).is_none(), "wire panicked on the empty input");
+    assert!(failures.is_empty(), "wire panicked on edge inputs:\n{}", failures.join("\n"));
+}
