@@ -1,7 +1,5 @@
 //! Creating an account and joining it with the recovery key.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use keyhold_core::{
     AccountId, AccountRootKey, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, DeviceChain, DeviceSecret, KdfParams, ObjectType,
     RecoveryKey, Signer, os_rng, peek_type, root_commitment, unwrap_on_device, wrap_to_device,
@@ -10,12 +8,9 @@ use keyhold_proto::{Bytes as B64, CreateAccount, EnrollDevice};
 use zeroize::Zeroizing;
 
 use crate::api::Api;
+use crate::devices::now_ms;
 use crate::error::{ClientError, Result};
 use crate::home::{DeviceConfig, DeviceKeys, Home, PinnedChain};
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// A default device name: the host's name.
 pub fn default_device_name() -> String {
@@ -25,17 +20,21 @@ pub fn default_device_name() -> String {
         .filter(|s| !s.is_empty())
         .or_else(|| std::env::var("COMPUTERNAME").ok())
         .unwrap_or_else(|| "device".to_owned());
-    name.chars().filter(|c| !c.is_control()).take(keyhold_core::MAX_DEVICE_NAME).collect()
+    // At most MAX_DEVICE_NAME bytes, cut at a character boundary.
+    let mut out = String::new();
+    for c in name.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > keyhold_core::MAX_DEVICE_NAME {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.len() > keyhold_core::MAX_DEVICE_NAME || name.chars().any(char::is_control) {
-        return Err(ClientError::Usage(format!(
-            "device name must be 1 to {} bytes without control characters",
-            keyhold_core::MAX_DEVICE_NAME
-        )));
-    }
-    Ok(())
+    keyhold_core::validate_device_name(name).map_err(|_| {
+        ClientError::Usage(format!("device name must be 1 to {} bytes without control characters", keyhold_core::MAX_DEVICE_NAME))
+    })
 }
 
 /// Creates a new account with this device as its first device. Returns the

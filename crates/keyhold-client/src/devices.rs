@@ -91,7 +91,8 @@ pub fn format_ms(ms: i64) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
-fn now_ms() -> i64 {
+/// Now, in ms since the Unix epoch (the time a chain entry claims).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 

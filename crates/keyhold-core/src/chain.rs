@@ -137,7 +137,9 @@ pub struct ChainEntry {
     pub change: ChainChange,
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Checks a device name: 1 to [`MAX_DEVICE_NAME`] bytes of UTF-8 with no
+/// control characters.
+pub fn validate_device_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_DEVICE_NAME || name.chars().any(char::is_control) {
         return Err(Error::Malformed("device name"));
     }
@@ -156,13 +158,13 @@ impl ChainEntry {
         };
         match &self.change {
             ChainChange::Create { device, name, recovery, root_commitment } => {
-                check_name(name)?;
+                validate_device_name(name)?;
                 w.bytes(&device.to_bytes());
                 w.short_bytes(name.as_bytes())?;
                 w.bytes(&recovery.to_bytes()).bytes(root_commitment);
             }
             ChainChange::AddDevice { device, name } => {
-                check_name(name)?;
+                validate_device_name(name)?;
                 w.bytes(&device.to_bytes());
                 w.short_bytes(name.as_bytes())?;
             }
@@ -223,7 +225,7 @@ impl ChainEntry {
         let name = |r: &mut Reader<'_>| -> Result<String> {
             let raw = r.short_bytes(MAX_DEVICE_NAME, "device name")?;
             let name = core::str::from_utf8(raw).map_err(|_| Error::Malformed("device name"))?.to_owned();
-            check_name(&name)?;
+            validate_device_name(&name)?;
             Ok(name)
         };
         let change = match kind {

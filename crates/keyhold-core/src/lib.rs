@@ -52,7 +52,7 @@ pub use auth::CHALLENGE_LEN;
 pub use blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
 pub use chain::{
     CHAIN_GENESIS_PREV, ChainChange, ChainDevice, ChainEntry, ChainHead, DeviceChain, MAX_CHAIN_ENTRY_LEN, MAX_DEVICE_NAME,
-    Revocation, Signer, root_commitment,
+    Revocation, Signer, root_commitment, validate_device_name,
 };
 pub use chunking::{AVG_CHUNK, Chunker, MAX_CHUNK, MIN_CHUNK};
 pub use collection::CollectionKeys;

@@ -18,7 +18,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::aead::{self, NONCE_LEN, TAG_LEN};
-use crate::chain::{ChainHead, MAX_DEVICE_NAME};
+use crate::chain::{ChainHead, MAX_DEVICE_NAME, validate_device_name};
 use crate::device::{DEVICE_PUBLIC_KEYS_LEN, DevicePublicKeys};
 use crate::encoding::{Reader, Writer};
 use crate::envelope::{HEADER_LEN, ObjectType, read_header, write_header};
@@ -285,9 +285,7 @@ pub struct JoinerHello {
 
 impl JoinerHello {
     fn encode(&self) -> Result<Zeroizing<Vec<u8>>> {
-        if self.name.is_empty() || self.name.len() > MAX_DEVICE_NAME || self.name.chars().any(char::is_control) {
-            return Err(Error::Malformed("device name"));
-        }
+        validate_device_name(&self.name)?;
         let mut w = Writer::with_capacity(DEVICE_PUBLIC_KEYS_LEN + 2 + self.name.len());
         w.bytes(&self.device.to_bytes());
         w.short_bytes(self.name.as_bytes())?;
@@ -300,9 +298,7 @@ impl JoinerHello {
         let name = core::str::from_utf8(r.short_bytes(MAX_DEVICE_NAME, "device name")?)
             .map_err(|_| Error::Malformed("device name"))?
             .to_owned();
-        if name.is_empty() || name.chars().any(char::is_control) {
-            return Err(Error::Malformed("device name"));
-        }
+        validate_device_name(&name)?;
         r.finish()?;
         Ok(JoinerHello { device, name })
     }
