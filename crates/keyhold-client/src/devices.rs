@@ -484,7 +484,8 @@ pub async fn join(home: &Home, server: &str, code_text: &str, name: &str, ceremo
     if home.is_initialized() {
         return Err(ClientError::AlreadyInitialized(home.dir().to_owned()));
     }
-    let code = PairingCode::parse(code_text)?;
+    // A mistyped code, or a wrong one, is the user's input, not tampering.
+    let code = PairingCode::parse(code_text).map_err(|e| ClientError::Usage(e.to_string()))?;
     let api = Api::new(server)?;
     let (pake, message) = JoinerPake::start(&code, &mut os_rng());
     let slot = code.slot();
@@ -496,7 +497,7 @@ pub async fn join(home: &Home, server: &str, code_text: &str, name: &str, ceremo
     let reply = poll(&api, slot, &attempt, Duration::from_secs(120), |a| a.reply.clone()).await?;
     let (inviter_message, confirmation) =
         reply.0.split_at_checked(PAKE_MESSAGE_LEN).ok_or(ClientError::Integrity(keyhold_core::Error::PairingFailed))?;
-    let keys = pake.finish(inviter_message, confirmation)?;
+    let keys = pake.finish(inviter_message, confirmation).map_err(|e| ClientError::Usage(e.to_string()))?;
     let device = DeviceSecret::generate(&mut os_rng());
     if !ceremony.confirm("the device that showed the code", keys.safety_string()) {
         return Err(ClientError::Usage("pairing cancelled: the safety strings were not confirmed".into()));
