@@ -357,21 +357,37 @@ impl Client {
     /// Loads the index of every pack the server lists that this device has
     /// not indexed yet (each index is authenticated by the pack key).
     pub async fn refresh_index(&self, coll: &mut Collection) -> Result<()> {
+        match self.refresh_index_past_damage(coll).await?.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Like [`Client::refresh_index`], but a pack whose index cannot be read
+    /// (not served, or not authentic) is skipped and returned with the
+    /// reason, so that `check` can report it and go on. Transport and local
+    /// failures still stop it.
+    pub async fn refresh_index_past_damage(&self, coll: &mut Collection) -> Result<Vec<(ObjectId, ClientError)>> {
         let known = self.state.known_packs(coll.id)?;
         let listed = self.api.packs(coll.id).await?;
+        let mut damaged = Vec::new();
         for pack in listed.packs.into_iter().filter(|p| !known.contains(&p.id.0)) {
             let (id, size) = (pack.id.0, pack.size);
-            if size < u64::try_from(PACK_PREFIX_LEN + PACK_TRAILER_LEN).unwrap_or(u64::MAX) {
-                return Err(ClientError::Protocol(format!("pack {id} is too small to be a pack")));
-            }
-            let entries = read_pack_index(&self.api, id, size, |epoch| coll.keys_for(epoch).cloned()).await?;
+            let entries = match read_pack_index(&self.api, id, size, |epoch| coll.keys_for(epoch).cloned()).await {
+                Ok(entries) => entries,
+                Err(e @ (ClientError::Http(_) | ClientError::Io { .. } | ClientError::State(_))) => return Err(e),
+                Err(e) => {
+                    damaged.push((id, e));
+                    continue;
+                }
+            };
             self.state.add_packs(coll.id, [(id, size, entries.as_slice())])?;
             for e in &entries {
                 coll.index
                     .insert(e.id, BlobLocation { kind: e.kind, pack: id, offset: u64::from(e.offset), len: u64::from(e.len) });
             }
         }
-        Ok(())
+        Ok(damaged)
     }
 
     /// Where each of `ids` is stored, loading new pack indexes first if

@@ -49,6 +49,9 @@ pub enum ClientError {
     /// Bad input from the user.
     #[error("{0}")]
     Usage(String),
+    /// `check` found data the verified history needs missing or corrupt.
+    #[error("check found {0} damaged object(s): data the verified history needs is missing or corrupt (listed above)")]
+    Damaged(usize),
     /// A blob the tree names is not in any pack the server lists.
     #[error("missing data: blob {0} is not stored on the server")]
     MissingBlob(String),

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod api;
+pub mod check;
 pub mod client;
 pub mod devices;
 pub mod error;

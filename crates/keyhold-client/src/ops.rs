@@ -1,10 +1,10 @@
-//! Read-side commands: list, history, restore, export, check, status.
+//! Read-side commands: list, history, restore, export, status (`check` has
+//! its own module).
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
-use keyhold_core::{BlobId, BlobRef, EntryKind, ObjectType, VerifiedRevision};
+use keyhold_core::{BlobId, BlobRef, EntryKind, VerifiedRevision};
 use serde::Serialize;
 
 use crate::client::{Client, Collection, RemoteNode, Tree};
@@ -187,107 +187,6 @@ pub async fn export(client: &Client, coll: &mut Collection, dest: &Path, progres
     }
     bar.finish_and_clear();
     Ok(files)
-}
-
-/// What `keyhold check` found.
-#[derive(Debug, Default, Serialize)]
-pub struct CheckReport {
-    /// Revisions verified.
-    pub revisions: usize,
-    /// Listings and manifests authenticated.
-    pub metadata_blobs: usize,
-    /// Chunks authenticated (with `--read-data`) or located.
-    pub chunks: usize,
-    /// Bytes of file content read back and authenticated.
-    pub bytes_read: u64,
-    /// Problems, one line each.
-    pub problems: Vec<String>,
-}
-
-/// Authenticates the whole history: every revision, every listing and
-/// manifest reachable from any of them, and (with `read_data`) every chunk
-/// — or, with `sample_percent` below 100, that share of them.
-pub async fn check(client: &Client, coll: &mut Collection, read_data: bool, sample_percent: u8) -> Result<CheckReport> {
-    let mut report = CheckReport::default();
-    let history = match client.full_history(coll).await {
-        Ok(h) => h,
-        Err(e) => {
-            report.problems.push(format!("history: {e}"));
-            return Ok(report);
-        }
-    };
-    report.revisions = history.len();
-    client.refresh_index(coll).await?;
-    let mut seen: HashSet<BlobId> = HashSet::new();
-    let mut chunks: BTreeMap<BlobId, (u32, u32)> = BTreeMap::new();
-    for rev in &history {
-        let mut level = vec![rev.revision.root];
-        while !level.is_empty() {
-            let fresh: Vec<BlobRef> = level.into_iter().filter(|r| seen.insert(r.id)).collect();
-            let ids: Vec<BlobId> = fresh.iter().map(|r| r.id).filter(|id| coll.index.contains_key(id)).collect();
-            for r in fresh.iter().filter(|r| !coll.index.contains_key(&r.id)) {
-                report.problems.push(format!("missing listing {} (revision {})", r.id, rev.revision.seq));
-            }
-            let mut blobs = client.fetch_blobs(coll, &ids).await?;
-            level = Vec::new();
-            for r in fresh {
-                let Some(ct) = blobs.remove(&r.id) else { continue };
-                match coll.keys_for(r.epoch)?.open_listing(&r.id, ct) {
-                    Err(e) => report.problems.push(format!("listing {}: {e}", r.id)),
-                    Ok(listing) => {
-                        report.metadata_blobs += 1;
-                        for e in listing.entries() {
-                            if e.kind == EntryKind::Folder {
-                                level.push(e.target);
-                            } else if seen.insert(e.target.id) {
-                                match coll.index.get(&e.target.id).map(|l| l.kind) {
-                                    Some(ObjectType::Manifest) => {
-                                        let ct = client
-                                            .fetch_blobs(coll, &[e.target.id])
-                                            .await?
-                                            .remove(&e.target.id)
-                                            .unwrap_or_default();
-                                        match coll
-                                            .keys_for(e.target.epoch)?
-                                            .open_manifest(&e.target.id, ct)
-                                            .and_then(|m| e.check_manifest(&m).map(|()| m))
-                                        {
-                                            Ok(m) => {
-                                                report.metadata_blobs += 1;
-                                                for c in m.chunks {
-                                                    chunks.insert(c.id, (e.target.epoch, c.len));
-                                                }
-                                            }
-                                            Err(err) => report.problems.push(format!("manifest of {}: {err}", e.name)),
-                                        }
-                                    }
-                                    _ => report.problems.push(format!("missing manifest {} of {}", e.target.id, e.name)),
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let ids: Vec<(BlobId, (u32, u32))> = chunks.into_iter().collect();
-    for (i, (id, (epoch, len))) in ids.iter().enumerate() {
-        if !coll.index.contains_key(id) {
-            report.problems.push(format!("missing chunk {id}"));
-            continue;
-        }
-        report.chunks += 1;
-        let sampled = sample_percent >= 100 || (i * 100 / ids.len().max(1)) % 100 < usize::from(sample_percent);
-        if read_data && sampled {
-            let ct = client.fetch_blobs(coll, &[*id]).await?.remove(id).unwrap_or_default();
-            match coll.keys_for(*epoch)?.open_blob(ObjectType::Chunk, id, ct) {
-                Ok(plain) if plain.len() == usize::try_from(*len).unwrap_or(0) => report.bytes_read += u64::from(*len),
-                Ok(_) => report.problems.push(format!("chunk {id}: wrong length")),
-                Err(e) => report.problems.push(format!("chunk {id}: {e}")),
-            }
-        }
-    }
-    Ok(report)
 }
 
 /// What `keyhold status` shows.

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use keyhold_client::{Client, ClientError, DEFAULT_COLLECTION, Home, account, devices, ops, sync};
+use keyhold_client::{Client, ClientError, DEFAULT_COLLECTION, Home, account, check, devices, ops, sync};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -268,7 +268,10 @@ fn main() -> ExitCode {
             // Data a verified revision names but the server does not return
             // is tampering too: an honest server stores every acknowledged pack.
             let integrity = e.chain().any(|c| {
-                matches!(c.downcast_ref::<ClientError>(), Some(ClientError::Integrity(_) | ClientError::MissingBlob(_)))
+                matches!(
+                    c.downcast_ref::<ClientError>(),
+                    Some(ClientError::Integrity(_) | ClientError::MissingBlob(_) | ClientError::Damaged(_))
+                )
             });
             ExitCode::from(if integrity { 3 } else { 1 })
         }
@@ -506,18 +509,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { read_data, sample, collection } => {
             let mut client = open_client(&home).await?;
             let mut coll = client.collection(&collection).await?;
-            let report = ops::check(&client, &mut coll, read_data, sample).await?;
+            let report = check::check(&client, &mut coll, read_data, sample).await?;
             emit(cli.json, &report, |r| {
                 println!(
-                    "checked {} revisions, {} listings and manifests, {} chunks ({} bytes read)",
-                    r.revisions, r.metadata_blobs, r.chunks, r.bytes_read
+                    "checked {} revisions, {} listings and manifests, {} chunks ({} read, {} bytes)",
+                    r.revisions, r.metadata_blobs, r.chunks, r.chunks_read, r.bytes_read
                 );
                 for p in &r.problems {
                     println!("PROBLEM {p}");
                 }
             });
             if !report.problems.is_empty() {
-                bail!("{} problems found", report.problems.len());
+                return Err(ClientError::Damaged(report.problems.len()).into());
             }
         }
     }

@@ -1082,3 +1082,161 @@ fn f4_the_writer_detects_a_dropped_pack_upload_before_marking_the_file_synced() 
     b.sync();
     assert_eq!(std::fs::read(b.path("precious.txt")).unwrap(), b"the only copy");
 }
+
+// ---------------------------------------------------------------------------
+// F6: `check` says exactly what is missing or corrupt
+
+/// `check --json` with `args`, on `device`: its exit code and report.
+fn check_report(device: &Device, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = device.run(&[&["--json", "check"], args].concat());
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check printed no report ({e}): {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out)));
+    (out.status.code(), report)
+}
+
+/// A problem of a check report: (state, object, id), and each path it
+/// affects with how many revisions.
+type Found = ((String, String, String), Vec<(String, usize)>);
+
+fn problems(report: &serde_json::Value) -> Vec<Found> {
+    report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let affects = p["affects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| (a["path"].as_str().unwrap().to_owned(), a["revisions"].as_array().unwrap().len()))
+                .collect();
+            let s = |k: &str| p[k].as_str().unwrap().to_owned();
+            ((s("state"), s("object"), s("id")), affects)
+        })
+        .collect()
+}
+
+#[test]
+fn f6_check_names_the_corrupt_chunk_the_file_and_the_revisions_it_spoils() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let proxy = Proxy::start(&server);
+    let (a, _b, layout) = content(dir.path(), &server, &proxy);
+    // A second revision that keeps big.bin: the damage spoils both.
+    a.write("left.txt", b"the left file, edited");
+    a.sync();
+    let (code, clean) = check_report(&a, &["--read-data"]);
+    assert_eq!(code, Some(0), "an honest server fails check: {clean}");
+    assert_eq!(clean["chunks_read"], clean["chunks"]);
+    let chunk = layout.chunks_of("big.bin")[1];
+    let mut flipped = chunk.bytes.clone();
+    flipped[10] ^= 0x04;
+    let applied = present(&proxy, chunk, flipped);
+    let (code, report) = check_report(&a, &["--read-data"]);
+    fired(&applied, "flipped chunk");
+    assert_eq!(code, Some(INTEGRITY_EXIT), "{report}");
+    assert_eq!(
+        problems(&report),
+        vec![(("corrupt".into(), "chunk".into(), chunk.entry.id.to_hex()), vec![("big.bin".into(), 2)])],
+        "{report}"
+    );
+    // The same, in words.
+    let out = a.run(&["check", "--read-data"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("PROBLEM corrupt chunk {}", chunk.entry.id.to_hex()))
+            && text.contains("affects big.bin (revisions ")
+            && text.contains("authenticated decryption failed"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("1 damaged object"), "{}", stderr(&out));
+}
+
+#[test]
+fn f6_check_lists_every_blob_of_a_lost_pack_and_only_those() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let proxy = Proxy::start(&server);
+    let (a, b, _) = content(dir.path(), &server, &proxy);
+    // Enough new content for packs that hold nothing but its chunks.
+    a.write("huge.bin", &noise(5, 20 << 20));
+    a.sync();
+    let layout = Layout::read(&proxy.log(), &server, &a);
+    let lost = layout
+        .blobs
+        .iter()
+        .map(|b| b.pack)
+        .find(|p| layout.blobs.iter().filter(|b| b.pack == *p).all(|b| b.entry.kind == ObjectType::Chunk))
+        .expect("a pack of chunks only");
+    let mut expected: Vec<String> = layout.blobs.iter().filter(|b| b.pack == lost).map(|b| b.entry.id.to_hex()).collect();
+    expected.sort();
+    // Still listed, but never served. A device that knows the pack's index
+    // finds out only by reading the data.
+    let refused =
+        proxy.answer("GET", &format!("/v1/packs/{}", lost.to_hex()), |_| ResponseParts::error(404, "not_found", "no such pack"));
+    let (code, report) = check_report(&a, &[]);
+    assert_eq!(code, Some(0), "check without --read-data reads no chunk: {report}");
+    let (code, report) = check_report(&a, &["--read-data"]);
+    assert!(refused.hits() > 0);
+    assert_eq!(code, Some(INTEGRITY_EXIT), "{report}");
+    let found = problems(&report);
+    let mut ids: Vec<String> = found.iter().map(|((_, _, id), _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, expected, "check must name exactly the lost pack's blobs: {report}");
+    for ((state, object, id), affects) in &found {
+        assert_eq!((state.as_str(), object.as_str()), ("missing", "chunk"), "{id}");
+        assert_eq!(affects, &vec![("huge.bin".to_owned(), 1)], "{id}");
+    }
+    // A device that has never read it cannot read its index either: the
+    // pack is reported, and so is every chunk it should hold.
+    let (code, report) = check_report(&b, &[]);
+    assert_eq!(code, Some(INTEGRITY_EXIT), "{report}");
+    let found = problems(&report);
+    assert_eq!(found[0].0, ("missing".to_owned(), "pack".to_owned(), lost.to_hex()), "{report}");
+    let mut ids: Vec<String> = found[1..].iter().map(|((_, _, id), _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, expected, "{report}");
+    // Dropped from the list as well: a device that has not read the pack
+    // list before finds the chunks missing without reading any data.
+    let c = device(dir.path(), "c", &server, &proxy);
+    c.recover(std::fs::read_to_string(dir.path().join("recovery-a-home")).unwrap().trim());
+    proxy.rewrite_json("GET", "/v1/collections/*/packs", move |_, packs: &mut Packs| {
+        packs.packs.retain(|p| p.id.0 != lost);
+    });
+    let (code, report) = check_report(&c, &[]);
+    assert_eq!(code, Some(INTEGRITY_EXIT), "{report}");
+    let mut ids: Vec<String> = problems(&report).into_iter().map(|((_, _, id), _)| id).collect();
+    ids.sort();
+    assert_eq!(ids, expected, "{report}");
+}
+
+#[test]
+fn f6_check_sample_reads_that_share_of_the_chunks_picked_anew_each_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path());
+    let proxy = Proxy::start(&server);
+    let (a, _b, layout) = content(dir.path(), &server, &proxy);
+    let (_, full) = check_report(&a, &["--read-data"]);
+    let chunks = full["chunks"].as_u64().unwrap();
+    assert!(chunks >= 6, "{full}");
+    let chunk = layout.chunks_of("small.bin")[0];
+    let mut flipped = chunk.bytes.clone();
+    flipped[0] ^= 0x01;
+    present(&proxy, chunk, flipped);
+    let (mut caught, mut missed) = (0, 0);
+    // Half the chunks per run, so each run misses the bad one with even
+    // odds; 20 runs that all agree would be a 1 in 500,000 event.
+    for _ in 0..20 {
+        let (code, report) = check_report(&a, &["--read-data", "--sample", "50"]);
+        assert_eq!(report["chunks_read"].as_u64().unwrap(), chunks.div_ceil(2), "{report}");
+        assert_eq!(report["chunks"].as_u64().unwrap(), chunks);
+        if code == Some(INTEGRITY_EXIT) {
+            caught += 1;
+            assert_eq!(problems(&report)[0].0.2, chunk.entry.id.to_hex());
+        } else {
+            assert_eq!(code, Some(0), "{report}");
+            missed += 1;
+        }
+    }
+    assert!(caught > 0 && missed > 0, "the sample is not random: caught {caught}, missed {missed}");
+}
