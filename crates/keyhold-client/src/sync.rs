@@ -730,7 +730,6 @@ fn current_stat(path: &Path) -> Option<Stat> {
     std::fs::symlink_metadata(path).ok().filter(|m| m.is_file()).map(|m| stat_of(&m).0)
 }
 
-/// Refuses to write through a symlinked folder (SECURITY G7).
 /// Refuses to write below anything but a real folder (G7). `checked` holds
 /// folders already found real during this apply, so each is looked at once.
 fn check_ancestors(root: &Path, rel: &str, checked: &mut std::collections::HashSet<PathBuf>) -> Result<()> {
@@ -797,6 +796,14 @@ fn apply(
                         }
                         None => report.skipped.push((path, "changed locally during sync; kept, will be synced next time".into())),
                     }
+                }
+                // The scan does not descend through links, so no deletion is
+                // planned below one; but a folder swapped for a link since the
+                // scan must not let a deletion out of the root either.
+                Action::DeleteFile { path, .. } | Action::DeleteDir { path }
+                    if check_ancestors(root, &path, &mut checked).is_err() =>
+                {
+                    report.skipped.push((path, "below something that is no longer a folder; not deleted".into()));
                 }
                 Action::DeleteFile { path, expect } => {
                     let file = local_path(root, &path);

@@ -371,3 +371,88 @@ fn f3_a_sync_cut_off_mid_upload_resumes_without_resending_what_arrived() {
     b.sync();
     assert_eq!(std::fs::read(b.path("big.bin")).unwrap(), big);
 }
+
+#[test]
+fn f3_a_connection_cut_mid_transfer_by_a_live_server_loses_nothing_and_resumes() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::Server::start(dir.path());
+    let proxy = common::proxy::Proxy::start(&server);
+    let a = proxy.device(&Device::new(dir.path(), "a", &server));
+    let key = a.init(dir.path());
+    let big = noise(12, 40 << 20);
+    a.write("big.bin", &big);
+    // The third pack reaches the server and is stored, but the connection
+    // drops before the client hears so: the client sends the same pack
+    // again, and the server keeps one copy.
+    let uploads = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = uploads.clone();
+    let cut = proxy.rewrite_response("PUT", "/v1/packs/*", move |_, resp| {
+        if counter.fetch_add(1, Ordering::SeqCst) == 2 {
+            resp.cut_after = Some(0);
+        }
+    });
+    let out = a.run(&["sync", a.folder.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("pack upload failed; retrying"), "{err}");
+    assert!(cut.hits() >= 3, "the cut never happened");
+    let puts = proxy.log().matching("PUT", "/v1/packs/*");
+    let distinct: std::collections::BTreeSet<String> = puts.iter().map(|e| e.request.path.clone()).collect();
+    assert!(puts.len() > distinct.len(), "nothing was sent twice");
+    assert_eq!(server.sql("SELECT count(*) FROM packs").trim(), format!("[({},)]", distinct.len()));
+
+    // Every answer after the second is lost, and so is every read that
+    // could confirm what arrived: the sync gives up (a network failure,
+    // exit 1), and the next one sends only what never arrived.
+    a.write("big2.bin", &noise(13, 40 << 20));
+    proxy.clear();
+    proxy.log().clear();
+    let counter = std::sync::Arc::new(AtomicUsize::new(0));
+    proxy.rewrite_response("PUT", "/v1/packs/*", move |_, resp| {
+        if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
+            resp.cut_after = Some(0);
+        }
+    });
+    proxy.rewrite_response("GET", "/v1/packs/*", |_, resp| resp.cut_after = Some(0));
+    let out = a.run(&["sync", a.folder.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a cut connection is not an integrity failure: {err}");
+    assert!(err.contains("cannot reach the server"), "unclear message: {err}");
+    let arrived: std::collections::BTreeSet<String> =
+        proxy.log().matching("PUT", "/v1/packs/*").iter().map(|e| e.request.path.clone()).collect();
+    proxy.clear();
+    proxy.log().clear();
+    a.sync();
+    let resent: usize = proxy.log().matching("PUT", "/v1/packs/*").iter().map(|e| e.request.body.len()).sum();
+    // Packs that arrived, even those whose answer was lost, are listed by
+    // the server; the client reads their index instead of sending them.
+    assert!(
+        resent + (12 << 20) < (40 << 20),
+        "the retry sent {} MiB of a 40 MiB file though {} packs had arrived",
+        resent >> 20,
+        arrived.len()
+    );
+    a.ok(&["check", "--read-data"]);
+
+    // Downloads: b's reads of a pack are cut halfway through the body.
+    let b = proxy.device(&Device::new(dir.path(), "b", &server));
+    b.recover(&key);
+    std::fs::create_dir_all(&b.folder).unwrap();
+    b.write("local.txt", b"b's own file");
+    let before = snapshot(&b.folder);
+    let cut = proxy.rewrite_response("GET", "/v1/packs/*", |req, resp| {
+        if req.range().is_some_and(|r| r.end - r.start > 1 << 20) {
+            resp.cut_after = Some(resp.body.len() / 2);
+        }
+    });
+    let out = b.run(&["sync", b.folder.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(cut.hits() > 0, "no large read to cut");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(snapshot(&b.folder), before, "a cut download left something behind: {err}");
+    proxy.clear();
+    b.sync();
+    assert_eq!(std::fs::read(b.path("big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(b.path("local.txt")).unwrap(), b"b's own file");
+}

@@ -220,7 +220,8 @@ impl std::fmt::Debug for Content {
     }
 }
 
-/// Path -> (is_dir, content, mode) of a whole folder, for comparisons.
+/// Path -> (is_dir, content, mode) of a whole folder, for comparisons
+/// (a symlink: its target, and mode 0o120000).
 pub fn snapshot(root: &Path) -> BTreeMap<String, (bool, Content, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = BTreeMap::new();
@@ -233,6 +234,10 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, (bool, Content, u32)> {
             if meta.is_dir() {
                 out.insert(rel, (true, Content(Vec::new()), 0));
                 stack.push(p);
+            } else if meta.is_symlink() {
+                // A link is its target, not what it points to.
+                let target = std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes();
+                out.insert(rel, (false, Content(target), 0o120_000));
             } else {
                 out.insert(rel, (false, Content(std::fs::read(&p).unwrap()), meta.permissions().mode() & 0o777));
             }

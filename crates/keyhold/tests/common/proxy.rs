@@ -87,12 +87,21 @@ pub struct ResponseParts {
     pub headers: HeaderMap,
     /// The body.
     pub body: Vec<u8>,
+    /// Cut the connection after sending this many bytes of the body, as a
+    /// network failure would: the client sees the status and headers, then
+    /// a connection closed mid-body.
+    pub cut_after: Option<usize>,
 }
 
 impl ResponseParts {
     /// A response with this status and body.
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        ResponseParts { status: StatusCode::from_u16(status).unwrap(), headers: HeaderMap::new(), body: body.into() }
+        ResponseParts {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: HeaderMap::new(),
+            body: body.into(),
+            cut_after: None,
+        }
     }
 
     /// A JSON response.
@@ -375,7 +384,17 @@ async fn handle(
         }
     }
     shared.log.push(Exchange { request, response: response.clone(), forwarded });
-    let mut out = axum::response::Response::new(axum::body::Body::from(response.body));
+    let body = match response.cut_after {
+        None => axum::body::Body::from(response.body),
+        Some(n) => {
+            let mut sent = response.body;
+            sent.truncate(n);
+            let pieces: Vec<Result<Bytes, std::io::Error>> =
+                vec![Ok(Bytes::from(sent)), Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut by the proxy"))];
+            axum::body::Body::from_stream(futures::stream::iter(pieces))
+        }
+    };
+    let mut out = axum::response::Response::new(body);
     *out.status_mut() = response.status;
     for (name, value) in &response.headers {
         if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
@@ -401,7 +420,7 @@ async fn forward(shared: &Shared, request: &RequestInfo) -> ResponseParts {
             let status = response.status();
             let headers = response.headers().clone();
             let body = response.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
-            ResponseParts { status, headers, body }
+            ResponseParts { status, headers, body, cut_after: None }
         }
         Err(e) => ResponseParts::error(502, "bad_gateway", &format!("proxy: upstream failed: {e}")),
     }
