@@ -190,7 +190,8 @@ fn f6_check_reports_corrupt_data() {
 #[test]
 fn e2_a_seized_server_holds_no_plaintext_name_key_or_exact_size() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    // Logging everything it can: a seizure takes the logs too.
+    let server = Server::start_logging(dir.path(), "", "trace");
     let a = Device::new(dir.path(), "a", &server);
     let key = a.init(dir.path());
     let canary_content = b"CANARY-CONTENT-7f3a9c-the-secret-plans";
@@ -215,7 +216,9 @@ fn e2_a_seized_server_holds_no_plaintext_name_key_or_exact_size() {
         ("device signing seed", signing_seed.to_vec()),
         ("device KEM seed", kem_seed.to_vec()),
     ];
-    for file in server.files() {
+    let log_len = std::fs::metadata(&server.log).unwrap().len();
+    assert!(log_len > 10_000, "the server logged only {log_len} bytes at trace level");
+    for file in server.files().into_iter().chain([server.log.clone()]) {
         let bytes = std::fs::read(&file).unwrap();
         for (what, needle) in &needles {
             assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_slice()), "{what} found in {}", file.display());

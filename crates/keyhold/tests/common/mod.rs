@@ -16,6 +16,8 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub data: PathBuf,
+    /// What the server wrote to its standard error.
+    pub log: PathBuf,
 }
 
 impl Server {
@@ -25,22 +27,29 @@ impl Server {
 
     /// Starts the server with extra TOML config (e.g. `[limits]` lines).
     pub fn start_with(dir: &Path, config: &str) -> Server {
+        Server::start_logging(dir, config, "warn")
+    }
+
+    /// Starts the server logging at `level` (a `KEYHOLD_LOG` filter) to
+    /// [`Server::log`].
+    pub fn start_logging(dir: &Path, config: &str, level: &str) -> Server {
         let data = dir.join("server-data");
         let file = dir.join("keyhold.toml");
         std::fs::write(&file, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{config}", data.display())).unwrap();
+        let log = std::fs::File::create(dir.join("server.log")).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&file)
-            .env("KEYHOLD_LOG", "warn")
+            .env("KEYHOLD_LOG", level)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap();
         // The server prints its address once it is listening: no sleeps.
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("listening ").expect("server did not start").to_owned();
-        Server { child, url, data }
+        Server { child, url, log: dir.join("server.log"), data }
     }
 
     /// The server's process id.
