@@ -61,6 +61,51 @@ pub struct DeviceKeys {
     pub device: DeviceSecret,
 }
 
+impl DeviceConfig {
+    /// Parses `config.json`.
+    pub fn parse(bytes: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl PinnedChain {
+    /// Parses `chain.json` (its entries are verified by whoever uses them).
+    pub fn parse(bytes: &[u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl DeviceKeys {
+    /// The `device.key` file: magic `KHDEVK1\0`, account id (16 bytes),
+    /// epoch (u32 big-endian), root key, signing seed, KEM seed (32 bytes
+    /// each).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut raw = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
+        let (signing, kem) = self.device.expose_seeds();
+        raw.extend_from_slice(KEY_FILE_MAGIC);
+        raw.extend_from_slice(self.account.as_bytes());
+        raw.extend_from_slice(&self.epoch.to_be_bytes());
+        raw.extend_from_slice(self.root.expose_secret());
+        raw.extend_from_slice(signing.as_ref());
+        raw.extend_from_slice(kem.as_ref());
+        raw
+    }
+
+    /// Reads a `device.key` file; `None` if it is not exactly one.
+    pub fn decode(raw: &[u8]) -> Option<Self> {
+        if raw.len() != KEY_FILE_LEN || raw.get(..8) != Some(KEY_FILE_MAGIC.as_slice()) {
+            return None;
+        }
+        let field = |at: usize| -> Option<Zeroizing<[u8; 32]>> { raw.get(at..at + 32)?.try_into().ok().map(Zeroizing::new) };
+        let account = AccountId(raw.get(8..24)?.try_into().ok()?);
+        let epoch = u32::from_be_bytes(raw.get(24..28)?.try_into().ok()?);
+        let root = AccountRootKey::from_bytes(*field(28)?);
+        let (signing, kem) = (field(60)?, field(92)?);
+        let device = DeviceSecret::from_seeds(&signing, &kem);
+        Some(DeviceKeys { account, epoch, root, device })
+    }
+}
+
 impl Home {
     /// `$KEYHOLD_HOME`, or the platform's data directory.
     pub fn locate(explicit: Option<PathBuf>) -> Result<Self> {
@@ -88,7 +133,7 @@ impl Home {
     pub fn load_chain(&self) -> Result<Option<PinnedChain>> {
         let path = self.chain_path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Ok(bytes) => PinnedChain::parse(&bytes).map(Some).map_err(|e| {
                 ClientError::Usage(format!("{} is damaged ({e}); move it away to trust the server's chain again", path.display()))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -122,43 +167,25 @@ impl Home {
         if !self.is_initialized() {
             return Err(ClientError::NotInitialized(self.dir.clone()));
         }
-        let text = std::fs::read_to_string(self.config_path()).map_err(ClientError::io(self.config_path()))?;
-        let config: DeviceConfig =
-            serde_json::from_str(&text).map_err(|e| ClientError::Usage(format!("{}: {e}", self.config_path().display())))?;
+        let bytes = std::fs::read(self.config_path()).map_err(ClientError::io(self.config_path()))?;
+        let config =
+            DeviceConfig::parse(&bytes).map_err(|e| ClientError::Usage(format!("{}: {e}", self.config_path().display())))?;
         let raw = Zeroizing::new(std::fs::read(self.key_path()).map_err(ClientError::io(self.key_path()))?);
-        let bad = || {
-            ClientError::Usage(format!(
-                "{} is damaged; restore it from backup or run `keyhold recover`",
+        match DeviceKeys::decode(&raw) {
+            Some(keys) if keys.device.id().to_hex() == config.device_id && keys.account.to_hex() == config.account_id => {
+                Ok((config, keys))
+            }
+            _ => Err(ClientError::Usage(format!(
+                "{} is damaged or belongs to another account; restore it from backup or run `keyhold recover`",
                 self.key_path().display()
-            ))
-        };
-        if raw.len() != KEY_FILE_LEN || raw.get(..8) != Some(KEY_FILE_MAGIC.as_slice()) {
-            return Err(bad());
+            ))),
         }
-        let field = |at: usize| -> Result<[u8; 32]> { raw.get(at..at + 32).and_then(|s| s.try_into().ok()).ok_or_else(bad) };
-        let account = AccountId(raw.get(8..24).and_then(|s| s.try_into().ok()).ok_or_else(bad)?);
-        let epoch = u32::from_be_bytes(raw.get(24..28).and_then(|s| s.try_into().ok()).ok_or_else(bad)?);
-        let root = AccountRootKey::from_bytes(field(28)?);
-        let signing = Zeroizing::new(field(60)?);
-        let kem = Zeroizing::new(field(92)?);
-        let device = DeviceSecret::from_seeds(&signing, &kem);
-        if device.id().to_hex() != config.device_id || account.to_hex() != config.account_id {
-            return Err(bad());
-        }
-        Ok((config, DeviceKeys { account, epoch, root, device }))
     }
 
     /// Writes config and keys for a new account or device.
     pub fn save(&self, config: &DeviceConfig, keys: &DeviceKeys) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(ClientError::io(&self.dir))?;
-        let mut raw = Zeroizing::new(Vec::with_capacity(KEY_FILE_LEN));
-        let (signing, kem) = keys.device.expose_seeds();
-        raw.extend_from_slice(KEY_FILE_MAGIC);
-        raw.extend_from_slice(keys.account.as_bytes());
-        raw.extend_from_slice(&keys.epoch.to_be_bytes());
-        raw.extend_from_slice(keys.root.expose_secret());
-        raw.extend_from_slice(signing.as_ref());
-        raw.extend_from_slice(kem.as_ref());
+        let raw = keys.encode();
         write_private(&self.key_path(), &raw)?;
         let json = serde_json::to_vec_pretty(config).map_err(|e| ClientError::Usage(e.to_string()))?;
         write_private(&self.config_path(), &json)

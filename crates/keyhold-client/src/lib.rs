@@ -7,6 +7,7 @@ pub mod check;
 pub mod client;
 pub mod devices;
 pub mod error;
+pub mod fuzz;
 pub mod home;
 pub mod merge;
 pub mod ops;

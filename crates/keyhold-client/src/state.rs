@@ -103,6 +103,43 @@ struct PinnedHead {
     id: String,
 }
 
+/// Reads `heads.json`: collection id (hex) → newest verified head. Entries
+/// whose ids are not hex of the right length are skipped (a pin can only
+/// add protection, never remove it).
+pub fn decode_pins(bytes: &[u8]) -> serde_json::Result<Vec<(CollectionId, Head)>> {
+    let pinned: BTreeMap<String, PinnedHead> = serde_json::from_slice(bytes)?;
+    Ok(pinned
+        .into_iter()
+        .filter_map(|(collection, head)| {
+            Some((CollectionId::from_hex(&collection)?, Head { seq: head.seq, id: ObjectId::from_hex(&head.id)? }))
+        })
+        .collect())
+}
+
+/// Reads one pack's row of the pack index: entries of kind (1 byte), blob
+/// id (32), offset and length (u32 big-endian each). `None` if malformed.
+pub fn decode_pack_entries(pack: ObjectId, entries: &[u8]) -> Option<Vec<(BlobId, BlobLocation)>> {
+    if !entries.len().is_multiple_of(ENTRY_LEN) {
+        return None;
+    }
+    entries
+        .chunks_exact(ENTRY_LEN)
+        .map(|entry| {
+            let (kind, rest) = entry.split_first()?;
+            let (id, rest) = rest.split_first_chunk::<32>()?;
+            let (offset, rest) = rest.split_first_chunk::<4>()?;
+            let len = rest.first_chunk::<4>()?;
+            let location = BlobLocation {
+                kind: ObjectType::from_byte(*kind)?,
+                pack,
+                offset: u64::from(u32::from_be_bytes(*offset)),
+                len: u64::from(u32::from_be_bytes(*len)),
+            };
+            Some((BlobId(*id), location))
+        })
+        .collect()
+}
+
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -228,22 +265,19 @@ impl State {
     /// back into it now, so a server cannot roll a collection back past
     /// what this device saw just because the database was lost.
     pub fn with_pins(mut self, path: PathBuf) -> Result<Self> {
-        let pinned: BTreeMap<String, PinnedHead> = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let pinned = match std::fs::read(&path) {
+            Ok(bytes) => decode_pins(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, path = %path.display(), "pinned heads unreadable; keeping the database's");
-                BTreeMap::new()
+                Vec::new()
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(ClientError::io(&path)(e)),
         };
         for (collection, head) in pinned {
-            let (Some(collection), Some(id)) = (CollectionId::from_hex(&collection), ObjectId::from_hex(&head.id)) else {
-                continue;
-            };
             if self.verified_head(collection)?.is_none_or(|h| h.seq < head.seq) {
                 self.db().execute(
                     "INSERT INTO heads (collection_id, seq, id) VALUES (?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET seq = excluded.seq, id = excluded.id",
-                    params![collection.as_bytes().as_slice(), i64_of(head.seq), id.as_bytes().as_slice()],
+                    params![collection.as_bytes().as_slice(), i64_of(head.seq), head.id.as_bytes().as_slice()],
                 )?;
             }
         }
@@ -471,25 +505,10 @@ impl State {
         while let Some(r) = rows.next()? {
             let pack = ObjectId(arr(r.get(0)?)?);
             let entries: Vec<u8> = r.get(1)?;
-            let malformed =
-                || ClientError::Usage("local state database holds a malformed pack index; delete it to rebuild".into());
-            if !entries.len().is_multiple_of(ENTRY_LEN) {
-                return Err(malformed());
-            }
-            for entry in entries.chunks_exact(ENTRY_LEN) {
-                let (kind, rest) = entry.split_first().ok_or_else(malformed)?;
-                let (id, rest) = rest.split_first_chunk::<32>().ok_or_else(malformed)?;
-                let (offset, len) = rest.split_first_chunk::<4>().ok_or_else(malformed)?;
-                let len = len.first_chunk::<4>().ok_or_else(malformed)?;
-                let kind = ObjectType::from_byte(*kind).ok_or_else(malformed)?;
-                let location = BlobLocation {
-                    kind,
-                    pack,
-                    offset: u64::from(u32::from_be_bytes(*offset)),
-                    len: u64::from(u32::from_be_bytes(*len)),
-                };
-                out.insert(BlobId(*id), location);
-            }
+            let decoded = decode_pack_entries(pack, &entries).ok_or_else(|| {
+                ClientError::Usage("local state database holds a malformed pack index; delete it to rebuild".into())
+            })?;
+            out.extend(decoded);
         }
         Ok(out)
     }
