@@ -268,7 +268,7 @@ impl Api {
         let bytes = response.bytes().await?;
         if let Some(r) = range {
             if u64::try_from(bytes.len()).ok() != Some(r.end - r.start) {
-                return Err(ClientError::Protocol("range answer of the wrong length".into()));
+                return Err(ClientError::Integrity(keyhold_core::Error::Malformed("range answer of the wrong length")));
             }
         } else if ObjectId::of(&bytes) != id {
             return Err(ClientError::Integrity(keyhold_core::Error::ContentMismatch));

@@ -174,7 +174,7 @@ impl Client {
             // A new epoch started on another device: our wrap of it.
             let me = self.keys.device.id().to_hex();
             let wrap = keys.device_wraps.iter().find(|w| w.id == me && w.epoch == newest).ok_or_else(|| {
-                ClientError::Protocol(format!("the server has no key of account epoch {newest} for this device"))
+                ClientError::Withheld(format!("this device's key of account epoch {newest}, which the device chain started"))
             })?;
             let root = unwrap_on_device(&wrap.wrap.0, &self.keys.device, account, newest)?;
             self.chain.check_root_key(newest, &root)?;
@@ -275,7 +275,9 @@ impl Client {
                 // Another device created it first: use theirs (a server that
                 // claims so but never shows it is refused after a few tries).
                 if attempt >= 3 {
-                    return Err(ClientError::Protocol("the server refuses the collection key but shows none".into()));
+                    return Err(ClientError::Withheld(format!(
+                        "the key of collection {name}: it refuses a new one but shows none"
+                    )));
                 }
                 self.load_account_keys().await?;
                 return Box::pin(self.collection_attempt(name, attempt + 1)).await;

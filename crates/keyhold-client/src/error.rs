@@ -18,6 +18,11 @@ pub enum ClientError {
     /// Verification of server data failed: tampering, rollback, fork or injection.
     #[error("integrity check failed: the server returned data that does not verify; nothing was changed locally")]
     Integrity(#[from] keyhold_core::Error),
+    /// The server withholds something the verified state says it holds (a
+    /// key of an epoch the device chain started, a collection key it claims
+    /// exists): an honest server cannot do that, so it counts as tampering.
+    #[error("integrity check failed: the server withholds {0}; nothing was changed locally")]
+    Withheld(String),
     /// A server answer that breaks the protocol.
     #[error("the server answered something unexpected: {0}")]
     Protocol(String),

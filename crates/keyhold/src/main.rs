@@ -270,7 +270,12 @@ fn main() -> ExitCode {
             let integrity = e.chain().any(|c| {
                 matches!(
                     c.downcast_ref::<ClientError>(),
-                    Some(ClientError::Integrity(_) | ClientError::MissingBlob(_) | ClientError::Damaged(_))
+                    Some(
+                        ClientError::Integrity(_)
+                            | ClientError::MissingBlob(_)
+                            | ClientError::Damaged(_)
+                            | ClientError::Withheld(_)
+                    )
                 )
             });
             ExitCode::from(if integrity { 3 } else { 1 })
