@@ -13,6 +13,12 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Folder for the embedded stores (SQLite database and blob folder).
     pub data_dir: PathBuf,
+    /// The metadata database, when it is not the embedded SQLite file:
+    /// `postgres://user:password@host:port/database` (several server
+    /// processes may share one). The environment variable
+    /// `KEYHOLD_DATABASE_URL` overrides it, so a password need not sit in
+    /// the file.
+    pub database_url: Option<String>,
     /// TLS certificate chain and key (PEM). Plain HTTP when absent.
     pub tls: Option<TlsConfig>,
     /// Limits.
@@ -59,6 +65,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
             data_dir: PathBuf::from("keyhold-data"),
+            database_url: None,
             tls: None,
             limits: Limits::default(),
         }

@@ -53,10 +53,14 @@ pub struct BoundServer {
     request_timeout: Duration,
 }
 
-/// Opens the stores under `config.data_dir` and binds the listen address.
+/// Opens the stores (under `config.data_dir`, or the metadata database at
+/// `config.database_url`) and binds the listen address.
 pub async fn bind(config: &Config) -> Result<BoundServer, ServeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| ServeError::Listen(config.listen, e))?;
-    let meta = MetaStore::open(&config.data_dir.join("metadata.sqlite3")).await?;
+    let meta = match &config.database_url {
+        Some(url) => MetaStore::connect(url).await?,
+        None => MetaStore::open(&config.data_dir.join("metadata.sqlite3")).await?,
+    };
     let blobs = BlobStore::local(&config.data_dir.join("blobs"))?;
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Listen(config.listen, e))?;

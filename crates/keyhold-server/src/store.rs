@@ -1,19 +1,25 @@
 //! The metadata store: accounts, device chains, devices, wrapped keys,
-//! sessions, pairing slots, packs, revisions and heads, behind one type so a second backend (PostgreSQL)
-//! can follow with the same suite. SQL is kept portable: no SQLite-only
-//! syntax beyond `ON CONFLICT`, which PostgreSQL shares.
+//! sessions, pairing slots, packs, revisions and heads, behind one type over
+//! two engines: SQLite (embedded, the default) and PostgreSQL (for several
+//! server processes over one database). One set of queries serves both,
+//! through sqlx's `Any` driver: placeholders are `$1`, `$2`, … in order of
+//! first use (SQLite reads them by number too), and the SQL is what both
+//! engines share. Each engine has its own migrations, one for one.
 //!
 //! Every query is scoped by account: no method can reach another account's
-//! rows (SECURITY G1). Multi-statement changes run in one transaction.
+//! rows (SECURITY G1). Multi-statement changes run in one transaction, and
+//! every check-then-write either is one statement (a conditional `UPDATE`,
+//! `INSERT … ON CONFLICT DO NOTHING`) or first locks the account's row, so
+//! that it holds under PostgreSQL's concurrent transactions as under
+//! SQLite's single writer.
 
 use std::path::Path;
-use std::str::FromStr;
-use std::time::Duration;
+use std::sync::Once;
 
 use keyhold_proto::{AccountId, CollectionId, DeviceId, ObjectId};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlSafeStr, SqlitePool};
+use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 
 /// Store failures. Details go to the log, never to clients.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,9 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("metadata store migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL names an engine the store does not run on.
+    #[error("metadata store: unsupported database {0:?}; use postgres://… or sqlite://…")]
+    Unsupported(String),
     /// A stored value does not fit its type (a corrupted database).
     #[error("metadata store holds an invalid value in {0}")]
     Corrupt(&'static str),
@@ -240,55 +249,116 @@ fn len_u64(bytes: &[u8]) -> u64 {
     u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
-/// The migrations, oldest first. Append only.
-fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
-            1,
-            "initial schema".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0001_init.sql").into_sql_str(),
-            false,
-        ),
-        Migration::new(
-            2,
-            "device chain and pairing relay".into(),
-            MigrationType::Simple,
-            include_str!("../migrations/sqlite/0002_device_chain.sql").into_sql_str(),
-            false,
-        ),
-    ])
+/// The database engines the store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite, embedded: one server process.
+    Sqlite,
+    /// PostgreSQL: any number of server processes.
+    Postgres,
 }
 
-/// The SQLite metadata store.
+/// One migration: its version, what it does, and its SQL for each engine.
+/// Append only: never edit one that has shipped.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "initial schema",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "device chain and pairing relay",
+        include_str!("../migrations/sqlite/0002_device_chain.sql"),
+        include_str!("../migrations/postgres/0002_device_chain.sql"),
+    ),
+];
+
+fn migrator(engine: Engine) -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sqlite, postgres)| {
+                let sql = match engine {
+                    Engine::Sqlite => sqlite,
+                    Engine::Postgres => postgres,
+                };
+                Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+/// The metadata store.
 #[derive(Clone)]
 pub struct MetaStore {
-    pool: SqlitePool,
+    pool: AnyPool,
+    engine: Engine,
 }
 
 impl MetaStore {
-    /// Opens (creating if needed) the database at `path` and migrates it.
+    /// Opens (creating if needed) the SQLite database at `path` and migrates it.
     pub async fn open(path: &Path) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        migrator().run(&pool).await?;
-        Ok(MetaStore { pool })
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::connect(&url).await
+    }
+
+    /// Connects to the database at `url` (`postgres://…` or `sqlite://…`)
+    /// and migrates it.
+    pub async fn connect(url: &str) -> Result<Self> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let engine = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Engine::Postgres
+        } else if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else {
+            return Err(StoreError::Unsupported(url.split(':').next().unwrap_or_default().to_owned()));
+        };
+        let options: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if engine == Engine::Sqlite { 8 } else { 16 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // Durable commits, readers beside the writer, a
+                        // writer that waits its turn, and the schema's
+                        // foreign keys enforced.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA busy_timeout = 30000; PRAGMA foreign_keys = ON;",
+                        )
+                        .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        migrator(engine).run(&pool).await?;
+        Ok(MetaStore { pool, engine })
+    }
+
+    /// Which engine this store runs on.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The column names of every table, for the data-inventory test.
     pub async fn schema(&self) -> Result<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
-             WHERE m.type = 'table' AND m.name NOT LIKE '\\_%' ESCAPE '\\' AND m.name NOT LIKE 'sqlite%' ORDER BY 1, p.cid",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = match self.engine {
+            Engine::Sqlite => {
+                "SELECT m.name, p.name FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+                 WHERE m.type = 'table' AND m.name NOT LIKE '\\_%' ESCAPE '\\' AND m.name NOT LIKE 'sqlite%' ORDER BY 1, p.cid"
+            }
+            Engine::Postgres => {
+                "SELECT CAST(table_name AS TEXT), CAST(column_name AS TEXT) FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name NOT LIKE '\\_%' ESCAPE '\\' \
+                 ORDER BY table_name, ordinal_position"
+            }
+        };
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|r| (r.get::<String, _>(0), r.get::<String, _>(1))).collect())
     }
 
@@ -298,7 +368,7 @@ impl MetaStore {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO accounts (account_id, recovery_locator, recovery_auth_key, account_epoch, quota_bytes, used_bytes, created_at) \
-             VALUES (?, ?, ?, 0, ?, 0, ?) ON CONFLICT DO NOTHING",
+             VALUES ($1, $2, $3, 0, $4, 0, $5) ON CONFLICT DO NOTHING",
         )
         .bind(new.account.as_bytes().as_slice())
         .bind(new.locator.as_slice())
@@ -312,7 +382,7 @@ impl MetaStore {
             return Ok(false);
         }
         insert_chain_entry(&mut tx, new.account, 0, ObjectId::of(new.chain_entry), new.chain_entry, now).await?;
-        sqlx::query("INSERT INTO recovery_wraps (account_id, epoch, wrap) VALUES (?, 0, ?)")
+        sqlx::query("INSERT INTO recovery_wraps (account_id, epoch, wrap) VALUES ($1, 0, $2)")
             .bind(new.account.as_bytes().as_slice())
             .bind(new.recovery_wrap)
             .execute(&mut *tx)
@@ -324,7 +394,7 @@ impl MetaStore {
 
     /// The stored entries of an account's device chain, seq 0 first.
     pub async fn chain(&self, account: AccountId) -> Result<Vec<Vec<u8>>> {
-        Ok(sqlx::query("SELECT body FROM device_chain WHERE account_id = ? ORDER BY seq")
+        Ok(sqlx::query("SELECT body FROM device_chain WHERE account_id = $1 ORDER BY seq")
             .bind(account.as_bytes().as_slice())
             .fetch_all(&self.pool)
             .await?
@@ -341,7 +411,7 @@ impl MetaStore {
         let mut tx = self.pool.begin().await?;
         let a = account.as_bytes().as_slice();
         let inserted = sqlx::query(
-            "INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(a)
         .bind(to_i64(append.seq, "seq")?)
@@ -359,23 +429,27 @@ impl MetaStore {
         }
         if let Some(device) = append.revoke {
             let d = device.as_bytes().as_slice();
-            sqlx::query("UPDATE devices SET revoked_at = ? WHERE account_id = ? AND device_id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE devices SET revoked_at = $1 WHERE account_id = $2 AND device_id = $3 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(a)
                 .bind(d)
                 .execute(&mut *tx)
                 .await?;
             // Its sessions end now, not when they expire (SECURITY A7).
-            sqlx::query("DELETE FROM sessions WHERE account_id = ? AND device_id = ?").bind(a).bind(d).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM sessions WHERE account_id = $1 AND device_id = $2")
+                .bind(a)
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "DELETE FROM pairing_attempts WHERE slot IN \
-                 (SELECT slot FROM pairing_slots WHERE account_id = ? AND device_id = ?)",
+                 (SELECT slot FROM pairing_slots WHERE account_id = $1 AND device_id = $2)",
             )
             .bind(a)
             .bind(d)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM pairing_slots WHERE account_id = ? AND device_id = ?")
+            sqlx::query("DELETE FROM pairing_slots WHERE account_id = $1 AND device_id = $2")
                 .bind(a)
                 .bind(d)
                 .execute(&mut *tx)
@@ -384,12 +458,13 @@ impl MetaStore {
         if let Some(epoch) = &append.epoch {
             let e = i64::from(epoch.epoch);
             if let Some((locator, auth_key)) = &epoch.recovery {
-                let moved = sqlx::query("UPDATE accounts SET recovery_locator = ?, recovery_auth_key = ? WHERE account_id = ?")
-                    .bind(locator.as_slice())
-                    .bind(auth_key.as_slice())
-                    .bind(a)
-                    .execute(&mut *tx)
-                    .await;
+                let moved =
+                    sqlx::query("UPDATE accounts SET recovery_locator = $1, recovery_auth_key = $2 WHERE account_id = $3")
+                        .bind(locator.as_slice())
+                        .bind(auth_key.as_slice())
+                        .bind(a)
+                        .execute(&mut *tx)
+                        .await;
                 match moved {
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(Appended::LocatorTaken),
                     other => {
@@ -397,21 +472,21 @@ impl MetaStore {
                     }
                 }
             }
-            sqlx::query("UPDATE accounts SET account_epoch = ? WHERE account_id = ?").bind(e).bind(a).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO recovery_wraps (account_id, epoch, wrap) VALUES (?, ?, ?)")
+            sqlx::query("UPDATE accounts SET account_epoch = $1 WHERE account_id = $2").bind(e).bind(a).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO recovery_wraps (account_id, epoch, wrap) VALUES ($1, $2, $3)")
                 .bind(a)
                 .bind(e)
                 .bind(epoch.recovery_wrap)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("INSERT INTO previous_root_wraps (account_id, epoch, wrap) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO previous_root_wraps (account_id, epoch, wrap) VALUES ($1, $2, $3)")
                 .bind(a)
                 .bind(e)
                 .bind(epoch.previous_root_wrap)
                 .execute(&mut *tx)
                 .await?;
             for (device, wrap) in &epoch.device_wraps {
-                sqlx::query("INSERT INTO device_wraps (account_id, device_id, epoch, wrap) VALUES (?, ?, ?, ?)")
+                sqlx::query("INSERT INTO device_wraps (account_id, device_id, epoch, wrap) VALUES ($1, $2, $3, $4)")
                     .bind(a)
                     .bind(device.as_bytes().as_slice())
                     .bind(e)
@@ -421,7 +496,7 @@ impl MetaStore {
             }
             for (collection, collection_epoch, wrap) in &epoch.collection_wraps {
                 let filed = sqlx::query(
-                    "INSERT INTO collection_wraps (account_id, collection_id, epoch, wrap) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO collection_wraps (account_id, collection_id, epoch, wrap) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
                 )
                 .bind(a)
                 .bind(collection.as_bytes().as_slice())
@@ -449,7 +524,7 @@ impl MetaStore {
     /// A device's encoded public keys, if it is enrolled in `account` and
     /// not revoked.
     pub async fn device_keys(&self, account: AccountId, device: DeviceId) -> Result<Option<Vec<u8>>> {
-        Ok(sqlx::query("SELECT public_keys FROM devices WHERE account_id = ? AND device_id = ? AND revoked_at IS NULL")
+        Ok(sqlx::query("SELECT public_keys FROM devices WHERE account_id = $1 AND device_id = $2 AND revoked_at IS NULL")
             .bind(account.as_bytes().as_slice())
             .bind(device.as_bytes().as_slice())
             .fetch_optional(&self.pool)
@@ -462,7 +537,7 @@ impl MetaStore {
         let row = sqlx::query(
             "SELECT a.account_id, a.account_epoch, r.wrap FROM accounts a \
              JOIN recovery_wraps r ON r.account_id = a.account_id AND r.epoch = a.account_epoch \
-             WHERE a.recovery_locator = ?",
+             WHERE a.recovery_locator = $1",
         )
         .bind(locator.as_slice())
         .fetch_optional(&self.pool)
@@ -482,9 +557,9 @@ impl MetaStore {
     pub async fn keys(&self, account: AccountId, device: DeviceId) -> Result<KeysRow> {
         let id = account.as_bytes().as_slice();
         let epoch: i64 =
-            sqlx::query("SELECT account_epoch FROM accounts WHERE account_id = ?").bind(id).fetch_one(&self.pool).await?.get(0);
+            sqlx::query("SELECT account_epoch FROM accounts WHERE account_id = $1").bind(id).fetch_one(&self.pool).await?.get(0);
         let device_wraps =
-            sqlx::query("SELECT epoch, wrap FROM device_wraps WHERE account_id = ? AND device_id = ? ORDER BY epoch")
+            sqlx::query("SELECT epoch, wrap FROM device_wraps WHERE account_id = $1 AND device_id = $2 ORDER BY epoch")
                 .bind(id)
                 .bind(device.as_bytes().as_slice())
                 .fetch_all(&self.pool)
@@ -493,7 +568,7 @@ impl MetaStore {
                 .map(|r| Ok((to_u32(r.get(0), "epoch")?, r.get(1))))
                 .collect::<Result<_>>()?;
         let collection_wraps = sqlx::query(
-            "SELECT collection_id, epoch, wrap FROM collection_wraps WHERE account_id = ? ORDER BY collection_id, epoch",
+            "SELECT collection_id, epoch, wrap FROM collection_wraps WHERE account_id = $1 ORDER BY collection_id, epoch",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -501,7 +576,7 @@ impl MetaStore {
         .into_iter()
         .map(|r| Ok((CollectionId(array(r.get(0), "collection id")?), to_u32(r.get(1), "epoch")?, r.get(2))))
         .collect::<Result<_>>()?;
-        let previous_root_wraps = sqlx::query("SELECT epoch, wrap FROM previous_root_wraps WHERE account_id = ? ORDER BY epoch")
+        let previous_root_wraps = sqlx::query("SELECT epoch, wrap FROM previous_root_wraps WHERE account_id = $1 ORDER BY epoch")
             .bind(id)
             .fetch_all(&self.pool)
             .await?
@@ -523,7 +598,7 @@ impl MetaStore {
     ) -> Result<WrapFiled> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO collection_wraps (account_id, collection_id, epoch, wrap) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO collection_wraps (account_id, collection_id, epoch, wrap) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
         )
         .bind(account.as_bytes().as_slice())
         .bind(collection.as_bytes().as_slice())
@@ -539,20 +614,21 @@ impl MetaStore {
             tx.commit().await?;
             return Ok(WrapFiled::Filed);
         }
-        let existing = sqlx::query("SELECT wrap FROM collection_wraps WHERE account_id = ? AND collection_id = ? AND epoch = ?")
-            .bind(account.as_bytes().as_slice())
-            .bind(collection.as_bytes().as_slice())
-            .bind(i64::from(epoch))
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
+        let existing =
+            sqlx::query("SELECT wrap FROM collection_wraps WHERE account_id = $1 AND collection_id = $2 AND epoch = $3")
+                .bind(account.as_bytes().as_slice())
+                .bind(collection.as_bytes().as_slice())
+                .bind(i64::from(epoch))
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
         Ok(WrapFiled::Exists(existing))
     }
 
     /// Files a single-use challenge.
     pub async fn put_challenge(&self, challenge: &[u8; 32], expires_at: i64) -> Result<()> {
-        sqlx::query("DELETE FROM challenges WHERE expires_at < ?").bind(expires_at - 3600).execute(&self.pool).await?;
-        sqlx::query("INSERT INTO challenges (challenge, expires_at) VALUES (?, ?)")
+        sqlx::query("DELETE FROM challenges WHERE expires_at < $1").bind(expires_at - 3600).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO challenges (challenge, expires_at) VALUES ($1, $2)")
             .bind(challenge.as_slice())
             .bind(expires_at)
             .execute(&self.pool)
@@ -562,7 +638,7 @@ impl MetaStore {
 
     /// Consumes a challenge: `true` if it existed and had not expired.
     pub async fn take_challenge(&self, challenge: &[u8; 32], now: i64) -> Result<bool> {
-        let row = sqlx::query("DELETE FROM challenges WHERE challenge = ? RETURNING expires_at")
+        let row = sqlx::query("DELETE FROM challenges WHERE challenge = $1 RETURNING expires_at")
             .bind(challenge.as_slice())
             .fetch_optional(&self.pool)
             .await?;
@@ -571,8 +647,8 @@ impl MetaStore {
 
     /// Files a session under the hash of its token.
     pub async fn put_session(&self, token_hash: &[u8; 32], account: AccountId, device: DeviceId, expires_at: i64) -> Result<()> {
-        sqlx::query("DELETE FROM sessions WHERE expires_at < ?").bind(expires_at - 86_400).execute(&self.pool).await?;
-        sqlx::query("INSERT INTO sessions (token_hash, account_id, device_id, expires_at) VALUES (?, ?, ?, ?)")
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1").bind(expires_at - 86_400).execute(&self.pool).await?;
+        sqlx::query("INSERT INTO sessions (token_hash, account_id, device_id, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash.as_slice())
             .bind(account.as_bytes().as_slice())
             .bind(device.as_bytes().as_slice())
@@ -587,7 +663,7 @@ impl MetaStore {
         let row = sqlx::query(
             "SELECT s.account_id, s.device_id, s.expires_at FROM sessions s \
              JOIN devices d ON d.account_id = s.account_id AND d.device_id = s.device_id \
-             WHERE s.token_hash = ? AND d.revoked_at IS NULL",
+             WHERE s.token_hash = $1 AND d.revoked_at IS NULL",
         )
         .bind(token_hash.as_slice())
         .fetch_optional(&self.pool)
@@ -615,7 +691,8 @@ impl MetaStore {
     ) -> Result<SlotOpened> {
         let mut tx = self.pool.begin().await?;
         purge_pairing(&mut tx, now).await?;
-        let open: i64 = sqlx::query("SELECT COUNT(*) FROM pairing_slots WHERE account_id = ?")
+        lock_account(&mut tx, account).await?;
+        let open: i64 = sqlx::query("SELECT COUNT(*) FROM pairing_slots WHERE account_id = $1")
             .bind(account.as_bytes().as_slice())
             .fetch_one(&mut *tx)
             .await?
@@ -624,7 +701,7 @@ impl MetaStore {
             return Ok(SlotOpened::TooMany);
         }
         let inserted = sqlx::query(
-            "INSERT INTO pairing_slots (slot, account_id, device_id, expires_at, attempts) VALUES (?, ?, ?, ?, 0) ON CONFLICT DO NOTHING",
+            "INSERT INTO pairing_slots (slot, account_id, device_id, expires_at, attempts) VALUES ($1, $2, $3, $4, 0) ON CONFLICT DO NOTHING",
         )
         .bind(slot)
         .bind(account.as_bytes().as_slice())
@@ -646,8 +723,8 @@ impl MetaStore {
         let mut tx = self.pool.begin().await?;
         let (a, d) = (account.as_bytes().as_slice(), device.as_bytes().as_slice());
         sqlx::query(
-            "DELETE FROM pairing_attempts WHERE slot = ? AND EXISTS (SELECT 1 FROM pairing_slots s \
-             WHERE s.slot = ? AND s.account_id = ? AND s.device_id = ? AND s.expires_at >= ?)",
+            "DELETE FROM pairing_attempts WHERE slot = $1 AND EXISTS (SELECT 1 FROM pairing_slots s \
+             WHERE s.slot = $2 AND s.account_id = $3 AND s.device_id = $4 AND s.expires_at >= $5)",
         )
         .bind(slot)
         .bind(slot)
@@ -657,7 +734,7 @@ impl MetaStore {
         .execute(&mut *tx)
         .await?;
         let deleted =
-            sqlx::query("DELETE FROM pairing_slots WHERE slot = ? AND account_id = ? AND device_id = ? AND expires_at >= ?")
+            sqlx::query("DELETE FROM pairing_slots WHERE slot = $1 AND account_id = $2 AND device_id = $3 AND expires_at >= $4")
                 .bind(slot)
                 .bind(a)
                 .bind(d)
@@ -683,8 +760,8 @@ impl MetaStore {
         let mut tx = self.pool.begin().await?;
         purge_pairing(&mut tx, now).await?;
         let number = sqlx::query(
-            "UPDATE pairing_slots SET attempts = attempts + 1 WHERE slot = ? AND expires_at >= ? AND attempts < ? \
-             AND NOT EXISTS (SELECT 1 FROM pairing_attempts WHERE slot = ? AND welcome IS NOT NULL) RETURNING attempts",
+            "UPDATE pairing_slots SET attempts = attempts + 1 WHERE slot = $1 AND expires_at >= $2 AND attempts < $3 \
+             AND NOT EXISTS (SELECT 1 FROM pairing_attempts WHERE slot = $4 AND welcome IS NOT NULL) RETURNING attempts",
         )
         .bind(slot)
         .bind(now)
@@ -696,7 +773,7 @@ impl MetaStore {
             tx.commit().await?;
             return Ok(false);
         };
-        sqlx::query("INSERT INTO pairing_attempts (slot, attempt_id, number, hello, created_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO pairing_attempts (slot, attempt_id, number, hello, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(slot)
             .bind(attempt.as_slice())
             .bind(number.get::<i64, _>(0))
@@ -717,19 +794,20 @@ impl MetaStore {
         device: DeviceId,
         now: i64,
     ) -> Result<Option<Vec<AttemptRow>>> {
-        let owned =
-            sqlx::query("SELECT 1 FROM pairing_slots WHERE slot = ? AND account_id = ? AND device_id = ? AND expires_at >= ?")
-                .bind(slot)
-                .bind(account.as_bytes().as_slice())
-                .bind(device.as_bytes().as_slice())
-                .bind(now)
-                .fetch_optional(&self.pool)
-                .await?
-                .is_some();
+        let owned = sqlx::query(
+            "SELECT 1 FROM pairing_slots WHERE slot = $1 AND account_id = $2 AND device_id = $3 AND expires_at >= $4",
+        )
+        .bind(slot)
+        .bind(account.as_bytes().as_slice())
+        .bind(device.as_bytes().as_slice())
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some();
         if !owned {
             return Ok(None);
         }
-        sqlx::query("SELECT attempt_id, hello, reply, joiner, welcome FROM pairing_attempts WHERE slot = ? ORDER BY number")
+        sqlx::query("SELECT attempt_id, hello, reply, joiner, welcome FROM pairing_attempts WHERE slot = $1 ORDER BY number")
             .bind(slot)
             .fetch_all(&self.pool)
             .await?
@@ -743,7 +821,7 @@ impl MetaStore {
     pub async fn pairing_attempt(&self, slot: &str, attempt: &[u8; 16], now: i64) -> Result<Option<AttemptRow>> {
         sqlx::query(
             "SELECT a.attempt_id, a.hello, a.reply, a.joiner, a.welcome FROM pairing_attempts a \
-             JOIN pairing_slots s ON s.slot = a.slot WHERE a.slot = ? AND a.attempt_id = ? AND s.expires_at >= ?",
+             JOIN pairing_slots s ON s.slot = a.slot WHERE a.slot = $1 AND a.attempt_id = $2 AND s.expires_at >= $3",
         )
         .bind(slot)
         .bind(attempt.as_slice())
@@ -768,18 +846,18 @@ impl MetaStore {
     ) -> Result<StepWritten> {
         let (sql, needs_owner) = match step {
             PairingStepKind::Reply => (
-                "UPDATE pairing_attempts SET reply = ? WHERE slot = ? AND attempt_id = ? AND reply IS NULL \
-                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = ? AND s.expires_at >= ? AND s.account_id = ? AND s.device_id = ?)",
+                "UPDATE pairing_attempts SET reply = $1 WHERE slot = $2 AND attempt_id = $3 AND reply IS NULL \
+                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = $4 AND s.expires_at >= $5 AND s.account_id = $6 AND s.device_id = $7)",
                 true,
             ),
             PairingStepKind::Joiner => (
-                "UPDATE pairing_attempts SET joiner = ? WHERE slot = ? AND attempt_id = ? AND joiner IS NULL AND reply IS NOT NULL \
-                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = ? AND s.expires_at >= ?)",
+                "UPDATE pairing_attempts SET joiner = $1 WHERE slot = $2 AND attempt_id = $3 AND joiner IS NULL AND reply IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = $4 AND s.expires_at >= $5)",
                 false,
             ),
             PairingStepKind::Welcome => (
-                "UPDATE pairing_attempts SET welcome = ? WHERE slot = ? AND attempt_id = ? AND welcome IS NULL AND joiner IS NOT NULL \
-                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = ? AND s.expires_at >= ? AND s.account_id = ? AND s.device_id = ?)",
+                "UPDATE pairing_attempts SET welcome = $1 WHERE slot = $2 AND attempt_id = $3 AND welcome IS NULL AND joiner IS NOT NULL \
+                 AND EXISTS (SELECT 1 FROM pairing_slots s WHERE s.slot = $4 AND s.expires_at >= $5 AND s.account_id = $6 AND s.device_id = $7)",
                 true,
             ),
         };
@@ -798,7 +876,7 @@ impl MetaStore {
         // Not written: find out why.
         let row = sqlx::query(
             "SELECT a.reply, a.joiner, a.welcome, s.account_id, s.device_id FROM pairing_attempts a \
-             JOIN pairing_slots s ON s.slot = a.slot WHERE a.slot = ? AND a.attempt_id = ? AND s.expires_at >= ?",
+             JOIN pairing_slots s ON s.slot = a.slot WHERE a.slot = $1 AND a.attempt_id = $2 AND s.expires_at >= $3",
         )
         .bind(slot)
         .bind(attempt.as_slice())
@@ -840,7 +918,7 @@ impl MetaStore {
     ) -> Result<PackAdded> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO packs (account_id, collection_id, pack_id, size, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            "INSERT INTO packs (account_id, collection_id, pack_id, size, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(account.as_bytes().as_slice())
         .bind(collection.as_bytes().as_slice())
@@ -862,7 +940,7 @@ impl MetaStore {
 
     /// The size of a pack of `account`, if filed.
     pub async fn pack_size(&self, account: AccountId, pack: ObjectId) -> Result<Option<u64>> {
-        sqlx::query("SELECT size FROM packs WHERE account_id = ? AND pack_id = ?")
+        sqlx::query("SELECT size FROM packs WHERE account_id = $1 AND pack_id = $2")
             .bind(account.as_bytes().as_slice())
             .bind(pack.as_bytes().as_slice())
             .fetch_optional(&self.pool)
@@ -873,7 +951,7 @@ impl MetaStore {
 
     /// Every pack of a collection.
     pub async fn packs(&self, account: AccountId, collection: CollectionId) -> Result<Vec<(ObjectId, u64)>> {
-        sqlx::query("SELECT pack_id, size FROM packs WHERE account_id = ? AND collection_id = ? ORDER BY created_at, pack_id")
+        sqlx::query("SELECT pack_id, size FROM packs WHERE account_id = $1 AND collection_id = $2 ORDER BY created_at, pack_id")
             .bind(account.as_bytes().as_slice())
             .bind(collection.as_bytes().as_slice())
             .fetch_all(&self.pool)
@@ -885,7 +963,7 @@ impl MetaStore {
 
     /// A collection's head.
     pub async fn head(&self, account: AccountId, collection: CollectionId) -> Result<Option<(u64, ObjectId)>> {
-        sqlx::query("SELECT seq, revision_id FROM heads WHERE account_id = ? AND collection_id = ?")
+        sqlx::query("SELECT seq, revision_id FROM heads WHERE account_id = $1 AND collection_id = $2")
             .bind(account.as_bytes().as_slice())
             .bind(collection.as_bytes().as_slice())
             .fetch_optional(&self.pool)
@@ -906,16 +984,18 @@ impl MetaStore {
             Some(seq) => to_i64(seq, "seq")?.checked_add(1).ok_or(StoreError::Corrupt("seq"))?,
             None => 0,
         };
-        Ok(sqlx::query("SELECT body FROM revisions WHERE account_id = ? AND collection_id = ? AND seq >= ? ORDER BY seq LIMIT ?")
-            .bind(account.as_bytes().as_slice())
-            .bind(collection.as_bytes().as_slice())
-            .bind(from)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect())
+        Ok(sqlx::query(
+            "SELECT body FROM revisions WHERE account_id = $1 AND collection_id = $2 AND seq >= $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(account.as_bytes().as_slice())
+        .bind(collection.as_bytes().as_slice())
+        .bind(from)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect())
     }
 
     /// Appends a revision if, and only if, it extends the current head
@@ -935,7 +1015,7 @@ impl MetaStore {
         let mut tx = self.pool.begin().await?;
         let (a, c) = (account.as_bytes().as_slice(), collection.as_bytes().as_slice());
         let moved = match prev {
-            None => sqlx::query("INSERT INTO heads (account_id, collection_id, seq, revision_id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+            None => sqlx::query("INSERT INTO heads (account_id, collection_id, seq, revision_id) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
                 .bind(a)
                 .bind(c)
                 .bind(to_i64(seq, "seq")?)
@@ -944,7 +1024,7 @@ impl MetaStore {
                 .await?
                 .rows_affected(),
             Some(prev) => sqlx::query(
-                "UPDATE heads SET seq = ?, revision_id = ? WHERE account_id = ? AND collection_id = ? AND seq = ? AND revision_id = ?",
+                "UPDATE heads SET seq = $1, revision_id = $2 WHERE account_id = $3 AND collection_id = $4 AND seq = $5 AND revision_id = $6",
             )
             .bind(to_i64(seq, "seq")?)
             .bind(id.as_bytes().as_slice())
@@ -961,7 +1041,7 @@ impl MetaStore {
             return Ok(Commit::HeadMoved(self.head(account, collection).await?));
         }
         sqlx::query(
-            "INSERT INTO revisions (account_id, collection_id, seq, revision_id, body, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO revisions (account_id, collection_id, seq, revision_id, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(a)
         .bind(c)
@@ -980,7 +1060,7 @@ impl MetaStore {
 
     /// Usage and quota.
     pub async fn usage(&self, account: AccountId) -> Result<(u64, u64)> {
-        let r = sqlx::query("SELECT used_bytes, quota_bytes FROM accounts WHERE account_id = ?")
+        let r = sqlx::query("SELECT used_bytes, quota_bytes FROM accounts WHERE account_id = $1")
             .bind(account.as_bytes().as_slice())
             .fetch_one(&self.pool)
             .await?;
@@ -988,15 +1068,15 @@ impl MetaStore {
     }
 }
 
-async fn insert_device(tx: &mut sqlx::SqliteConnection, account: AccountId, device: &NewDevice<'_>, now: i64) -> Result<()> {
-    sqlx::query("INSERT INTO devices (account_id, device_id, public_keys, created_at) VALUES (?, ?, ?, ?)")
+async fn insert_device(tx: &mut sqlx::AnyConnection, account: AccountId, device: &NewDevice<'_>, now: i64) -> Result<()> {
+    sqlx::query("INSERT INTO devices (account_id, device_id, public_keys, created_at) VALUES ($1, $2, $3, $4)")
         .bind(account.as_bytes().as_slice())
         .bind(device.id.as_bytes().as_slice())
         .bind(device.public_keys)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO device_wraps (account_id, device_id, epoch, wrap) VALUES (?, ?, ?, ?)")
+    sqlx::query("INSERT INTO device_wraps (account_id, device_id, epoch, wrap) VALUES ($1, $2, $3, $4)")
         .bind(account.as_bytes().as_slice())
         .bind(device.id.as_bytes().as_slice())
         .bind(i64::from(device.epoch))
@@ -1007,14 +1087,14 @@ async fn insert_device(tx: &mut sqlx::SqliteConnection, account: AccountId, devi
 }
 
 async fn insert_chain_entry(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     account: AccountId,
     seq: u64,
     id: ObjectId,
     body: &[u8],
     now: i64,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(account.as_bytes().as_slice())
         .bind(to_i64(seq, "seq")?)
         .bind(id.as_bytes().as_slice())
@@ -1026,22 +1106,33 @@ async fn insert_chain_entry(
 }
 
 /// Deletes expired pairing slots and their attempts.
-async fn purge_pairing(tx: &mut sqlx::SqliteConnection, now: i64) -> Result<()> {
-    sqlx::query("DELETE FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE expires_at < ?)")
+async fn purge_pairing(tx: &mut sqlx::AnyConnection, now: i64) -> Result<()> {
+    sqlx::query("DELETE FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE expires_at < $1)")
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("DELETE FROM pairing_slots WHERE expires_at < ?").bind(now).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM pairing_slots WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
     Ok(())
 }
 
-fn attempt_row(r: sqlx::sqlite::SqliteRow) -> Result<AttemptRow> {
+fn attempt_row(r: sqlx::any::AnyRow) -> Result<AttemptRow> {
     Ok(AttemptRow { id: array(r.get(0), "attempt id")?, hello: r.get(1), reply: r.get(2), joiner: r.get(3), welcome: r.get(4) })
 }
 
+/// Takes the account's row lock for the rest of the transaction, so that a
+/// count-then-insert on its rows is not raced by another server process
+/// (PostgreSQL; SQLite's writer lock does the same).
+async fn lock_account(tx: &mut sqlx::AnyConnection, account: AccountId) -> Result<()> {
+    sqlx::query("UPDATE accounts SET quota_bytes = quota_bytes WHERE account_id = $1")
+        .bind(account.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
 /// Adds `bytes` to the account's usage, whatever the quota.
-async fn charge_unchecked(tx: &mut sqlx::SqliteConnection, account: AccountId, bytes: u64) -> Result<()> {
-    sqlx::query("UPDATE accounts SET used_bytes = used_bytes + ? WHERE account_id = ?")
+async fn charge_unchecked(tx: &mut sqlx::AnyConnection, account: AccountId, bytes: u64) -> Result<()> {
+    sqlx::query("UPDATE accounts SET used_bytes = used_bytes + $1 WHERE account_id = $2")
         .bind(to_i64(bytes, "size")?)
         .bind(account.as_bytes().as_slice())
         .execute(&mut *tx)
@@ -1050,10 +1141,10 @@ async fn charge_unchecked(tx: &mut sqlx::SqliteConnection, account: AccountId, b
 }
 
 /// Adds `bytes` to the account's usage if it stays within quota.
-async fn charge(tx: &mut sqlx::SqliteConnection, account: AccountId, bytes: u64) -> Result<bool> {
+async fn charge(tx: &mut sqlx::AnyConnection, account: AccountId, bytes: u64) -> Result<bool> {
     let bytes = to_i64(bytes, "size")?;
     let charged =
-        sqlx::query("UPDATE accounts SET used_bytes = used_bytes + ? WHERE account_id = ? AND used_bytes + ? <= quota_bytes")
+        sqlx::query("UPDATE accounts SET used_bytes = used_bytes + $1 WHERE account_id = $2 AND used_bytes + $3 <= quota_bytes")
             .bind(bytes)
             .bind(account.as_bytes().as_slice())
             .bind(bytes)

@@ -1,7 +1,9 @@
 //! The server over real HTTP: each test starts `keyhold serve` in-process on
 //! 127.0.0.1 port 0 with a fresh data folder and talks to it as a client (or
 //! as a hostile client, byte by byte). Named after the SECURITY.md property
-//! each test pins.
+//! each test pins. Every test runs twice, once per metadata engine:
+//! `sqlite::<name>` on the embedded SQLite file and `postgres::<name>` on a
+//! real PostgreSQL (`support/postgres.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::type_complexity, missing_docs)]
 
@@ -38,12 +40,50 @@ const PATIENCE: Duration = Duration::from_secs(10);
 // A server under test.
 // ---------------------------------------------------------------------------
 
+#[path = "support/postgres.rs"]
+mod postgres_cluster;
+
+/// The metadata engine a test's servers run on.
+#[derive(Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    static ENGINE: Engine;
+}
+
+/// Defines `sqlite::<name>` and `postgres::<name>` for each test body.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::ENGINE.scope(super::Engine::Sqlite, super::$name()).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::ENGINE.scope(super::Engine::Postgres, super::$name()).await
+                }
+            )*
+        }
+    };
+}
+
 struct TestServer {
     addr: SocketAddr,
     /// Holds `data/` (the server's data dir) and nothing else, so a test can
     /// check that nothing was written beside it.
     root: TempDir,
     data_dir: PathBuf,
+    /// The metadata database, for tests that move time on in it.
+    db_url: String,
     http: Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), keyhold_server::ServeError>>>,
@@ -63,7 +103,13 @@ fn client_from(local: Option<IpAddr>) -> Client {
 async fn start(limits: Limits) -> TestServer {
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
-    let config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir: data_dir.clone(), tls: None, limits };
+    let database_url = match ENGINE.try_with(|e| *e).unwrap_or(Engine::Sqlite) {
+        Engine::Sqlite => None,
+        Engine::Postgres => Some(tokio::task::spawn_blocking(postgres_cluster::database).await.unwrap()),
+    };
+    let db_url = database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("metadata.sqlite3").display()));
+    let config =
+        Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir: data_dir.clone(), database_url, tls: None, limits };
     // Bound before spawning: the listener accepts from here on, no waiting.
     let server = keyhold_server::bind(&config).await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -71,7 +117,7 @@ async fn start(limits: Limits) -> TestServer {
     let task = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
-    TestServer { addr, root, data_dir, http: client_from(None), stop: Some(stop), task: Some(task) }
+    TestServer { addr, root, data_dir, db_url, http: client_from(None), stop: Some(stop), task: Some(task) }
 }
 
 async fn start_default() -> TestServer {
@@ -476,7 +522,6 @@ fn error_code(body: &[u8]) -> Option<String> {
 // Happy path.
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_answers() {
     let srv = start_default().await;
     let r = srv.get("/healthz", None).await;
@@ -485,7 +530,6 @@ async fn healthz_answers() {
     srv.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap() {
     let srv = start_default().await;
     let (id, device, root, recovery, body) = new_account();
@@ -610,7 +654,6 @@ async fn happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap() {
 // G1: tenant isolation.
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g1_another_accounts_objects_look_exactly_like_missing_ones() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -688,7 +731,6 @@ async fn g1_another_accounts_objects_look_exactly_like_missing_ones() {
     session_with(&srv, &srv.http, b.id, a.device.id(), challenge, sig).await.expect_error(401, "unauthorized");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g1_every_authenticated_route_refuses_missing_or_bad_tokens() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -783,7 +825,6 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -915,7 +956,6 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
 
 const SMALL_BODY_LIMIT: usize = 1 << 20;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g2_announced_oversized_body_is_refused_before_it_is_sent() {
     let srv = start(Limits { max_body_bytes: SMALL_BODY_LIMIT, ..Limits::default() }).await;
     let a = create_account(&srv).await;
@@ -946,7 +986,6 @@ async fn g2_announced_oversized_body_is_refused_before_it_is_sent() {
     assert_eq!(usage.used_bytes, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g2_chunked_body_beyond_the_limit_is_refused() {
     let srv = start(Limits { max_body_bytes: SMALL_BODY_LIMIT, ..Limits::default() }).await;
     let a = create_account(&srv).await;
@@ -985,7 +1024,6 @@ async fn g2_chunked_body_beyond_the_limit_is_refused() {
 // Malformed uploads and bodies (B1 at the server's door, G8).
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b1_g8_digest_mismatch_non_packs_malformed_json_and_foreign_revisions_are_refused() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1114,7 +1152,6 @@ fn assert_rate_limited(r: &Resp, max_wait: u64) {
     assert!((1..=max_wait).contains(&after), "Retry-After: {after}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g4_requests_beyond_the_budget_get_429_with_retry_after() {
     const BURST: u32 = 4;
     let srv = start(Limits { requests_per_second: 1, request_burst: BURST, ..Limits::default() }).await;
@@ -1139,7 +1176,6 @@ async fn g4_requests_beyond_the_budget_get_429_with_retry_after() {
     send(srv.req_with(&other, Method::GET, "/v1/usage", None)).await.expect_error(401, "unauthorized");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g4_failed_authentication_does_not_lock_out_the_device() {
     // 6 authentication attempts per minute per address; the legitimate
     // device signs in from 127.0.0.1, the attacker from 127.0.0.2.
@@ -1187,7 +1223,6 @@ fn blob_files(srv: &TestServer, account: AccountId) -> usize {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g5_uploads_beyond_quota_fail_cleanly() {
     const QUOTA: u64 = 40_000;
     let srv = start(Limits { default_quota_bytes: QUOTA, ..Limits::default() }).await;
@@ -1256,7 +1291,6 @@ async fn g5_uploads_beyond_quota_fail_cleanly() {
     assert!(usage.used_bytes <= QUOTA);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g5_parallel_uploads_cannot_together_exceed_the_quota() {
     const QUOTA: u64 = 100_000;
     const UPLOADS: usize = 24;
@@ -1358,7 +1392,6 @@ async fn slow_client(addr: SocketAddr, prefix: Vec<u8>, drip: Vec<u8>) -> Ended 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g3_slow_clients_are_cut_off_while_normal_clients_are_served() {
     let srv = start(Limits { header_timeout_secs: 1, request_timeout_secs: 2, ..Limits::default() }).await;
     let a = create_account(&srv).await;
@@ -1409,7 +1442,6 @@ async fn g3_slow_clients_are_cut_off_while_normal_clients_are_served() {
 // Recovery (E2: the operator cannot enroll a device of its own).
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e2_recovery_enrollment_needs_the_recovery_keys_signature() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1493,7 +1525,6 @@ async fn e2_recovery_enrollment_needs_the_recovery_keys_signature() {
 // The device chain (A2, A7, D1).
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a2_an_enrolled_device_appends_to_the_chain() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1555,7 +1586,6 @@ async fn a2_an_enrolled_device_appends_to_the_chain() {
     assert_eq!(fetch_chain(&srv, &a.token, a.id).await.0.len(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d1_entries_by_unknown_or_revoked_signers_or_off_the_head_are_refused_and_store_nothing() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1647,7 +1677,6 @@ async fn d1_entries_by_unknown_or_revoked_signers_or_off_the_head_are_refused_an
     session_with(&srv, &srv.http, a.id, new.id(), c, new.sign_challenge(a.id, &c)).await.expect_error(401, "unauthorized");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a7_revocation_ends_the_revoked_devices_sessions_at_once() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1697,7 +1726,6 @@ async fn a7_revocation_ends_the_revoked_devices_sessions_at_once() {
     srv.get("/v1/usage", Some(&a.token)).await.expect(200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a7_a_new_epoch_without_a_wrap_for_every_remaining_device_is_refused() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1777,7 +1805,6 @@ async fn a7_a_new_epoch_without_a_wrap_for_every_remaining_device_is_refused() {
     assert_eq!(keys.collection_wraps.iter().map(|w| w.epoch).collect::<Vec<_>>(), vec![0, 1]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_key_rotation_moves_the_locator() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1829,7 +1856,6 @@ async fn recovery_key_rotation_moves_the_locator() {
     sign_in(&srv, a.id, &new).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_chain_appends_exactly_one_wins() {
     let srv = std::sync::Arc::new(start_default().await);
     let a = create_account(&srv).await;
@@ -1872,7 +1898,6 @@ async fn put_step(srv: &TestServer, slot: &str, attempt: &str, step: &str, token
         .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairing_relay_carries_the_messages_in_order_for_the_slot_owner_only() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -1976,7 +2001,6 @@ async fn pairing_relay_carries_the_messages_in_order_for_the_slot_owner_only() {
     srv.put_json("/v1/pairings/AAA5", Some(&a.token), &()).await.expect_error(409, "conflict");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completed_pairing_takes_no_new_attempts() {
     // A code works once: after the welcome, the slot answers new hellos as
     // if it were closed, while the joiner can still read its welcome.
@@ -1993,7 +2017,6 @@ async fn a_completed_pairing_takes_no_new_attempts() {
     assert_eq!(seen.welcome.unwrap().0, b"welcome");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairing_slots_expire() {
     let srv = start_default().await;
     let a = create_account(&srv).await;
@@ -2003,7 +2026,8 @@ async fn pairing_slots_expire() {
     put_step(&srv, "EX01", &id.attempt, "reply", Some(&a.token), b"reply").await.expect(201);
 
     // Ten minutes pass (the test moves the slot's expiry into the past).
-    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", srv.data_dir.join("metadata.sqlite3").display())).await.unwrap();
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&srv.db_url).await.unwrap();
     sqlx::query("UPDATE pairing_slots SET expires_at = expires_at - 601").execute(&db).await.unwrap();
 
     // An expired slot answers as a missing one, on every route.
@@ -2021,7 +2045,6 @@ async fn pairing_slots_expire() {
     db.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g4_pairing_attempts_count_against_the_authentication_budget() {
     // 4 per minute: account creation and sign-in take 3.
     let srv = start(Limits { auth_per_minute: 4, ..Limits::default() }).await;
@@ -2032,3 +2055,30 @@ async fn g4_pairing_attempts_count_against_the_authentication_budget() {
     // The slot owner's routes are not in that budget.
     srv.get("/v1/pairings/G4G4/attempts", Some(&a.token)).await.expect(200);
 }
+
+on_both_engines!(
+    healthz_answers,
+    happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap,
+    g1_another_accounts_objects_look_exactly_like_missing_ones,
+    g1_every_authenticated_route_refuses_missing_or_bad_tokens,
+    g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected,
+    g2_announced_oversized_body_is_refused_before_it_is_sent,
+    g2_chunked_body_beyond_the_limit_is_refused,
+    b1_g8_digest_mismatch_non_packs_malformed_json_and_foreign_revisions_are_refused,
+    g4_requests_beyond_the_budget_get_429_with_retry_after,
+    g4_failed_authentication_does_not_lock_out_the_device,
+    g5_uploads_beyond_quota_fail_cleanly,
+    g5_parallel_uploads_cannot_together_exceed_the_quota,
+    g3_slow_clients_are_cut_off_while_normal_clients_are_served,
+    e2_recovery_enrollment_needs_the_recovery_keys_signature,
+    a2_an_enrolled_device_appends_to_the_chain,
+    d1_entries_by_unknown_or_revoked_signers_or_off_the_head_are_refused_and_store_nothing,
+    a7_revocation_ends_the_revoked_devices_sessions_at_once,
+    a7_a_new_epoch_without_a_wrap_for_every_remaining_device_is_refused,
+    recovery_key_rotation_moves_the_locator,
+    concurrent_chain_appends_exactly_one_wins,
+    pairing_relay_carries_the_messages_in_order_for_the_slot_owner_only,
+    a_completed_pairing_takes_no_new_attempts,
+    pairing_slots_expire,
+    g4_pairing_attempts_count_against_the_authentication_budget,
+);

@@ -1,12 +1,15 @@
 //! SECURITY E3: the server's data inventory (`docs/server-data.md`) lists
-//! exactly the tables and columns of the real schema, each with a class and
-//! a reason.
+//! exactly the tables and columns of the real schema — on SQLite and on
+//! PostgreSQL alike — each with a class and a reason.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, missing_docs)]
 
 use std::collections::BTreeSet;
 
 use keyhold_server::store::MetaStore;
+
+#[path = "support/postgres.rs"]
+mod postgres_cluster;
 
 const CLASSES: [&str; 4] = ["ciphertext", "opaque id/hash", "public key", "plaintext metadata"];
 
@@ -66,15 +69,20 @@ async fn e3_every_stored_column_is_documented_and_every_documented_column_exists
     let unique: BTreeSet<_> = documented.iter().cloned().collect();
     assert_eq!(unique.len(), documented.len(), "a column is documented twice");
 
+    // Both engines' schemas: the same tables and columns, all documented.
     let dir = tempfile::tempdir().unwrap();
-    let store = MetaStore::open(&dir.path().join("metadata.sqlite3")).await.unwrap();
-    let schema: BTreeSet<(String, String)> = store.schema().await.unwrap().into_iter().collect();
-    assert!(schema.len() > 10, "schema() found too little: {schema:?}");
-
-    let undocumented: Vec<_> = schema.difference(&unique).collect();
-    let missing: Vec<_> = unique.difference(&schema).collect();
-    assert!(undocumented.is_empty(), "stored but not documented in docs/server-data.md: {undocumented:?}");
-    assert!(missing.is_empty(), "documented in docs/server-data.md but not in the schema: {missing:?}");
+    let sqlite = MetaStore::open(&dir.path().join("metadata.sqlite3")).await.unwrap();
+    let url = tokio::task::spawn_blocking(postgres_cluster::database).await.unwrap();
+    let postgres = MetaStore::connect(&url).await.unwrap();
+    for store in [sqlite, postgres] {
+        let engine = store.engine();
+        let schema: BTreeSet<(String, String)> = store.schema().await.unwrap().into_iter().collect();
+        assert!(schema.len() > 10, "{engine:?}: schema() found too little: {schema:?}");
+        let undocumented: Vec<_> = schema.difference(&unique).collect();
+        let missing: Vec<_> = unique.difference(&schema).collect();
+        assert!(undocumented.is_empty(), "{engine:?}: stored but not documented in docs/server-data.md: {undocumented:?}");
+        assert!(missing.is_empty(), "{engine:?}: documented in docs/server-data.md but not in the schema: {missing:?}");
+    }
 }
 
 #[test]

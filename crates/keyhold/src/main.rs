@@ -51,6 +51,10 @@ enum Command {
         /// Folder for the embedded stores.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Metadata database instead of the embedded SQLite file:
+        /// postgres://user:password@host:port/database.
+        #[arg(long, env = "KEYHOLD_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Create a new account with this device; prints the recovery key once.
     Init {
@@ -303,8 +307,8 @@ async fn collection_path(client: &Client, path: &str) -> anyhow::Result<String> 
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
-    if let Command::Serve { config, listen, data } = cli.command {
-        return serve(config, listen, data).await;
+    if let Command::Serve { config, listen, data, database_url } = cli.command {
+        return serve(config, listen, data, database_url).await;
     }
     let home = Home::locate(cli.home.clone())?;
     match cli.command {
@@ -532,7 +536,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, data: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<()> {
     let mut config = match config {
         Some(path) => keyhold_server::Config::from_file(&path)?,
         None => keyhold_server::Config::default(),
@@ -543,10 +552,15 @@ async fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>, data: Option
     if let Some(data) = data {
         config.data_dir = data;
     }
+    if database_url.is_some() {
+        config.database_url = database_url;
+    }
     let server = keyhold_server::bind(&config).await?;
     let addr = server.local_addr()?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
-    eprintln!("keyhold serving on {scheme}://{addr} (data in {})", config.data_dir.display());
+    // The database URL may hold a password: name the engine only.
+    let metadata = if config.database_url.is_some() { "metadata in PostgreSQL, " } else { "" };
+    eprintln!("keyhold serving on {scheme}://{addr} ({metadata}data in {})", config.data_dir.display());
     // Tests and scripts read this line to learn a port chosen by the OS.
     println!("listening {scheme}://{addr}");
     server

@@ -33,10 +33,21 @@ impl Server {
     /// Starts the server logging at `level` (a `KEYHOLD_LOG` filter) to
     /// [`Server::log`].
     pub fn start_logging(dir: &Path, config: &str, level: &str) -> Server {
+        Server::start_instance(dir, "", config, level)
+    }
+
+    /// Starts one of several server processes over the same stores: each
+    /// `instance` has its own config file and log, all share `server-data`
+    /// (and whatever database `config` names).
+    pub fn start_instance(dir: &Path, instance: &str, config: &str, level: &str) -> Server {
         let data = dir.join("server-data");
-        let file = dir.join("keyhold.toml");
+        let (file, log) = match instance {
+            "" => (dir.join("keyhold.toml"), dir.join("server.log")),
+            name => (dir.join(format!("keyhold-{name}.toml")), dir.join(format!("server-{name}.log"))),
+        };
         std::fs::write(&file, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{config}", data.display())).unwrap();
-        let log = std::fs::File::create(dir.join("server.log")).unwrap();
+        let log_path = log;
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&file)
@@ -49,7 +60,7 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("listening ").expect("server did not start").to_owned();
-        Server { child, url, log: dir.join("server.log"), data }
+        Server { child, url, log: log_path, data }
     }
 
     /// The server's process id.
