@@ -39,6 +39,7 @@ use tower_http::trace::TraceLayer;
 use crate::blobs::BlobStore;
 use crate::config::Limits;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::store::{
     Appended, AttemptRow, ChainAppend, Commit, MetaStore, NewAccount, NewDevice, NewEpoch, PackAdded, PairingStepKind,
     SlotOpened, StepWritten, WrapFiled,
@@ -70,6 +71,8 @@ pub struct AppState {
     pub(crate) meta: MetaStore,
     pub(crate) blobs: BlobStore,
     pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    pub(crate) metrics_token: Option<String>,
     upload_slots: Semaphore,
     requests: DefaultKeyedRateLimiter<IpAddr>,
     auth_attempts: DefaultKeyedRateLimiter<IpAddr>,
@@ -112,6 +115,13 @@ fn parse_id<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, ApiError> 
 }
 
 impl AppState {
+    /// Serves `/metrics` to requests bearing `token` (without one it is absent).
+    #[must_use]
+    pub fn with_metrics_token(mut self, token: Option<String>) -> Self {
+        self.metrics_token = token.filter(|t| !t.is_empty());
+        self
+    }
+
     /// Builds the state over two stores.
     pub fn new(meta: MetaStore, blobs: BlobStore, limits: Limits) -> Self {
         let requests =
@@ -121,6 +131,8 @@ impl AppState {
         AppState {
             meta,
             blobs,
+            metrics: Metrics::default(),
+            metrics_token: None,
             upload_slots: Semaphore::new(limits.max_concurrent_uploads.max(1)),
             limits,
             requests,
@@ -158,6 +170,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), limit_requests))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(crate::metrics::render))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

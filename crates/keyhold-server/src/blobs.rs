@@ -1,5 +1,5 @@
-//! The blob store: packs, as opaque bytes, through `object_store` (a local
-//! folder by default; S3-compatible stores later). Object paths are built
+//! The blob store: packs, as opaque bytes, through `object_store`: a local
+//! folder by default, or an S3-compatible bucket. Object paths are built
 //! only from parsed, fixed-length ids, never from client text (SECURITY G6).
 
 use std::ops::Range;
@@ -7,7 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::config::S3Config;
 use keyhold_proto::{AccountId, ObjectId};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -20,7 +23,7 @@ pub enum BlobError {
     #[error("blob not found")]
     NotFound,
     /// The backend failed.
-    #[error("blob store: {0}")]
+    #[error("blob store")]
     Backend(#[from] object_store::Error),
 }
 
@@ -50,6 +53,38 @@ impl BlobStore {
         // power cut never leaves metadata naming a torn pack (F3).
         let store = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
         Ok(BlobStore { store: Arc::new(store) })
+    }
+
+    /// A store in an S3-compatible bucket. A successful `PUT` there is
+    /// durable and atomic, as the local store's fsync makes it.
+    pub fn s3(config: &S3Config) -> Result<Self, BlobError> {
+        // Its HTTP client is rustls without a built-in provider: the same
+        // ring provider the server's TLS uses (a no-op if already set).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder.with_allow_http(endpoint.starts_with("http://")).with_endpoint(endpoint);
+        }
+        if let Some(region) = &config.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(id) = &config.access_key_id {
+            builder = builder.with_access_key_id(id);
+        }
+        if let Some(secret) = &config.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        Ok(BlobStore { store: Arc::new(builder.build()?) })
+    }
+
+    /// For `keyhold serve --check-config`: lists one object, which needs the
+    /// store to be reachable and (for S3) the bucket and credentials right.
+    pub async fn probe(&self) -> Result<(), BlobError> {
+        use futures::StreamExt;
+        match self.store.list(None).next().await {
+            Some(Err(e)) => Err(BlobError::Backend(e)),
+            Some(Ok(_)) | None => Ok(()),
+        }
     }
 
     /// Stores an object (atomically: readers see all of it or nothing).

@@ -19,10 +19,36 @@ pub struct Config {
     /// `KEYHOLD_DATABASE_URL` overrides it, so a password need not sit in
     /// the file.
     pub database_url: Option<String>,
+    /// Packs in an S3-compatible bucket instead of the blob folder.
+    pub s3: Option<S3Config>,
+    /// Serve `/metrics` (Prometheus) to requests with
+    /// `Authorization: Bearer <this>`; without it there is no `/metrics`.
+    /// `KEYHOLD_METRICS_TOKEN` overrides it.
+    pub metrics_token: Option<String>,
     /// TLS certificate chain and key (PEM). Plain HTTP when absent.
     pub tls: Option<TlsConfig>,
     /// Limits.
     pub limits: Limits,
+}
+
+/// An S3-compatible bucket (Garage, MinIO, Ceph, a cloud's). Credentials
+/// and anything left out here come from the usual environment variables
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
+/// `AWS_ENDPOINT`, …), so that secrets need not sit in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint URL, for a store that is not AWS (`http://` is allowed:
+    /// every pack is encrypted and authenticated end to end).
+    pub endpoint: Option<String>,
+    /// Region name.
+    pub region: Option<String>,
+    /// Access key id.
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    pub secret_access_key: Option<String>,
 }
 
 /// TLS files.
@@ -66,6 +92,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
             data_dir: PathBuf::from("keyhold-data"),
             database_url: None,
+            s3: None,
+            metrics_token: None,
             tls: None,
             limits: Limits::default(),
         }

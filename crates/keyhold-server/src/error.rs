@@ -91,11 +91,11 @@ impl IntoResponse for ApiError {
                 (StatusCode::TOO_MANY_REQUESTS, code::RATE_LIMITED, "too many requests; retry later".into())
             }
             ApiError::Store(e) => {
-                tracing::error!(error = %e, "metadata store failure");
+                tracing::error!(error = %chain(e), "metadata store failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
             }
             ApiError::Blob(e) => {
-                tracing::error!(error = %e, "blob store failure");
+                tracing::error!(error = %chain(e), "blob store failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
             }
             ApiError::Internal(what) => {
@@ -115,4 +115,17 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// An error and its sources on one line, for the log (variants with a
+/// source do not repeat it in their own message).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

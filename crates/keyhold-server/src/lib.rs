@@ -7,8 +7,9 @@ pub mod app;
 pub mod blobs;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod serve;
 pub mod store;
 
-pub use config::{Config, Limits};
-pub use serve::{BoundServer, ServeError, bind};
+pub use config::{Config, Limits, S3Config};
+pub use serve::{BoundServer, ServeError, bind, check_config};

@@ -61,16 +61,61 @@ pub async fn bind(config: &Config) -> Result<BoundServer, ServeError> {
         Some(url) => MetaStore::connect(url).await?,
         None => MetaStore::open(&config.data_dir.join("metadata.sqlite3")).await?,
     };
-    let blobs = BlobStore::local(&config.data_dir.join("blobs"))?;
+    let blobs = match &config.s3 {
+        Some(s3) => BlobStore::s3(s3)?,
+        None => BlobStore::local(&config.data_dir.join("blobs"))?,
+    };
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Listen(config.listen, e))?;
     Ok(BoundServer {
         listener,
-        state: Arc::new(AppState::new(meta, blobs, config.limits.clone())),
+        state: Arc::new(AppState::new(meta, blobs, config.limits.clone()).with_metrics_token(config.metrics_token.clone())),
         tls,
         header_timeout: Duration::from_secs(config.limits.header_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
     })
+}
+
+/// What `keyhold serve --check-config` checks: the TLS files load, the
+/// metadata database and the blob store answer. Changes nothing (a new
+/// SQLite file or blob folder is not created). One line per check.
+pub async fn check_config(config: &Config) -> Result<Vec<String>, ServeError> {
+    let mut report = vec![format!("listen address: {}", config.listen)];
+    if let Some(tls) = &config.tls {
+        tls_acceptor(tls)?;
+        report.push(format!("TLS: certificate {} and key {} load", tls.cert.display(), tls.key.display()));
+    }
+    match &config.database_url {
+        Some(url) => {
+            let (_, applied, known) = MetaStore::probe(url).await?;
+            report.push(format!(
+                "metadata: PostgreSQL answers; {applied} of {known} migrations applied (the rest run when the server starts)"
+            ));
+        }
+        None => {
+            let file = config.data_dir.join("metadata.sqlite3");
+            if file.exists() {
+                let (_, applied, known) = MetaStore::probe(&format!("sqlite://{}?mode=ro", file.display())).await?;
+                report.push(format!("metadata: SQLite {}; {applied} of {known} migrations applied", file.display()));
+            } else {
+                report.push(format!("metadata: SQLite {} (created when the server starts)", file.display()));
+            }
+        }
+    }
+    match &config.s3 {
+        Some(s3) => {
+            BlobStore::s3(s3)?.probe().await?;
+            report.push(format!("packs: S3 bucket {} answers with these credentials", s3.bucket));
+        }
+        None => {
+            let dir = config.data_dir.join("blobs");
+            if dir.exists() {
+                BlobStore::local(&dir)?.probe().await?;
+            }
+            report.push(format!("packs: folder {}", dir.display()));
+        }
+    }
+    Ok(report)
 }
 
 fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor, ServeError> {

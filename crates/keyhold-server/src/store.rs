@@ -15,6 +15,7 @@
 
 use std::path::Path;
 use std::sync::Once;
+use std::time::Duration;
 
 use keyhold_proto::{AccountId, CollectionId, DeviceId, ObjectId};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -26,10 +27,10 @@ use sqlx::{AnyPool, Executor, Row, SqlSafeStr};
 #[non_exhaustive]
 pub enum StoreError {
     /// The database failed.
-    #[error("metadata store: {0}")]
+    #[error("metadata store")]
     Database(#[from] sqlx::Error),
     /// The schema could not be brought up to date.
-    #[error("metadata store migration: {0}")]
+    #[error("metadata store migration")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The database URL names an engine the store does not run on.
     #[error("metadata store: unsupported database {0:?}; use postgres://… or sqlite://…")]
@@ -338,6 +339,24 @@ impl MetaStore {
             .await?;
         migrator(engine).run(&pool).await?;
         Ok(MetaStore { pool, engine })
+    }
+
+    /// For `keyhold serve --check-config`: reaches the database at `url`
+    /// without changing it, and says which migrations it has of those this
+    /// server knows (the server applies the rest when it starts).
+    pub async fn probe(url: &str) -> Result<(Engine, usize, usize)> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
+        let pool = AnyPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
+        // No migrations table yet: a new, empty database.
+        let applied: i64 = sqlx::query("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        pool.close().await;
+        Ok((engine, usize::try_from(applied).unwrap_or(0), MIGRATIONS.len()))
     }
 
     /// Which engine this store runs on.
@@ -1056,6 +1075,15 @@ impl MetaStore {
         }
         tx.commit().await?;
         Ok(Commit::Committed)
+    }
+
+    /// For `/metrics`: the number of accounts and the bytes charged to them.
+    pub async fn totals(&self) -> Result<(u64, u64)> {
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
+        let r = sqlx::query("SELECT COUNT(*), CAST(COALESCE(SUM(used_bytes), 0) AS BIGINT) FROM accounts")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((to_u64(r.get(0), "count")?, to_u64(r.get(1), "used")?))
     }
 
     /// Usage and quota.

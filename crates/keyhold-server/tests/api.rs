@@ -101,6 +101,10 @@ fn client_from(local: Option<IpAddr>) -> Client {
 }
 
 async fn start(limits: Limits) -> TestServer {
+    start_with_metrics(limits, None).await
+}
+
+async fn start_with_metrics(limits: Limits, metrics_token: Option<&str>) -> TestServer {
     let root = tempfile::tempdir().unwrap();
     let data_dir = root.path().join("data");
     let database_url = match ENGINE.try_with(|e| *e).unwrap_or(Engine::Sqlite) {
@@ -108,8 +112,15 @@ async fn start(limits: Limits) -> TestServer {
         Engine::Postgres => Some(tokio::task::spawn_blocking(postgres_cluster::database).await.unwrap()),
     };
     let db_url = database_url.clone().unwrap_or_else(|| format!("sqlite://{}", data_dir.join("metadata.sqlite3").display()));
-    let config =
-        Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir: data_dir.clone(), database_url, tls: None, limits };
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data_dir.clone(),
+        database_url,
+        s3: None,
+        metrics_token: metrics_token.map(str::to_owned),
+        tls: None,
+        limits,
+    };
     // Bound before spawning: the listener accepts from here on, no waiting.
     let server = keyhold_server::bind(&config).await.unwrap();
     let addr = server.local_addr().unwrap();
@@ -2056,7 +2067,45 @@ async fn g4_pairing_attempts_count_against_the_authentication_budget() {
     srv.get("/v1/pairings/G4G4/attempts", Some(&a.token)).await.expect(200);
 }
 
+async fn metrics_count_requests_by_route_and_answer_only_the_token() {
+    let srv = start_with_metrics(Limits::default(), Some("a-long-random-metrics-token")).await;
+    let a = create_account(&srv).await;
+    let coll = new_collection();
+    let (pack_id, pack, _) = pack_of(&coll.keys, b"counted");
+    srv.put_bytes(&format!("/v1/packs/{}", pack_id.to_hex()), &a.token, pack).await.expect(201);
+    srv.get("/v1/packs/00", Some(&a.token)).await.expect_error(400, "bad_request");
+    for token in [None, Some("wrong")] {
+        let mut req = srv.req(Method::GET, "/metrics", None);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(send(req).await.status, 401, "{token:?}");
+    }
+    let scraped = send(srv.req(Method::GET, "/metrics", None).bearer_auth("a-long-random-metrics-token")).await;
+    scraped.expect(200);
+    let text = String::from_utf8(scraped.body).unwrap();
+    for line in [
+        "keyhold_http_requests_total{method=\"PUT\",route=\"/v1/packs/{id}\",status=\"201\"} 1",
+        "keyhold_http_requests_total{method=\"GET\",route=\"/v1/packs/{id}\",status=\"400\"} 1",
+        "keyhold_accounts 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
+    assert!(text.contains("keyhold_http_request_duration_seconds_bucket{le="), "{text}");
+    let stored: u64 = text.lines().find_map(|l| l.strip_prefix("keyhold_stored_bytes ")).unwrap().parse().unwrap();
+    let usage: Usage = srv.get("/v1/usage", Some(&a.token)).await.expect(200).json();
+    assert_eq!(stored, usage.used_bytes);
+    // Labels are route templates: no account, pack or token in sight.
+    for secret in [a.id.to_hex(), pack_id.to_hex(), a.token.clone()] {
+        assert!(!text.contains(&secret), "{secret} in the metrics");
+    }
+    // Without a configured token there is no /metrics at all.
+    let plain = start_default().await;
+    assert_eq!(send(plain.req(Method::GET, "/metrics", None).bearer_auth("anything")).await.status, 404);
+}
+
 on_both_engines!(
+    metrics_count_requests_by_route_and_answer_only_the_token,
     healthz_answers,
     happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap,
     g1_another_accounts_objects_look_exactly_like_missing_ones,

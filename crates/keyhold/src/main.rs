@@ -55,6 +55,10 @@ enum Command {
         /// postgres://user:password@host:port/database.
         #[arg(long, env = "KEYHOLD_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// Check the configuration (TLS files, database, blob store) and exit
+        /// without serving or changing anything.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Create a new account with this device; prints the recovery key once.
     Init {
@@ -307,8 +311,8 @@ async fn collection_path(client: &Client, path: &str) -> anyhow::Result<String> 
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
-    if let Command::Serve { config, listen, data, database_url } = cli.command {
-        return serve(config, listen, data, database_url).await;
+    if let Command::Serve { config, listen, data, database_url, check_config } = cli.command {
+        return serve(config, listen, data, database_url, check_config).await;
     }
     let home = Home::locate(cli.home.clone())?;
     match cli.command {
@@ -541,6 +545,7 @@ async fn serve(
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
     database_url: Option<String>,
+    check_only: bool,
 ) -> anyhow::Result<()> {
     let mut config = match config {
         Some(path) => keyhold_server::Config::from_file(&path)?,
@@ -555,12 +560,23 @@ async fn serve(
     if database_url.is_some() {
         config.database_url = database_url;
     }
+    if let Ok(token) = std::env::var("KEYHOLD_METRICS_TOKEN") {
+        config.metrics_token = Some(token);
+    }
+    if check_only {
+        for line in keyhold_server::check_config(&config).await? {
+            println!("ok  {line}");
+        }
+        println!("configuration ok");
+        return Ok(());
+    }
     let server = keyhold_server::bind(&config).await?;
     let addr = server.local_addr()?;
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     // The database URL may hold a password: name the engine only.
     let metadata = if config.database_url.is_some() { "metadata in PostgreSQL, " } else { "" };
-    eprintln!("keyhold serving on {scheme}://{addr} ({metadata}data in {})", config.data_dir.display());
+    let packs = config.s3.as_ref().map(|s3| format!("packs in S3 bucket {}, ", s3.bucket)).unwrap_or_default();
+    eprintln!("keyhold serving on {scheme}://{addr} ({metadata}{packs}data in {})", config.data_dir.display());
     // Tests and scripts read this line to learn a port chosen by the OS.
     println!("listening {scheme}://{addr}");
     server
