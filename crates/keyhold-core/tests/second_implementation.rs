@@ -15,10 +15,7 @@ use std::process::Command;
 #[test]
 fn g9_a_python_implementation_written_from_the_spec_passes_every_vector() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/python/run.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    let out = Command::new("bash").arg(&script).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -1,8 +1,9 @@
-//! Stateless servers: several `keyhold serve` processes over one PostgreSQL
-//! (a real one, `keyhold-server/tests/support/postgres.rs`) and one blob
-//! store serve the same accounts. Sessions, the pairing relay, revocations
-//! and the revision head's compare-and-swap live in the database, so any
-//! process can answer any request.
+//! Scaled out: several stateless `keyhold serve` processes over one
+//! PostgreSQL and one S3-compatible bucket (real ones: a throwaway
+//! PostgreSQL cluster and a Garage node, `keyhold-server/tests/support/`)
+//! serve the same accounts. Sessions, the pairing relay, revocations and the
+//! revision head's compare-and-swap live in the database, packs in the
+//! bucket, so any process can answer any request.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -11,23 +12,28 @@ mod common;
 #[path = "../../keyhold-server/tests/support/postgres.rs"]
 mod postgres_cluster;
 
+#[path = "../../keyhold-server/tests/support/garage.rs"]
+mod garage;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use common::{Device, Server, snapshot};
 
-/// Two server processes over one fresh PostgreSQL database and one blob folder.
-fn two_servers(dir: &Path) -> (Server, Server) {
-    let config = format!("database_url = \"{}\"\n", postgres_cluster::database());
+/// Two server processes over one fresh PostgreSQL database and one fresh
+/// bucket.
+fn two_servers(dir: &Path) -> (Server, Server, garage::Bucket) {
+    let bucket = garage::bucket();
+    let config = format!("database_url = \"{}\"\n{}", postgres_cluster::database(), bucket.toml());
     let one = Server::start_instance(dir, "one", &config, "warn");
     let two = Server::start_instance(dir, "two", &config, "warn");
-    (one, two)
+    (one, two, bucket)
 }
 
 #[test]
-fn two_server_processes_over_one_postgres_serve_one_account() {
+fn two_server_processes_over_one_database_and_bucket_serve_one_account() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = two_servers(dir.path());
+    let (one, two, bucket) = two_servers(dir.path());
     let a = Device::new(dir.path(), "a", &one);
     let b = Device::new(dir.path(), "b", &two);
     a.init(dir.path());
@@ -49,6 +55,17 @@ fn two_server_processes_over_one_postgres_serve_one_account() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"), "{}", String::from_utf8_lossy(&out.stderr));
     a.write("after.txt", b"a carries on");
     a.sync();
+    // Every pack is in the bucket, under <account>/<pack>, and none on the
+    // servers' disk; a reads everything back from it.
+    let objects = garage::objects(&bucket);
+    assert!(objects.len() >= 3, "{objects:?}");
+    let account = std::fs::read_to_string(a.home.join("config.json")).unwrap();
+    for key in &objects {
+        let (owner, pack) = key.split_once('/').unwrap();
+        assert!(account.contains(owner) && pack.len() == 64, "{key}");
+    }
+    assert!(one.packs().is_empty(), "packs on the server's disk: {:?}", one.packs());
+    a.ok(&["check", "--read-data"]);
 }
 
 /// Contents of `shared.txt` and of its conflict copies.
@@ -64,7 +81,7 @@ fn shared_versions(folder: &Path) -> BTreeSet<String> {
 #[test]
 fn four_devices_through_two_server_processes_converge_with_no_lost_edit() {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = two_servers(dir.path());
+    let (one, two, _) = two_servers(dir.path());
     let devices: Vec<Device> = ["a", "b", "c", "d"]
         .iter()
         .enumerate()
