@@ -18,7 +18,14 @@ use keyhold_core::{DeviceChain, JoinerPake, MAGIC, ObjectType, PairingCode, invi
 
 /// Fuzz targets whose entry function is not in `keyhold_core::fuzz`: the
 /// name, and the test that replays its corpus (relative to the workspace).
-const OTHER_TARGETS: &[(&str, &str)] = &[("wire", "crates/keyhold-proto/tests/fuzz_corpus.rs")];
+const OTHER_TARGETS: &[(&str, &str)] = &[
+    ("wire", "crates/keyhold-proto/tests/fuzz_corpus.rs"),
+    ("client_device_key", "crates/keyhold-client/tests/fuzz_corpus.rs"),
+    ("client_config", "crates/keyhold-client/tests/fuzz_corpus.rs"),
+    ("client_pinned_chain", "crates/keyhold-client/tests/fuzz_corpus.rs"),
+    ("client_pinned_heads", "crates/keyhold-client/tests/fuzz_corpus.rs"),
+    ("client_pack_index", "crates/keyhold-client/tests/fuzz_corpus.rs"),
+];
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
