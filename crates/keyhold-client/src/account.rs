@@ -37,9 +37,10 @@ fn check_name(name: &str) -> Result<()> {
     })
 }
 
-/// Creates a new account with this device as its first device. Returns the
+/// Creates a new account with this device as its first device, in the
+/// residency region `region` (the server's default if `None`). Returns the
 /// recovery key, to show the user once.
-pub async fn init(home: &Home, server: &str, name: &str) -> Result<(AccountId, Zeroizing<String>)> {
+pub async fn init(home: &Home, server: &str, name: &str, region: Option<&str>) -> Result<(AccountId, Zeroizing<String>)> {
     if home.is_initialized() {
         return Err(ClientError::AlreadyInitialized(home.dir().to_owned()));
     }
@@ -71,6 +72,7 @@ pub async fn init(home: &Home, server: &str, name: &str) -> Result<(AccountId, Z
         device_wrap: B64(wrap_to_device(&root, device.public(), account, 0, &mut rng)?),
         recovery_locator: B64(recovery.locator().to_vec()),
         recovery_wrap: B64(recovery.wrap(&root, account, 0, KdfParams::DEFAULT, &mut rng)?),
+        region: region.map(str::to_owned),
     };
     api.create_account(&body).await?;
     let config = DeviceConfig {

@@ -107,6 +107,11 @@ impl Api {
         Ok(())
     }
 
+    /// The deployment's signed residency statement (no session needed).
+    pub async fn residency(&self) -> Result<keyhold_proto::Residency> {
+        self.json(self.request(Method::GET, "/residency")).await
+    }
+
     /// The recovery entry point for a locator.
     pub async fn recovery_info(&self, locator: &[u8; 32]) -> Result<RecoveryInfo> {
         self.json(self.request(Method::GET, &format!("/v1/recovery/{}", ObjectId(*locator).to_hex()))).await

@@ -11,6 +11,7 @@ pub mod fuzz;
 pub mod home;
 pub mod merge;
 pub mod ops;
+pub mod residency;
 pub mod state;
 pub mod sync;
 

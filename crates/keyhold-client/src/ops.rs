@@ -206,6 +206,8 @@ pub struct Status {
     pub used_bytes: u64,
     /// Quota.
     pub quota_bytes: u64,
+    /// The residency region that holds the account.
+    pub region: String,
 }
 
 /// Summarises this device's account and folders.
@@ -219,6 +221,7 @@ pub async fn status(client: &Client) -> Result<Status> {
         folders: client.state.roots()?.into_iter().map(|(root, _, seq)| (root, seq)).collect(),
         used_bytes: usage.used_bytes,
         quota_bytes: usage.quota_bytes,
+        region: usage.region,
     })
 }
 

@@ -60,6 +60,10 @@ pub struct CreateAccount {
     pub recovery_locator: Bytes,
     /// The account root key wrapped under the recovery key.
     pub recovery_wrap: Bytes,
+    /// The residency region that is to hold every row and pack of the
+    /// account (`GET /residency` lists them); absent: the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 /// `POST /v1/auth/challenge`.
@@ -318,6 +322,50 @@ pub struct Usage {
     pub used_bytes: u64,
     /// Quota in bytes.
     pub quota_bytes: u64,
+    /// The residency region that holds the account.
+    #[serde(default)]
+    pub region: String,
+}
+
+/// `GET /residency`: a statement of where data is kept, signed by the
+/// deployment's Ed25519 key. The signature covers the statement's bytes as
+/// sent (`statement`, a JSON [`ResidencyStatement`]), prefixed by
+/// [`RESIDENCY_CONTEXT`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Residency {
+    /// A JSON [`ResidencyStatement`], exactly as signed.
+    pub statement: Bytes,
+    /// Ed25519 signature of `RESIDENCY_CONTEXT || statement`.
+    pub signature: Bytes,
+    /// The deployment's Ed25519 public key.
+    pub public_key: Bytes,
+}
+
+/// Domain separation of residency statement signatures.
+pub const RESIDENCY_CONTEXT: &[u8] = b"keyhold residency statement v1\n";
+
+/// What a deployment states about where it keeps data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResidencyStatement {
+    /// The server software and version.
+    pub server: String,
+    /// When the statement was made, seconds since the Unix epoch.
+    pub issued_at: u64,
+    /// The region a new account goes to when it names none.
+    pub default_region: String,
+    /// Every region, in the order the operator configured them.
+    pub regions: Vec<RegionStatement>,
+}
+
+/// One region of a [`ResidencyStatement`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionStatement {
+    /// Its name (what `keyhold init --region` takes).
+    pub name: String,
+    /// Where its metadata is kept (engine and host, never credentials).
+    pub metadata: String,
+    /// Where its packs are kept (store and host or bucket).
+    pub blobs: String,
 }
 
 /// Every error answer: a stable machine code and a human message.

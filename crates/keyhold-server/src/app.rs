@@ -30,16 +30,16 @@ use keyhold_core::{
 use keyhold_proto::{
     AccountId, AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, CollectionId, CreateAccount,
     DeviceChainEntries, DeviceId, EnrollDevice, HeadRecord, HexId, ObjectId, PackRecord, Packs, PairingAttempt, PairingAttemptId,
-    PairingAttempts, PairingHello, PairingSlot, PairingStep, PutCollectionKey, RecoveryInfo, Revisions, RevisionsQuery, Session,
-    SessionRequest, Usage, WrapRecord,
+    PairingAttempts, PairingHello, PairingSlot, PairingStep, PutCollectionKey, RecoveryInfo, Residency, Revisions,
+    RevisionsQuery, Session, SessionRequest, Usage, WrapRecord,
 };
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
-use crate::blobs::BlobStore;
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::regions::{Region, Regions};
 use crate::store::{
     Appended, AttemptRow, ChainAppend, Commit, MetaStore, NewAccount, NewDevice, NewEpoch, PackAdded, PairingStepKind,
     SlotOpened, StepWritten, WrapFiled,
@@ -68,8 +68,7 @@ const SLOT_ALPHABET: &[u8] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// Shared by every handler.
 pub struct AppState {
-    pub(crate) meta: MetaStore,
-    pub(crate) blobs: BlobStore,
+    pub(crate) regions: Regions,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_token: Option<String>,
@@ -123,14 +122,13 @@ impl AppState {
     }
 
     /// Builds the state over two stores.
-    pub fn new(meta: MetaStore, blobs: BlobStore, limits: Limits) -> Self {
+    pub fn new(regions: Regions, limits: Limits) -> Self {
         let requests =
             RateLimiter::keyed(Quota::per_second(nonzero(limits.requests_per_second)).allow_burst(nonzero(limits.request_burst)));
         let auth_attempts =
             RateLimiter::keyed(Quota::per_minute(nonzero(limits.auth_per_minute)).allow_burst(nonzero(limits.auth_per_minute)));
         AppState {
-            meta,
-            blobs,
+            regions,
             metrics: Metrics::default(),
             metrics_token: None,
             upload_slots: Semaphore::new(limits.max_concurrent_uploads.max(1)),
@@ -162,6 +160,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pairings/{slot}/attempts/{attempt}", get(get_attempt))
         .route("/v1/pairings/{slot}/attempts/{attempt}/{step}", put(put_step))
         .route("/v1/usage", get(usage))
+        .route("/residency", get(residency))
         .route("/v1/collections/{collection}/keys/{epoch}", put(put_collection_key))
         .route("/v1/collections/{collection}/head", get(head))
         .route("/v1/collections/{collection}/revisions", get(revisions).post(commit_revision))
@@ -250,6 +249,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
 pub struct Authed {
     account: AccountId,
     device: DeviceId,
+    /// The region that holds the account: every read and write goes there.
+    region: Arc<Region>,
 }
 
 /// Checks the session named by the `Authorization` header.
@@ -259,9 +260,12 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authed, A
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::Unauthorized)?;
+    // Tokens are `<region>.<secret>`: the region's database holds the session.
+    let (name, _) = token.split_once('.').ok_or(ApiError::Unauthorized)?;
+    let region = state.regions.named(name).ok_or(ApiError::Unauthorized)?.clone();
     let hash = *blake3::hash(token.as_bytes()).as_bytes();
-    let (account, device) = state.meta.session(&hash, now()).await?.ok_or(ApiError::Unauthorized)?;
-    Ok(Authed { account, device })
+    let (account, device) = region.meta.session(&hash, now()).await?.ok_or(ApiError::Unauthorized)?;
+    Ok(Authed { account, device, region })
 }
 
 impl FromRequestParts<Arc<AppState>> for Authed {
@@ -297,6 +301,13 @@ fn recovery_auth_key(recovery: &DevicePublicKeys) -> Result<[u8; 32], ApiError> 
 async fn create_account(State(state): Shared, ApiJson(body): ApiJson<CreateAccount>) -> Result<StatusCode, ApiError> {
     let account = parse_id(&body.account_id, AccountId::from_hex)?;
     let locator = array::<32>(&body.recovery_locator, "recovery locator")?;
+    // The account's home for good: nothing of it is ever written elsewhere.
+    let region = match &body.region {
+        None => state.regions.default_region().clone(),
+        Some(name) => state.regions.named(name).cloned().ok_or_else(|| {
+            ApiError::BadRequestOwned(format!("no region {name:?} here; this server offers {}", state.regions.names().join(", ")))
+        })?,
+    };
     check_len(&body.chain_entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
     check_len(&body.device_wrap, MAX_WRAP_LEN, "device wrap")?;
     check_len(&body.recovery_wrap, MAX_WRAP_LEN, "recovery wrap")?;
@@ -317,24 +328,30 @@ async fn create_account(State(state): Shared, ApiJson(body): ApiJson<CreateAccou
         recovery_wrap: &body.recovery_wrap.0,
         device: NewDevice { id: device.public.id(), public_keys: &public_keys, wrap: &body.device_wrap.0, epoch: 0 },
     };
-    if !state.meta.create_account(&new, now()).await? {
+    // Ids and locators are unique across regions, not only within one.
+    if state.regions.of_account(account).await?.is_some() || state.regions.of_locator(&locator).await?.is_some() {
         return Err(ApiError::Conflict("account exists"));
     }
-    tracing::info!(account = %account, "account created");
+    if !region.meta.create_account(&new, now()).await? {
+        return Err(ApiError::Conflict("account exists"));
+    }
+    tracing::info!(account = %account, region = %region.name, "account created");
     Ok(StatusCode::CREATED)
 }
 
-async fn new_challenge(state: &AppState) -> Result<Challenge, ApiError> {
+async fn new_challenge(region: &Region) -> Result<Challenge, ApiError> {
     let challenge = random::<32>()?;
-    state.meta.put_challenge(&challenge, now() + CHALLENGE_SECS).await?;
+    region.meta.put_challenge(&challenge, now() + CHALLENGE_SECS).await?;
     Ok(Challenge { challenge: B64(challenge.to_vec()), expires_in: CHALLENGE_SECS.unsigned_abs() })
 }
 
 async fn challenge(State(state): Shared, ApiJson(body): ApiJson<ChallengeRequest>) -> Result<Json<Challenge>, ApiError> {
     // The answer is the same whether or not the account exists (G1).
-    parse_id(&body.account_id, AccountId::from_hex)?;
+    let account = parse_id(&body.account_id, AccountId::from_hex)?;
     parse_id(&body.device_id, DeviceId::from_hex)?;
-    Ok(Json(new_challenge(&state).await?))
+    // Kept where the session will be checked: the account's region.
+    let region = state.regions.of_account(account).await?.unwrap_or_else(|| state.regions.default_region().clone());
+    Ok(Json(new_challenge(&region).await?))
 }
 
 async fn session(State(state): Shared, ApiJson(body): ApiJson<SessionRequest>) -> Result<Json<Session>, ApiError> {
@@ -342,16 +359,17 @@ async fn session(State(state): Shared, ApiJson(body): ApiJson<SessionRequest>) -
     let device = parse_id(&body.device_id, DeviceId::from_hex)?;
     let challenge = array::<CHALLENGE_LEN>(&body.challenge, "challenge")?;
     let signature = array::<64>(&body.signature, "signature")?;
-    if !state.meta.take_challenge(&challenge, now()).await? {
+    let region = state.regions.of_account(account).await?.ok_or(ApiError::Unauthorized)?;
+    if !region.meta.take_challenge(&challenge, now()).await? {
         return Err(ApiError::Unauthorized);
     }
     // Revoked devices are not listed: they cannot sign in again (A7).
-    let keys = state.meta.device_keys(account, device).await?.ok_or(ApiError::Unauthorized)?;
+    let keys = region.meta.device_keys(account, device).await?.ok_or(ApiError::Unauthorized)?;
     device_keys(&keys)?.verify_challenge(account, &challenge, &signature).map_err(|_| ApiError::Unauthorized)?;
-    let token = URL_SAFE_NO_PAD.encode(random::<32>()?);
+    let token = format!("{}.{}", region.name, URL_SAFE_NO_PAD.encode(random::<32>()?));
     let lifetime = state.limits.session_secs;
     let expires = now().saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX));
-    state.meta.put_session(blake3::hash(token.as_bytes()).as_bytes(), account, device, expires).await?;
+    region.meta.put_session(blake3::hash(token.as_bytes()).as_bytes(), account, device, expires).await?;
     Ok(Json(Session { token, expires_in: lifetime }))
 }
 
@@ -425,12 +443,12 @@ fn check_entry(account: AccountId, stored: &[Vec<u8>], body: Vec<u8>, signer: En
 }
 
 async fn verify_entry(
-    state: &AppState,
+    meta: &MetaStore,
     account: AccountId,
     body: Vec<u8>,
     signer: EntrySigner,
 ) -> Result<CheckedEntry, ApiError> {
-    let stored = state.meta.chain(account).await?;
+    let stored = meta.chain(account).await?;
     tokio::task::spawn_blocking(move || check_entry(account, &stored, body, signer))
         .await
         .map_err(|_| ApiError::Internal("chain verification task failed"))?
@@ -438,8 +456,8 @@ async fn verify_entry(
 
 async fn recovery_info(State(state): Shared, ApiPath(locator): ApiPath<String>) -> Result<Json<RecoveryInfo>, ApiError> {
     let locator: [u8; 32] = parse_id(&locator, ObjectId::from_hex)?.0;
-    let row = state.meta.recovery(&locator).await?.ok_or(ApiError::NotFound)?;
-    let chain = state.meta.chain(row.account).await?;
+    let (region, row) = state.regions.of_locator(&locator).await?.ok_or(ApiError::NotFound)?;
+    let chain = region.meta.chain(row.account).await?;
     Ok(Json(RecoveryInfo {
         account_id: row.account.to_hex(),
         recovery_wrap: B64(row.wrap),
@@ -456,8 +474,8 @@ async fn enroll_device(
     let locator: [u8; 32] = parse_id(&locator, ObjectId::from_hex)?.0;
     check_len(&body.chain_entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
     check_len(&body.device_wrap, MAX_WRAP_LEN, "device wrap")?;
-    let row = state.meta.recovery(&locator).await?.ok_or(ApiError::NotFound)?;
-    let checked = verify_entry(&state, row.account, body.chain_entry.0, EntrySigner::RecoveryKey).await?;
+    let (region, row) = state.regions.of_locator(&locator).await?.ok_or(ApiError::NotFound)?;
+    let checked = verify_entry(&region.meta, row.account, body.chain_entry.0, EntrySigner::RecoveryKey).await?;
     let ChainChange::AddDevice { device, .. } = &checked.entry.change else {
         return Err(ApiError::Internal("recovery entry is not a device addition"));
     };
@@ -479,7 +497,7 @@ async fn enroll_device(
         charge: 0,
         charge_beyond_quota: false,
     };
-    match state.meta.append_chain(row.account, &append, now()).await? {
+    match region.meta.append_chain(row.account, &append, now()).await? {
         Appended::Appended => {}
         Appended::ChainMoved => return Err(ApiError::ChainMoved),
         _ => return Err(ApiError::Internal("unexpected outcome of a recovery enrollment")),
@@ -488,8 +506,8 @@ async fn enroll_device(
     Ok(StatusCode::CREATED)
 }
 
-async fn chain(State(state): Shared, who: Authed) -> Result<Json<DeviceChainEntries>, ApiError> {
-    let entries = state.meta.chain(who.account).await?;
+async fn chain(who: Authed) -> Result<Json<DeviceChainEntries>, ApiError> {
+    let entries = who.region.meta.chain(who.account).await?;
     Ok(Json(DeviceChainEntries { entries: entries.into_iter().map(B64).collect() }))
 }
 
@@ -497,11 +515,7 @@ fn optional_wrap<'a>(wrap: Option<&'a B64>, what: &'static str) -> Result<Option
     wrap.map(|w| check_len(w, MAX_WRAP_LEN, what).map(|()| w.0.as_slice())).transpose()
 }
 
-async fn append_chain(
-    State(state): Shared,
-    who: Authed,
-    ApiJson(body): ApiJson<AppendChainEntry>,
-) -> Result<StatusCode, ApiError> {
+async fn append_chain(who: Authed, ApiJson(body): ApiJson<AppendChainEntry>) -> Result<StatusCode, ApiError> {
     let AppendChainEntry { entry, device_wraps, recovery_wrap, recovery_locator, previous_root_wrap, collection_wraps } = body;
     check_len(&entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
     if device_wraps.len() > MAX_DEVICE_WRAPS {
@@ -529,7 +543,7 @@ async fn append_chain(
     let previous_root_wrap = optional_wrap(previous_root_wrap.as_ref(), "previous root wrap")?;
     let recovery_locator = recovery_locator.as_ref().map(|l| array::<32>(l, "recovery locator")).transpose()?;
 
-    let checked = verify_entry(&state, who.account, entry.0, EntrySigner::Session(who.device)).await?;
+    let checked = verify_entry(&who.region.meta, who.account, entry.0, EntrySigner::Session(who.device)).await?;
     let epoch = checked.entry.account_epoch;
     let charge =
         [len_u64(&checked.body), len_u64(recovery_wrap.unwrap_or_default()), len_u64(previous_root_wrap.unwrap_or_default())]
@@ -602,7 +616,7 @@ async fn append_chain(
             });
         }
     }
-    match state.meta.append_chain(who.account, &append, now()).await? {
+    match who.region.meta.append_chain(who.account, &append, now()).await? {
         Appended::Appended => {}
         Appended::ChainMoved => return Err(ApiError::ChainMoved),
         Appended::OverQuota => return Err(ApiError::QuotaExceeded),
@@ -621,8 +635,8 @@ async fn append_chain(
     Ok(StatusCode::CREATED)
 }
 
-async fn keys(State(state): Shared, who: Authed) -> Result<Json<AccountKeys>, ApiError> {
-    let row = state.meta.keys(who.account, who.device).await?;
+async fn keys(who: Authed) -> Result<Json<AccountKeys>, ApiError> {
+    let row = who.region.meta.keys(who.account, who.device).await?;
     let device = who.device.to_hex();
     Ok(Json(AccountKeys {
         account_epoch: row.account_epoch,
@@ -676,16 +690,26 @@ async fn open_slot(
 ) -> Result<(StatusCode, Json<PairingSlot>), ApiError> {
     let slot = parse_slot(&slot)?;
     let now = now();
-    match state.meta.open_pairing_slot(slot, who.account, who.device, now, now + PAIRING_SLOT_SECS, MAX_PAIRING_SLOTS).await? {
+    // Slot names are one namespace across regions: the joiner finds the
+    // slot by name alone.
+    if state.regions.of_slot(slot, now).await?.is_some_and(|r| r.name != who.region.name) {
+        return Err(ApiError::Conflict("this pairing slot is in use; draw another code"));
+    }
+    match who
+        .region
+        .meta
+        .open_pairing_slot(slot, who.account, who.device, now, now + PAIRING_SLOT_SECS, MAX_PAIRING_SLOTS)
+        .await?
+    {
         SlotOpened::Opened => Ok((StatusCode::CREATED, Json(PairingSlot { expires_in: PAIRING_SLOT_SECS.unsigned_abs() }))),
         SlotOpened::Taken => Err(ApiError::Conflict("this pairing slot is in use; draw another code")),
         SlotOpened::TooMany => Err(ApiError::Conflict("too many pairing slots open; close one first")),
     }
 }
 
-async fn close_slot(State(state): Shared, who: Authed, ApiPath(slot): ApiPath<String>) -> Result<StatusCode, ApiError> {
+async fn close_slot(who: Authed, ApiPath(slot): ApiPath<String>) -> Result<StatusCode, ApiError> {
     let slot = parse_slot(&slot)?;
-    if state.meta.close_pairing_slot(slot, who.account, who.device, now()).await? {
+    if who.region.meta.close_pairing_slot(slot, who.account, who.device, now()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)
@@ -703,19 +727,16 @@ async fn create_attempt(
     }
     let attempt = random::<16>()?;
     // A slot that has taken its attempts answers as a closed one.
-    if !state.meta.add_pairing_attempt(slot, &attempt, &body.message.0, now(), MAX_PAIRING_ATTEMPTS).await? {
+    let region = state.regions.of_slot(slot, now()).await?.ok_or(ApiError::NotFound)?;
+    if !region.meta.add_pairing_attempt(slot, &attempt, &body.message.0, now(), MAX_PAIRING_ATTEMPTS).await? {
         return Err(ApiError::NotFound);
     }
     Ok((StatusCode::CREATED, Json(PairingAttemptId { attempt: hex(&attempt) })))
 }
 
-async fn list_attempts(
-    State(state): Shared,
-    who: Authed,
-    ApiPath(slot): ApiPath<String>,
-) -> Result<Json<PairingAttempts>, ApiError> {
+async fn list_attempts(who: Authed, ApiPath(slot): ApiPath<String>) -> Result<Json<PairingAttempts>, ApiError> {
     let slot = parse_slot(&slot)?;
-    let rows = state.meta.pairing_attempts(slot, who.account, who.device, now()).await?.ok_or(ApiError::NotFound)?;
+    let rows = who.region.meta.pairing_attempts(slot, who.account, who.device, now()).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(PairingAttempts { attempts: rows.into_iter().map(attempt_record).collect() }))
 }
 
@@ -725,7 +746,8 @@ async fn get_attempt(
 ) -> Result<Json<PairingAttempt>, ApiError> {
     let slot = parse_slot(&slot)?;
     let attempt = parse_attempt(&attempt)?;
-    let row = state.meta.pairing_attempt(slot, &attempt, now()).await?.ok_or(ApiError::NotFound)?;
+    let region = state.regions.of_slot(slot, now()).await?.ok_or(ApiError::NotFound)?;
+    let row = region.meta.pairing_attempt(slot, &attempt, now()).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(attempt_record(row)))
 }
 
@@ -742,18 +764,18 @@ async fn put_step(
     };
     // The inviter's steps need its session; the joiner's needs only the
     // attempt id, its capability.
-    let owner = match step {
-        PairingStepKind::Joiner => None,
-        PairingStepKind::Reply | PairingStepKind::Welcome => {
-            let who = authenticate(&state, req.headers()).await?;
-            Some((who.account, who.device))
-        }
-    };
     let slot = parse_slot(&slot)?;
     let attempt = parse_attempt(&attempt)?;
+    let (owner, region) = match step {
+        PairingStepKind::Joiner => (None, state.regions.of_slot(slot, now()).await?.ok_or(ApiError::NotFound)?),
+        PairingStepKind::Reply | PairingStepKind::Welcome => {
+            let who = authenticate(&state, req.headers()).await?;
+            (Some((who.account, who.device)), who.region)
+        }
+    };
     let ApiJson(body) = ApiJson::<PairingStep>::from_request(req, &state).await?;
     check_len(&body.data, MAX_PAIRING_STEP, "pairing step")?;
-    match state.meta.put_pairing_step(slot, &attempt, step, owner, &body.data.0, now()).await? {
+    match region.meta.put_pairing_step(slot, &attempt, step, owner, &body.data.0, now()).await? {
         StepWritten::Written => Ok(StatusCode::CREATED),
         StepWritten::Same => Ok(StatusCode::OK),
         StepWritten::Conflict(why) => Err(ApiError::Conflict(why)),
@@ -761,20 +783,24 @@ async fn put_step(
     }
 }
 
-async fn usage(State(state): Shared, who: Authed) -> Result<Json<Usage>, ApiError> {
-    let (used_bytes, quota_bytes) = state.meta.usage(who.account).await?;
-    Ok(Json(Usage { used_bytes, quota_bytes }))
+/// `GET /residency`: the deployment's signed statement of its regions.
+async fn residency(State(state): Shared) -> Json<Residency> {
+    Json(state.regions.residency().clone())
+}
+
+async fn usage(who: Authed) -> Result<Json<Usage>, ApiError> {
+    let (used_bytes, quota_bytes) = who.region.meta.usage(who.account).await?;
+    Ok(Json(Usage { used_bytes, quota_bytes, region: who.region.name.clone() }))
 }
 
 async fn put_collection_key(
-    State(state): Shared,
     who: Authed,
     ApiPath((collection, epoch)): ApiPath<(String, u32)>,
     ApiJson(body): ApiJson<PutCollectionKey>,
 ) -> Result<StatusCode, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     check_len(&body.wrap, 4096, "collection wrap")?;
-    match state.meta.put_collection_wrap(who.account, collection, epoch, &body.wrap.0).await? {
+    match who.region.meta.put_collection_wrap(who.account, collection, epoch, &body.wrap.0).await? {
         WrapFiled::Filed => Ok(StatusCode::CREATED),
         WrapFiled::Exists(existing) if existing == body.wrap.0 => Ok(StatusCode::OK),
         WrapFiled::Exists(_) => Err(ApiError::Conflict("a key for this collection epoch exists")),
@@ -782,20 +808,19 @@ async fn put_collection_key(
     }
 }
 
-async fn head(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<HeadRecord>, ApiError> {
+async fn head(who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<HeadRecord>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
-    let (seq, id) = state.meta.head(who.account, collection).await?.ok_or(ApiError::NotFound)?;
+    let (seq, id) = who.region.meta.head(who.account, collection).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(HeadRecord { seq, id: HexId(id) }))
 }
 
 async fn revisions(
-    State(state): Shared,
     who: Authed,
     ApiPath(collection): ApiPath<String>,
     ApiQuery(query): ApiQuery<RevisionsQuery>,
 ) -> Result<Json<Revisions>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
-    let mut list = state.meta.revisions(who.account, collection, query.after, REVISIONS_PER_PAGE + 1).await?;
+    let mut list = who.region.meta.revisions(who.account, collection, query.after, REVISIONS_PER_PAGE + 1).await?;
     let more = list.len() > usize::try_from(REVISIONS_PER_PAGE).unwrap_or(usize::MAX);
     list.truncate(usize::try_from(REVISIONS_PER_PAGE).unwrap_or(usize::MAX));
     Ok(Json(Revisions { revisions: list.into_iter().map(B64).collect(), more }))
@@ -856,16 +881,16 @@ async fn commit_revision(
         _ => return Err(ApiError::BadRequest("revision links are inconsistent")),
     };
     let id = ObjectId::of(&body);
-    match state.meta.commit_revision(who.account, collection, header.seq, prev, id, &body, now()).await? {
+    match who.region.meta.commit_revision(who.account, collection, header.seq, prev, id, &body, now()).await? {
         Commit::Committed => Ok((StatusCode::CREATED, Json(HeadRecord { seq: header.seq, id: HexId(id) })).into_response()),
         Commit::HeadMoved(current) => Err(ApiError::HeadMoved(current)),
         Commit::OverQuota => Err(ApiError::QuotaExceeded),
     }
 }
 
-async fn packs(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<Packs>, ApiError> {
+async fn packs(who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<Packs>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
-    let packs = state.meta.packs(who.account, collection).await?;
+    let packs = who.region.meta.packs(who.account, collection).await?;
     Ok(Json(Packs { packs: packs.into_iter().map(|(id, size)| PackRecord { id: HexId(id), size }).collect() }))
 }
 
@@ -881,20 +906,20 @@ async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String
     let collection =
         upload.head.get(7..23).and_then(|b| b.try_into().ok()).map(CollectionId).ok_or(ApiError::BadRequest("not a pack"))?;
     let size = u64::try_from(upload.len).map_err(|_| ApiError::TooLarge)?;
-    if state.meta.pack_size(who.account, id).await?.is_some() {
+    if who.region.meta.pack_size(who.account, id).await?.is_some() {
         return Ok(StatusCode::OK);
     }
     // Refuse what cannot fit before writing it: an over-quota pack must not
     // stay behind as an uncounted blob (G5). `add_pack` checks again,
     // atomically, for concurrent uploads.
-    let (used, quota) = state.meta.usage(who.account).await?;
+    let (used, quota) = who.region.meta.usage(who.account).await?;
     if used.saturating_add(size) > quota {
         return Err(ApiError::QuotaExceeded);
     }
     // Blob first, then the row: a row never names a missing blob (F3). A
     // crash in between leaves an unreferenced blob, reclaimed later.
-    state.blobs.put(who.account, id, upload.frames).await?;
-    match state.meta.add_pack(who.account, collection, id, size, now()).await? {
+    who.region.blobs.put(who.account, id, upload.frames).await?;
+    match who.region.meta.add_pack(who.account, collection, id, size, now()).await? {
         PackAdded::Added => Ok(StatusCode::CREATED),
         PackAdded::AlreadyThere => Ok(StatusCode::OK),
         PackAdded::OverQuota => Err(ApiError::QuotaExceeded),
@@ -915,16 +940,11 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, Api
     Ok(Some(range))
 }
 
-async fn get_pack(
-    State(state): Shared,
-    who: Authed,
-    ApiPath(id): ApiPath<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
+async fn get_pack(who: Authed, ApiPath(id): ApiPath<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = parse_id(&id, ObjectId::from_hex)?;
-    let size = state.meta.pack_size(who.account, id).await?.ok_or(ApiError::NotFound)?;
+    let size = who.region.meta.pack_size(who.account, id).await?.ok_or(ApiError::NotFound)?;
     let range = parse_range(&headers, size)?;
-    let bytes = state.blobs.get(who.account, id, range.clone()).await?;
+    let bytes = who.region.blobs.get(who.account, id, range.clone()).await?;
     let mut response = Response::new(Body::from(bytes));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
     if let Some(r) = range {

@@ -21,6 +21,16 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Packs in an S3-compatible bucket instead of the blob folder.
     pub s3: Option<S3Config>,
+    /// The name of the residency region the stores above (`data_dir`,
+    /// `database_url`, `s3`) hold: the default region of new accounts.
+    pub region: String,
+    /// More residency regions, each with its own stores. An account lives
+    /// wholly in the region it chose at creation.
+    pub regions: Vec<RegionConfig>,
+    /// The deployment's Ed25519 signing key (a 32-byte seed file) for
+    /// `GET /residency`; default `data_dir/deployment.key`, created on
+    /// first start.
+    pub deployment_key: Option<PathBuf>,
     /// Serve `/metrics` (Prometheus) to requests with
     /// `Authorization: Bearer <this>`; without it there is no `/metrics`.
     /// `KEYHOLD_METRICS_TOKEN` overrides it.
@@ -49,6 +59,53 @@ pub struct S3Config {
     pub access_key_id: Option<String>,
     /// Secret access key.
     pub secret_access_key: Option<String>,
+}
+
+/// The name of the region of the top-level stores when the config names none.
+pub const DEFAULT_REGION: &str = "default";
+
+/// A residency region beyond the default one: its own metadata database and
+/// blob store, which hold every row and pack of the accounts in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Its name: 1 to 32 of `a-z`, `0-9` and `-`.
+    pub name: String,
+    /// Its folder for the embedded stores (SQLite and blob folder).
+    pub data_dir: PathBuf,
+    /// Its PostgreSQL database, instead of SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// Its S3-compatible bucket, instead of the blob folder in `data_dir`.
+    pub s3: Option<S3Config>,
+}
+
+impl Config {
+    /// Every region (the default one first): name, folder, database, bucket.
+    pub fn all_regions(&self) -> Vec<RegionConfig> {
+        let default = RegionConfig {
+            name: self.region.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            s3: self.s3.clone(),
+        };
+        std::iter::once(default).chain(self.regions.iter().cloned()).collect()
+    }
+
+    /// Region names must be well formed and distinct.
+    pub fn check_regions(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in self.all_regions() {
+            let ok = (1..=32).contains(&r.name.len())
+                && r.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !ok {
+                return Err(format!("region name {:?}: use 1 to 32 of a-z, 0-9 and -", r.name));
+            }
+            if !seen.insert(r.name.clone()) {
+                return Err(format!("region {:?} is configured twice", r.name));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// TLS files.
@@ -94,6 +151,9 @@ impl Default for Config {
             database_url: None,
             s3: None,
             metrics_token: None,
+            region: DEFAULT_REGION.to_owned(),
+            regions: Vec::new(),
+            deployment_key: None,
             tls: None,
             limits: Limits::default(),
         }

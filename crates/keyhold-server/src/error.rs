@@ -16,6 +16,10 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The request asks for something this server does not offer (say, an
+    /// unknown residency region); the message says what it offers.
+    #[error("bad request: {0}")]
+    BadRequestOwned(String),
     /// No valid session (or a failed authentication; all look alike).
     #[error("unauthorized")]
     Unauthorized,
@@ -67,6 +71,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message): (StatusCode, &str, String) = match &self {
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST, format!("malformed request: {why}")),
+            ApiError::BadRequestOwned(why) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST, why.clone()),
             ApiError::Unauthorized => {
                 (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, "authentication required or failed; sign in again".into())
             }

@@ -8,6 +8,7 @@ pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod regions;
 pub mod serve;
 pub mod store;
 

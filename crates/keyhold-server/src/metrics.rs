@@ -34,6 +34,11 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegionLabels {
+    region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StoreLabels {
     store: &'static str,
 }
@@ -46,8 +51,8 @@ pub struct Metrics {
     bytes_in: Family<RouteLabels, Counter>,
     bytes_out: Family<RouteLabels, Counter>,
     store_errors: Family<StoreLabels, Counter>,
-    stored_bytes: Gauge,
-    accounts: Gauge,
+    stored_bytes: Family<RegionLabels, Gauge>,
+    accounts: Family<RegionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -60,15 +65,19 @@ impl Default for Metrics {
         let bytes_in = Family::<RouteLabels, Counter>::default();
         let bytes_out = Family::<RouteLabels, Counter>::default();
         let store_errors = Family::<StoreLabels, Counter>::default();
-        let stored_bytes = Gauge::default();
-        let accounts = Gauge::default();
+        let stored_bytes = Family::<RegionLabels, Gauge>::default();
+        let accounts = Family::<RegionLabels, Gauge>::default();
         registry.register("http_requests", "HTTP requests answered, by method, route and status", requests.clone());
         registry.register("http_request_duration_seconds", "Time to answer, by route", latency.clone());
         registry.register("http_request_body_bytes", "Request body bytes announced, by route", bytes_in.clone());
         registry.register("http_response_body_bytes", "Response body bytes sent, by route", bytes_out.clone());
         registry.register("store_errors", "Failures of the metadata or blob store", store_errors.clone());
-        registry.register("stored_bytes", "Bytes charged to accounts: packs, revisions and wraps", stored_bytes.clone());
-        registry.register("accounts", "Accounts", accounts.clone());
+        registry.register(
+            "stored_bytes",
+            "Bytes charged to accounts (packs, revisions, wraps), by residency region",
+            stored_bytes.clone(),
+        );
+        registry.register("accounts", "Accounts, by residency region", accounts.clone());
         Metrics { registry, requests, latency, bytes_in, bytes_out, store_errors, stored_bytes, accounts }
     }
 }
@@ -111,14 +120,17 @@ pub async fn render(State(state): State<Arc<AppState>>, headers: axum::http::Hea
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let metrics = &state.metrics;
-    match state.meta.totals().await {
-        Ok((accounts, bytes)) => {
-            metrics.accounts.set(i64::try_from(accounts).unwrap_or(i64::MAX));
-            metrics.stored_bytes.set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
-        Err(e) => {
-            metrics.store_error("metadata");
-            tracing::error!(error = %e, "metrics: cannot read the totals");
+    for region in state.regions.all() {
+        let labels = RegionLabels { region: region.name.clone() };
+        match region.meta.totals().await {
+            Ok((accounts, bytes)) => {
+                metrics.accounts.get_or_create(&labels).set(i64::try_from(accounts).unwrap_or(i64::MAX));
+                metrics.stored_bytes.get_or_create(&labels).set(i64::try_from(bytes).unwrap_or(i64::MAX));
+            }
+            Err(e) => {
+                metrics.store_error("metadata");
+                tracing::error!(region = %region.name, error = %e, "metrics: cannot read the totals");
+            }
         }
     }
     let mut body = String::new();

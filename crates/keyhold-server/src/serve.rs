@@ -24,6 +24,7 @@ use tower::ServiceExt;
 use crate::app::{AppState, Peer, router};
 use crate::blobs::{BlobError, BlobStore};
 use crate::config::{Config, TlsConfig};
+use crate::regions::Regions;
 use crate::store::{MetaStore, StoreError};
 
 /// Why the server could not start or stopped with an error.
@@ -39,6 +40,9 @@ pub enum ServeError {
     /// Listening failed.
     #[error("cannot listen on {0}: {1}")]
     Listen(SocketAddr, #[source] std::io::Error),
+    /// The configuration cannot be set up (regions, deployment key).
+    #[error("{0}")]
+    Setup(String),
     /// TLS files are unusable.
     #[error("TLS configuration: {0}")]
     Tls(String),
@@ -56,20 +60,12 @@ pub struct BoundServer {
 /// Opens the stores (under `config.data_dir`, or the metadata database at
 /// `config.database_url`) and binds the listen address.
 pub async fn bind(config: &Config) -> Result<BoundServer, ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServeError::Listen(config.listen, e))?;
-    let meta = match &config.database_url {
-        Some(url) => MetaStore::connect(url).await?,
-        None => MetaStore::open(&config.data_dir.join("metadata.sqlite3")).await?,
-    };
-    let blobs = match &config.s3 {
-        Some(s3) => BlobStore::s3(s3)?,
-        None => BlobStore::local(&config.data_dir.join("blobs"))?,
-    };
+    let regions = Regions::open(config).await?;
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Listen(config.listen, e))?;
     Ok(BoundServer {
         listener,
-        state: Arc::new(AppState::new(meta, blobs, config.limits.clone()).with_metrics_token(config.metrics_token.clone())),
+        state: Arc::new(AppState::new(regions, config.limits.clone()).with_metrics_token(config.metrics_token.clone())),
         tls,
         header_timeout: Duration::from_secs(config.limits.header_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
@@ -80,39 +76,46 @@ pub async fn bind(config: &Config) -> Result<BoundServer, ServeError> {
 /// metadata database and the blob store answer. Changes nothing (a new
 /// SQLite file or blob folder is not created). One line per check.
 pub async fn check_config(config: &Config) -> Result<Vec<String>, ServeError> {
+    config.check_regions().map_err(ServeError::Setup)?;
     let mut report = vec![format!("listen address: {}", config.listen)];
     if let Some(tls) = &config.tls {
         tls_acceptor(tls)?;
         report.push(format!("TLS: certificate {} and key {} load", tls.cert.display(), tls.key.display()));
     }
-    match &config.database_url {
-        Some(url) => {
-            let (_, applied, known) = MetaStore::probe(url).await?;
-            report.push(format!(
-                "metadata: PostgreSQL answers; {applied} of {known} migrations applied (the rest run when the server starts)"
-            ));
-        }
-        None => {
-            let file = config.data_dir.join("metadata.sqlite3");
-            if file.exists() {
-                let (_, applied, known) = MetaStore::probe(&format!("sqlite://{}?mode=ro", file.display())).await?;
-                report.push(format!("metadata: SQLite {}; {applied} of {known} migrations applied", file.display()));
-            } else {
-                report.push(format!("metadata: SQLite {} (created when the server starts)", file.display()));
+    for region in config.all_regions() {
+        let name = &region.name;
+        match &region.database_url {
+            Some(url) => {
+                let (_, applied, known) = MetaStore::probe(url).await?;
+                report.push(format!(
+                    "region {name}: metadata: PostgreSQL answers; {applied} of {known} migrations applied (the rest run when the server starts)"
+                ));
+            }
+            None => {
+                let file = region.data_dir.join("metadata.sqlite3");
+                if file.exists() {
+                    let (_, applied, known) = MetaStore::probe(&format!("sqlite://{}?mode=ro", file.display())).await?;
+                    report.push(format!(
+                        "region {name}: metadata: SQLite {}; {applied} of {known} migrations applied",
+                        file.display()
+                    ));
+                } else {
+                    report.push(format!("region {name}: metadata: SQLite {} (created when the server starts)", file.display()));
+                }
             }
         }
-    }
-    match &config.s3 {
-        Some(s3) => {
-            BlobStore::s3(s3)?.probe().await?;
-            report.push(format!("packs: S3 bucket {} answers with these credentials", s3.bucket));
-        }
-        None => {
-            let dir = config.data_dir.join("blobs");
-            if dir.exists() {
-                BlobStore::local(&dir)?.probe().await?;
+        match &region.s3 {
+            Some(s3) => {
+                BlobStore::s3(s3)?.probe().await?;
+                report.push(format!("region {name}: packs: S3 bucket {} answers with these credentials", s3.bucket));
             }
-            report.push(format!("packs: folder {}", dir.display()));
+            None => {
+                let dir = region.data_dir.join("blobs");
+                if dir.exists() {
+                    BlobStore::local(&dir)?.probe().await?;
+                }
+                report.push(format!("region {name}: packs: folder {}", dir.display()));
+            }
         }
     }
     Ok(report)

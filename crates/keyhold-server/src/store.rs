@@ -1077,6 +1077,25 @@ impl MetaStore {
         Ok(Commit::Committed)
     }
 
+    /// Whether this database holds `account`.
+    pub async fn has_account(&self, account: AccountId) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM accounts WHERE account_id = $1")
+            .bind(account.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    /// Whether a pairing slot of that name is live here.
+    pub async fn slot_is_live(&self, slot: &str, now: i64) -> Result<bool> {
+        Ok(sqlx::query("SELECT 1 FROM pairing_slots WHERE slot = $1 AND expires_at >= $2")
+            .bind(slot)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
     /// For `/metrics`: the number of accounts and the bytes charged to them.
     pub async fn totals(&self) -> Result<(u64, u64)> {
         // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.

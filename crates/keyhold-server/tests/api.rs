@@ -116,10 +116,9 @@ async fn start_with_metrics(limits: Limits, metrics_token: Option<&str>) -> Test
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: data_dir.clone(),
         database_url,
-        s3: None,
         metrics_token: metrics_token.map(str::to_owned),
-        tls: None,
         limits,
+        ..Config::default()
     };
     // Bound before spawning: the listener accepts from here on, no waiting.
     let server = keyhold_server::bind(&config).await.unwrap();
@@ -278,6 +277,7 @@ fn new_account() -> (AccountId, DeviceSecret, AccountRootKey, RecoveryKey, Creat
         recovery_locator: B64(recovery.locator().to_vec()),
         // The cheapest parameters a client accepts: the server never runs Argon2id.
         recovery_wrap: B64(recovery.wrap(&root, id, 0, KdfParams::FLOOR, &mut rng).unwrap()),
+        region: None,
     };
     (id, device, root, recovery, body)
 }
@@ -950,7 +950,7 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
         let rel = path.strip_prefix(&srv.data_dir).unwrap();
         let parts: Vec<&str> = rel.iter().map(|p| p.to_str().unwrap()).collect();
         let ok = match parts.as_slice() {
-            ["metadata.sqlite3" | "metadata.sqlite3-wal" | "metadata.sqlite3-shm" | "blobs"] => true,
+            ["metadata.sqlite3" | "metadata.sqlite3-wal" | "metadata.sqlite3-shm" | "blobs" | "deployment.key"] => true,
             ["blobs", account] => is_hex(account, 32) && path.is_dir(),
             ["blobs", account, pack] => is_hex(account, 32) && is_hex(pack, 64) && path.is_file(),
             _ => false,
@@ -2087,12 +2087,13 @@ async fn metrics_count_requests_by_route_and_answer_only_the_token() {
     for line in [
         "keyhold_http_requests_total{method=\"PUT\",route=\"/v1/packs/{id}\",status=\"201\"} 1",
         "keyhold_http_requests_total{method=\"GET\",route=\"/v1/packs/{id}\",status=\"400\"} 1",
-        "keyhold_accounts 1",
+        "keyhold_accounts{region=\"default\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
     assert!(text.contains("keyhold_http_request_duration_seconds_bucket{le="), "{text}");
-    let stored: u64 = text.lines().find_map(|l| l.strip_prefix("keyhold_stored_bytes ")).unwrap().parse().unwrap();
+    let stored: u64 =
+        text.lines().find_map(|l| l.strip_prefix("keyhold_stored_bytes{region=\"default\"} ")).unwrap().parse().unwrap();
     let usage: Usage = srv.get("/v1/usage", Some(&a.token)).await.expect(200).json();
     assert_eq!(stored, usage.used_bytes);
     // Labels are route templates: no account, pack or token in sight.

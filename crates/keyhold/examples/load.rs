@@ -187,7 +187,12 @@ fn main() {
             let home = dir.path().join(format!("home-{i}"));
             let url = servers[i % servers.len()].url.clone();
             runtime
-                .block_on(keyhold_client::account::init(&Home::locate(Some(home.clone())).unwrap(), &url, &format!("load-{i}")))
+                .block_on(keyhold_client::account::init(
+                    &Home::locate(Some(home.clone())).unwrap(),
+                    &url,
+                    &format!("load-{i}"),
+                    None,
+                ))
                 .unwrap();
             home
         })

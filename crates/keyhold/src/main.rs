@@ -71,6 +71,10 @@ enum Command {
         /// This device's name, as other devices will see it [default: the host name].
         #[arg(long)]
         name: Option<String>,
+        /// The residency region to keep the account's data in, for good
+        /// (`keyhold residency` lists them) [default: the server's].
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Join an existing account on this device with its recovery key.
     Recover {
@@ -125,6 +129,13 @@ enum Command {
     },
     /// Account, device, folders and usage.
     Status,
+    /// Where the server keeps data: its signed residency statement (regions
+    /// and their stores), checked against the one this device saw before.
+    Residency {
+        /// Server URL [default: this device's server].
+        #[arg(long, env = "KEYHOLD_SERVER")]
+        server: Option<String>,
+    },
     /// List files in the collection (at its newest revision).
     Ls {
         /// Path in the collection (or a local path inside a synced folder).
@@ -317,9 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let home = Home::locate(cli.home.clone())?;
     match cli.command {
         Command::Serve { .. } => unreachable!("handled above"),
-        Command::Init { server, recovery_key_file, name } => {
+        Command::Init { server, recovery_key_file, name, region } => {
             let name = name.unwrap_or_else(account::default_device_name);
-            let (account, recovery) = account::init(&home, &server, &name).await?;
+            let (account, recovery) = account::init(&home, &server, &name, region.as_deref()).await?;
             match recovery_key_file {
                 Some(file) => {
                     keyhold_client::home::write_private(&file, format!("{}\n", recovery.as_str()).as_bytes())?;
@@ -449,12 +460,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client = open_client(&home).await?;
             }
         }
+        Command::Residency { server } => {
+            let server = match server {
+                Some(s) => s,
+                None if home.is_initialized() => home.load()?.0.server,
+                None => bail!("no server: pass --server URL (or set KEYHOLD_SERVER)"),
+            };
+            let checked = keyhold_client::residency::check(&home, &server).await?;
+            // This device's account's region, when it is an account of that server.
+            let mine = match home.is_initialized() && home.load()?.0.server == server {
+                true => Some(open_client(&home).await?.api.usage().await?.region),
+                false => None,
+            };
+            emit(cli.json, &serde_json::json!({ "residency": &checked, "account_region": mine }), |_| {
+                let s = &checked.statement;
+                println!("{} at {server}, statement signed by deployment key {}", s.server, checked.public_key);
+                for r in &s.regions {
+                    let marks =
+                        [(r.name == s.default_region, "default"), (mine.as_deref() == Some(r.name.as_str()), "your account")];
+                    let marks: Vec<&str> = marks.iter().filter(|(on, _)| *on).map(|(_, m)| *m).collect();
+                    let marks = if marks.is_empty() { String::new() } else { format!(" ({})", marks.join(", ")) };
+                    println!("region {}{marks}: metadata in {}; packs in {}", r.name, r.metadata, r.blobs);
+                }
+                if checked.first_seen {
+                    println!("First statement seen from this server: pinned; a later change will be reported.");
+                }
+            });
+            for change in &checked.changes {
+                eprintln!("WARNING residency changed: {change}");
+            }
+        }
         Command::Status => {
             let client = open_client(&home).await?;
             let status = ops::status(&client).await?;
             emit(cli.json, &status, |s| {
                 println!("server   {}\naccount  {}\ndevice   {} (one of {} devices)", s.server, s.account, s.device, s.devices);
-                println!("storage  {} of {} bytes", s.used_bytes, s.quota_bytes);
+                println!("storage  {} of {} bytes, in region {}", s.used_bytes, s.quota_bytes, s.region);
                 for (folder, rev) in &s.folders {
                     println!("folder   {folder} (revision {})", rev.map_or("none".into(), |r| r.to_string()));
                 }
