@@ -6,8 +6,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+
 use std::fs;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use keyhold_client::fuzz::TARGETS;
@@ -34,13 +36,7 @@ fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 fn run(target: fn(&[u8]), input: &[u8]) -> Option<String> {
-    catch_unwind(AssertUnwindSafe(|| target(input))).err().map(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "non-string panic".to_owned())
-    })
+    replay::panic_message(|| target(input))
 }
 
 #[test]

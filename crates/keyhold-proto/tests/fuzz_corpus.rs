@@ -6,11 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "../../../fuzz/replay.rs"]
+mod replay;
+
 #[path = "../../../fuzz/wire.rs"]
 mod wire;
 
 use std::fs;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 /// The corpus directory's name, as `fuzz/Cargo.toml` names the binary.
@@ -18,13 +20,7 @@ const TARGET: &str = "wire";
 
 /// Runs the target on `input`, returning the panic message if it panicked.
 fn run(input: &[u8]) -> Option<String> {
-    catch_unwind(AssertUnwindSafe(|| wire::wire(input))).err().map(|payload| {
-        payload
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-            .unwrap_or_else(|| "non-string panic".to_owned())
-    })
+    replay::panic_message(|| wire::wire(input))
 }
 
 #[test]
