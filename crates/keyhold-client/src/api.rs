@@ -112,6 +112,16 @@ impl Api {
         self.json(self.request(Method::GET, "/residency")).await
     }
 
+    /// The deployment's public disclosure log (no session needed).
+    pub async fn disclosures(&self) -> Result<keyhold_proto::DisclosureLog> {
+        self.json(self.request(Method::GET, "/disclosures")).await
+    }
+
+    /// What the operator did to this account.
+    pub async fn events(&self) -> Result<keyhold_proto::AccountEvents> {
+        self.json(self.request(Method::GET, "/v1/events")).await
+    }
+
     /// The recovery entry point for a locator.
     pub async fn recovery_info(&self, locator: &[u8; 32]) -> Result<RecoveryInfo> {
         self.json(self.request(Method::GET, &format!("/v1/recovery/{}", ObjectId(*locator).to_hex()))).await

@@ -154,7 +154,35 @@ impl Client {
             seen: client.chain.head().seq,
         })?;
         client.load_account_keys().await?;
+        client.notices.extend(client.new_account_events().await?);
         Ok(client)
+    }
+
+    /// What the operator did to this account since this device last looked
+    /// (a disclosure, a quota change), one notice each; remembered in
+    /// `events.json` so each is told once per device.
+    async fn new_account_events(&self) -> Result<Vec<String>> {
+        let path = self.home.dir().join("events.json");
+        let seen: Option<u64> = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let events = self.api.events().await?.events;
+        let fresh: Vec<String> = events
+            .iter()
+            .filter(|e| seen.is_none_or(|s| e.seq > s))
+            .map(|e| {
+                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(e.at).unwrap_or(0));
+                format!(
+                    "the server's operator acted on this account ({}, {}): {}",
+                    e.kind,
+                    humantime::format_rfc3339_seconds(when),
+                    e.detail
+                )
+            })
+            .collect();
+        if let Some(last) = events.last().map(|e| e.seq) {
+            let json = serde_json::to_vec(&last).map_err(|e| ClientError::Usage(e.to_string()))?;
+            crate::home::write_private(&path, &json)?;
+        }
+        Ok(fresh)
     }
 
     /// Fetches the wrapped keys and recovers the root key of every account

@@ -1,10 +1,11 @@
-//! `keyhold residency`: the deployment's signed statement of where it keeps
-//! data, checked and pinned. The first statement seen is pinned (with the
+//! `keyhold residency` and `keyhold disclosures`: the deployment's signed
+//! statement of where it keeps data, checked and pinned, and its signed log
+//! of compelled disclosures, checked against the same key. The first statement seen is pinned (with the
 //! key that signed it) in `residency.json` in the device's home; a later
 //! statement signed by another key, or naming other regions or other stores
 //! for them, is reported plainly so the user can ask why.
 
-use keyhold_proto::{RESIDENCY_CONTEXT, ResidencyStatement};
+use keyhold_proto::{DISCLOSURE_CONTEXT, Disclosure, RESIDENCY_CONTEXT, ResidencyStatement};
 use serde::{Deserialize, Serialize};
 
 use crate::api::Api;
@@ -28,6 +29,47 @@ pub struct Checked {
 struct Pinned {
     public_key: String,
     statement: ResidencyStatement,
+}
+
+fn verify(key: &[u8; 32], context: &[u8], message: &[u8], signature: &keyhold_proto::Bytes) -> Result<()> {
+    let signature: [u8; 64] = signature.array().ok_or_else(|| ClientError::Protocol("a signature is not 64 bytes".into()))?;
+    ed25519_dalek::VerifyingKey::from_bytes(key)
+        .map_err(|_| ClientError::Integrity(keyhold_core::Error::Malformed("deployment key")))?
+        .verify_strict(&[context, message].concat(), &ed25519_dalek::Signature::from_bytes(&signature))
+        .map_err(|_| ClientError::Integrity(keyhold_core::Error::BadSignature))
+}
+
+/// Fetches the disclosure log and verifies it entry by entry: each signed by
+/// the deployment key (the one this device pinned with the residency
+/// statement, when it has one), numbered from 0 and linked to the one
+/// before. Returns the entries, oldest first.
+pub async fn disclosures(home: &Home, server: &str) -> Result<Vec<Disclosure>> {
+    let log = Api::new(server)?.disclosures().await?;
+    let key: [u8; 32] = log.public_key.array().ok_or_else(|| ClientError::Protocol("log key is not 32 bytes".into()))?;
+    let pinned: Option<Pinned> =
+        std::fs::read(home.dir().join("residency.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(p) = pinned.filter(|p| p.public_key != hex(&key)) {
+        return Err(ClientError::Usage(format!(
+            "the disclosure log is signed by {}, not by the deployment key this device pinned ({}); run `keyhold residency` to see why",
+            hex(&key),
+            p.public_key
+        )));
+    }
+    let mut prev = "0".repeat(64);
+    let mut out = Vec::new();
+    for (i, signed) in log.entries.iter().enumerate() {
+        verify(&key, DISCLOSURE_CONTEXT, &signed.body.0, &signed.signature)?;
+        let entry: Disclosure = serde_json::from_slice(&signed.body.0)
+            .map_err(|e| ClientError::Protocol(format!("malformed disclosure log entry: {e}")))?;
+        if u64::try_from(i).ok() != Some(entry.seq) || entry.prev != prev {
+            return Err(ClientError::Integrity(keyhold_core::Error::Malformed(
+                "disclosure log entries out of order or unlinked",
+            )));
+        }
+        prev = blake3::hash(&[signed.body.0.as_slice(), &signed.signature.0].concat()).to_hex().to_string();
+        out.push(entry);
+    }
+    Ok(out)
 }
 
 fn hex(bytes: &[u8]) -> String {

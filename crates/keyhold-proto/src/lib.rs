@@ -341,6 +341,72 @@ pub struct Residency {
     pub public_key: Bytes,
 }
 
+/// `GET /disclosures`: the deployment's public log of compelled
+/// disclosures, every entry signed by the deployment key and linked to the
+/// one before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DisclosureLog {
+    /// The deployment's Ed25519 public key (the one `GET /residency` names).
+    pub public_key: Bytes,
+    /// Oldest first.
+    pub entries: Vec<SignedDisclosure>,
+}
+
+/// One log entry as stored and signed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignedDisclosure {
+    /// A JSON [`Disclosure`], exactly as signed.
+    pub body: Bytes,
+    /// Ed25519 signature of `DISCLOSURE_CONTEXT || body`.
+    pub signature: Bytes,
+}
+
+/// Domain separation of disclosure log signatures.
+pub const DISCLOSURE_CONTEXT: &[u8] = b"keyhold disclosure log v1\n";
+
+/// What one compelled disclosure handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disclosure {
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// BLAKE3 of the previous entry's body followed by its signature (hex);
+    /// 64 zeros for the first.
+    pub prev: String,
+    /// When, seconds since the Unix epoch.
+    pub at: u64,
+    /// The account (its pseudonymous id, hex), unless the deployment logs
+    /// counts only.
+    pub account: Option<String>,
+    /// How many accounts (1 per entry today).
+    pub accounts: u64,
+    /// The legal basis the operator states.
+    pub legal_basis: String,
+    /// Rows and packs handed over.
+    pub objects: u64,
+    /// Bytes handed over (packs and rows).
+    pub bytes: u64,
+}
+
+/// `GET /v1/events`: administrative actions on the caller's account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountEvents {
+    /// Oldest first.
+    pub events: Vec<AccountEvent>,
+}
+
+/// One administrative action on an account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountEvent {
+    /// Its number, per account, from 0.
+    pub seq: u64,
+    /// `disclose` or `quota`.
+    pub kind: String,
+    /// What it did, in words.
+    pub detail: String,
+    /// When, seconds since the Unix epoch.
+    pub at: i64,
+}
+
 /// Domain separation of residency statement signatures.
 pub const RESIDENCY_CONTEXT: &[u8] = b"keyhold residency statement v1\n";
 

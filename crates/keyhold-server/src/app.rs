@@ -28,10 +28,11 @@ use keyhold_core::{
     PAIRING_SLOT_LEN, PAKE_MESSAGE_LEN, RevisionHeader, Signer,
 };
 use keyhold_proto::{
-    AccountId, AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, CollectionId, CreateAccount,
-    DeviceChainEntries, DeviceId, EnrollDevice, HeadRecord, HexId, ObjectId, PackRecord, Packs, PairingAttempt, PairingAttemptId,
-    PairingAttempts, PairingHello, PairingSlot, PairingStep, PutCollectionKey, RecoveryInfo, Residency, Revisions,
-    RevisionsQuery, Session, SessionRequest, Usage, WrapRecord,
+    AccountEvent, AccountEvents, AccountId, AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest,
+    CollectionId, CreateAccount, DeviceChainEntries, DeviceId, DisclosureLog, EnrollDevice, HeadRecord, HexId, ObjectId,
+    PackRecord, Packs, PairingAttempt, PairingAttemptId, PairingAttempts, PairingHello, PairingSlot, PairingStep,
+    PutCollectionKey, RecoveryInfo, Residency, Revisions, RevisionsQuery, Session, SessionRequest, SignedDisclosure, Usage,
+    WrapRecord,
 };
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
@@ -161,6 +162,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pairings/{slot}/attempts/{attempt}/{step}", put(put_step))
         .route("/v1/usage", get(usage))
         .route("/residency", get(residency))
+        .route("/disclosures", get(disclosures))
+        .route("/v1/events", get(events))
         .route("/v1/collections/{collection}/keys/{epoch}", put(put_collection_key))
         .route("/v1/collections/{collection}/head", get(head))
         .route("/v1/collections/{collection}/revisions", get(revisions).post(commit_revision))
@@ -781,6 +784,26 @@ async fn put_step(
         StepWritten::Conflict(why) => Err(ApiError::Conflict(why)),
         StepWritten::NotFound => Err(ApiError::NotFound),
     }
+}
+
+/// `GET /disclosures`: the public, signed log of compelled disclosures.
+async fn disclosures(State(state): Shared) -> Result<Json<DisclosureLog>, ApiError> {
+    let entries = state.regions.default_region().meta.disclosures().await?;
+    Ok(Json(DisclosureLog {
+        public_key: B64(state.regions.public_key().to_vec()),
+        entries: entries
+            .into_iter()
+            .map(|(_, body, signature)| SignedDisclosure { body: B64(body), signature: B64(signature) })
+            .collect(),
+    }))
+}
+
+/// `GET /v1/events`: what the operator did to the caller's account.
+async fn events(who: Authed) -> Result<Json<AccountEvents>, ApiError> {
+    let events = who.region.meta.account_events(who.account).await?;
+    Ok(Json(AccountEvents {
+        events: events.into_iter().map(|(seq, kind, detail, at)| AccountEvent { seq, kind, detail, at }).collect(),
+    }))
 }
 
 /// `GET /residency`: the deployment's signed statement of its regions.

@@ -31,6 +31,9 @@ pub struct Config {
     /// `GET /residency`; default `data_dir/deployment.key`, created on
     /// first start.
     pub deployment_key: Option<PathBuf>,
+    /// Whether disclosure log entries name the account (its pseudonymous
+    /// id) or give a count only.
+    pub disclosure_log_names_accounts: bool,
     /// Serve `/metrics` (Prometheus) to requests with
     /// `Authorization: Bearer <this>`; without it there is no `/metrics`.
     /// `KEYHOLD_METRICS_TOKEN` overrides it.
@@ -152,6 +155,7 @@ impl Default for Config {
             s3: None,
             metrics_token: None,
             region: DEFAULT_REGION.to_owned(),
+            disclosure_log_names_accounts: true,
             regions: Vec::new(),
             deployment_key: None,
             tls: None,

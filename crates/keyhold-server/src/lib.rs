@@ -3,6 +3,7 @@
 //! holds ciphertext, opaque ids and the few cleartext fields the protocol
 //! needs (docs/server-data.md lists every one).
 
+pub mod admin;
 pub mod app;
 pub mod blobs;
 pub mod config;

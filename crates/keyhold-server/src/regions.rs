@@ -38,6 +38,7 @@ pub struct Regions {
     default: Arc<Region>,
     list: Vec<Arc<Region>>,
     residency: Residency,
+    key: SigningKey,
 }
 
 impl Region {
@@ -92,7 +93,7 @@ impl Regions {
             signature: B64(signature.to_bytes().to_vec()),
             public_key: B64(key.verifying_key().to_bytes().to_vec()),
         };
-        Ok(Regions { default, list, residency })
+        Ok(Regions { default, list, residency, key })
     }
 
     /// The default region.
@@ -118,6 +119,16 @@ impl Regions {
     /// The signed residency statement.
     pub fn residency(&self) -> &Residency {
         &self.residency
+    }
+
+    /// Signs `message` with the deployment key.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
+    /// The deployment's public key.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
     }
 
     /// The region that holds `account`, if any does.

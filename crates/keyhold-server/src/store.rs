@@ -274,6 +274,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_device_chain.sql"),
         include_str!("../migrations/postgres/0002_device_chain.sql"),
     ),
+    (
+        3,
+        "account events and the disclosure log",
+        include_str!("../migrations/sqlite/0003_disclosure.sql"),
+        include_str!("../migrations/postgres/0003_disclosure.sql"),
+    ),
 ];
 
 fn migrator(engine: Engine) -> Migrator {
@@ -1096,6 +1102,109 @@ impl MetaStore {
             .is_some())
     }
 
+    /// Everything stored about `account`, table by table, each row as a map
+    /// of column to value (bytes as hex): what a compelled operator could
+    /// hand over. Challenges hold nothing about any account and are left out.
+    pub async fn export_account(
+        &self,
+        account: AccountId,
+    ) -> Result<Vec<(&'static str, Vec<serde_json::Map<String, serde_json::Value>>)>> {
+        const BY_ACCOUNT: &[&str] = &[
+            "accounts",
+            "devices",
+            "device_chain",
+            "device_wraps",
+            "recovery_wraps",
+            "previous_root_wraps",
+            "collection_wraps",
+            "sessions",
+            "pairing_slots",
+            "packs",
+            "revisions",
+            "heads",
+            "account_events",
+        ];
+        let mut out = Vec::new();
+        let queries = BY_ACCOUNT.iter().map(|t| (*t, format!("SELECT * FROM {t} WHERE account_id = $1"))).chain([(
+            "pairing_attempts",
+            "SELECT * FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE account_id = $1)".to_owned(),
+        )]);
+        for (table, sql) in queries {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account.as_bytes().as_slice()).fetch_all(&self.pool).await?;
+            out.push((table, rows.iter().map(row_json).collect()));
+        }
+        Ok(out)
+    }
+
+    /// Records an administrative action on `account`; returns its number.
+    pub async fn add_account_event(&self, account: AccountId, kind: &str, detail: &str, now: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        lock_account(&mut tx, account).await?;
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), -1) + 1 FROM account_events WHERE account_id = $1")
+            .bind(account.as_bytes().as_slice())
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+        sqlx::query("INSERT INTO account_events (account_id, seq, kind, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(account.as_bytes().as_slice())
+            .bind(seq)
+            .bind(kind)
+            .bind(detail)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        to_u64(seq, "event seq")
+    }
+
+    /// The administrative actions on `account`, oldest first: (seq, kind, detail, time).
+    pub async fn account_events(&self, account: AccountId) -> Result<Vec<(u64, String, String, i64)>> {
+        sqlx::query("SELECT seq, kind, detail, created_at FROM account_events WHERE account_id = $1 ORDER BY seq")
+            .bind(account.as_bytes().as_slice())
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| Ok((to_u64(r.get(0), "event seq")?, r.get(1), r.get(2), r.get(3))))
+            .collect()
+    }
+
+    /// Sets an account's quota. `false` if there is no such account here.
+    pub async fn set_quota(&self, account: AccountId, bytes: u64) -> Result<bool> {
+        let updated = sqlx::query("UPDATE accounts SET quota_bytes = $1 WHERE account_id = $2")
+            .bind(to_i64(bytes, "quota")?)
+            .bind(account.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// The disclosure log, oldest first: (seq, body, signature).
+    pub async fn disclosures(&self) -> Result<Vec<(u64, Vec<u8>, Vec<u8>)>> {
+        sqlx::query("SELECT seq, body, signature FROM disclosure_log ORDER BY seq")
+            .fetch_all(&self.pool)
+            .await?
+            .into_iter()
+            .map(|r| Ok((to_u64(r.get(0), "log seq")?, r.get(1), r.get(2))))
+            .collect()
+    }
+
+    /// Appends entry `seq` of the disclosure log; `false` if `seq` is taken
+    /// (another append won: read the tail again and retry).
+    pub async fn append_disclosure(&self, seq: u64, body: &[u8], signature: &[u8], now: i64) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO disclosure_log (seq, body, signature, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(to_i64(seq, "log seq")?)
+        .bind(body)
+        .bind(signature)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
     /// For `/metrics`: the number of accounts and the bytes charged to them.
     pub async fn totals(&self) -> Result<(u64, u64)> {
         // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
@@ -1164,6 +1273,28 @@ async fn purge_pairing(tx: &mut sqlx::AnyConnection, now: i64) -> Result<()> {
 
 fn attempt_row(r: sqlx::any::AnyRow) -> Result<AttemptRow> {
     Ok(AttemptRow { id: array(r.get(0), "attempt id")?, hello: r.get(1), reply: r.get(2), joiner: r.get(3), welcome: r.get(4) })
+}
+
+/// One exported row: column → value (bytes as lower-case hex, NULL as null).
+fn row_json(row: &sqlx::any::AnyRow) -> serde_json::Map<String, serde_json::Value> {
+    use sqlx::Column;
+    row.columns()
+        .iter()
+        .map(|c| {
+            let i = c.ordinal();
+            let value = if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                v.map_or(serde_json::Value::Null, serde_json::Value::from)
+            } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+                v.map_or(serde_json::Value::Null, serde_json::Value::from)
+            } else {
+                let bytes: Option<Vec<u8>> = row.try_get(i).unwrap_or_default();
+                bytes.map_or(serde_json::Value::Null, |b| {
+                    serde_json::Value::from(b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+                })
+            };
+            (c.name().to_owned(), value)
+        })
+        .collect()
 }
 
 /// Takes the account's row lock for the rest of the transaction, so that a

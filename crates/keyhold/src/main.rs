@@ -43,7 +43,7 @@ enum Command {
     /// Run the server (embedded defaults: SQLite + a blob folder under ./keyhold-data, on 127.0.0.1:8420).
     Serve {
         /// TOML config file (see deploy/keyhold.toml).
-        #[arg(long)]
+        #[arg(long, global = true)]
         config: Option<PathBuf>,
         /// Address to listen on.
         #[arg(long)]
@@ -59,6 +59,8 @@ enum Command {
         /// without serving or changing anything.
         #[arg(long)]
         check_config: bool,
+        #[command(subcommand)]
+        action: Option<ServeAction>,
     },
     /// Create a new account with this device; prints the recovery key once.
     Init {
@@ -129,6 +131,13 @@ enum Command {
     },
     /// Account, device, folders and usage.
     Status,
+    /// The server's public log of compelled disclosures, verified: every
+    /// entry signed by the deployment key and linked to the one before.
+    Disclosures {
+        /// Server URL [default: this device's server].
+        #[arg(long, env = "KEYHOLD_SERVER")]
+        server: Option<String>,
+    },
     /// Where the server keeps data: its signed residency statement (regions
     /// and their stores), checked against the one this device saw before.
     Residency {
@@ -180,6 +189,38 @@ enum Command {
         sample: u8,
         #[arg(long, default_value = DEFAULT_COLLECTION)]
         collection: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ServeAction {
+    /// What the operator does to one account; every action is recorded in
+    /// the account's event log, which its devices show.
+    #[command(subcommand)]
+    Admin(AdminAction),
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Write out everything the server holds for ACCOUNT (what a compelled
+    /// operator could hand over: ciphertext, ids and counts) and record the
+    /// disclosure in the public, signed disclosure log.
+    Disclose {
+        /// The account id (32 hex digits).
+        account: String,
+        /// A new folder for the export.
+        #[arg(long)]
+        out: PathBuf,
+        /// The legal basis, as it will appear in the public log.
+        #[arg(long)]
+        legal_basis: String,
+    },
+    /// Set ACCOUNT's storage quota.
+    Quota {
+        /// The account id (32 hex digits).
+        account: String,
+        /// The new quota, in bytes.
+        bytes: u64,
     },
 }
 
@@ -322,7 +363,10 @@ async fn collection_path(client: &Client, path: &str) -> anyhow::Result<String> 
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = !cli.quiet && !cli.json && std::io::stderr().is_terminal();
-    if let Command::Serve { config, listen, data, database_url, check_config } = cli.command {
+    if let Command::Serve { config, listen, data, database_url, check_config, action } = cli.command {
+        if let Some(ServeAction::Admin(action)) = action {
+            return admin(config, data, database_url, action, cli.json).await;
+        }
         return serve(config, listen, data, database_url, check_config).await;
     }
     let home = Home::locate(cli.home.clone())?;
@@ -460,6 +504,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 client = open_client(&home).await?;
             }
         }
+        Command::Disclosures { server } => {
+            let server = match server {
+                Some(s) => s,
+                None if home.is_initialized() => home.load()?.0.server,
+                None => bail!("no server: pass --server URL (or set KEYHOLD_SERVER)"),
+            };
+            let entries = keyhold_client::residency::disclosures(&home, &server).await?;
+            emit(cli.json, &entries, |entries| {
+                if entries.is_empty() {
+                    println!("no disclosures logged by {server} (log verified)");
+                }
+                for e in entries {
+                    let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(e.at));
+                    let who = e.account.as_deref().map_or(format!("{} account(s)", e.accounts), |a| format!("account {a}"));
+                    println!(
+                        "#{} {when}: {who}, {} objects ({} bytes); legal basis: {}",
+                        e.seq, e.objects, e.bytes, e.legal_basis
+                    );
+                }
+            });
+        }
         Command::Residency { server } => {
             let server = match server {
                 Some(s) => s,
@@ -588,18 +653,9 @@ async fn serve(
     database_url: Option<String>,
     check_only: bool,
 ) -> anyhow::Result<()> {
-    let mut config = match config {
-        Some(path) => keyhold_server::Config::from_file(&path)?,
-        None => keyhold_server::Config::default(),
-    };
+    let mut config = server_config(config, data, database_url)?;
     if let Some(listen) = listen {
         config.listen = listen;
-    }
-    if let Some(data) = data {
-        config.data_dir = data;
-    }
-    if database_url.is_some() {
-        config.database_url = database_url;
     }
     if let Ok(token) = std::env::var("KEYHOLD_METRICS_TOKEN") {
         config.metrics_token = Some(token);
@@ -626,6 +682,56 @@ async fn serve(
             eprintln!("keyhold: shutting down; finishing requests in flight");
         })
         .await?;
+    Ok(())
+}
+
+/// The server's configuration, as `keyhold serve` would read it.
+fn server_config(
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    database_url: Option<String>,
+) -> anyhow::Result<keyhold_server::Config> {
+    let mut config = match config {
+        Some(path) => keyhold_server::Config::from_file(&path)?,
+        None => keyhold_server::Config::default(),
+    };
+    if let Some(data) = data {
+        config.data_dir = data;
+    }
+    if database_url.is_some() {
+        config.database_url = database_url;
+    }
+    Ok(config)
+}
+
+async fn admin(
+    config: Option<PathBuf>,
+    data: Option<PathBuf>,
+    database_url: Option<String>,
+    action: AdminAction,
+    json: bool,
+) -> anyhow::Result<()> {
+    let config = server_config(config, data, database_url)?;
+    match action {
+        AdminAction::Disclose { account, out, legal_basis } => {
+            let done = keyhold_server::admin::disclose(&config, &account, &out, &legal_basis).await?;
+            emit(json, &done, |d| {
+                println!(
+                    "disclosed account {account} (region {}): {} rows and {} packs, {} bytes, in {}",
+                    d.region,
+                    d.rows,
+                    d.packs,
+                    d.bytes,
+                    out.display()
+                );
+                println!("logged as entry {} of the public disclosure log; the account's devices will be told", d.entry.seq);
+            });
+        }
+        AdminAction::Quota { account, bytes } => {
+            let region = keyhold_server::admin::set_quota(&config, &account, bytes).await?;
+            println!("quota of account {account} (region {region}) set to {bytes} bytes; recorded in its event log");
+        }
+    }
     Ok(())
 }
 
