@@ -9,16 +9,10 @@
 
 mod common;
 
-#[path = "../../keyhold-server/tests/support/postgres.rs"]
-mod postgres_cluster;
-
-#[path = "../../keyhold-server/tests/support/garage.rs"]
-mod garage;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::{Device, Server, snapshot};
+use common::{Device, Server, garage, postgres_cluster, snapshot};
 
 /// Two server processes over one fresh PostgreSQL database and one fresh
 /// bucket.

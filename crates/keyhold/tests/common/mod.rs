@@ -10,11 +10,54 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub mod proxy;
 
+#[path = "../../../keyhold-server/tests/support/postgres.rs"]
+pub mod postgres_cluster;
+
+#[path = "../../../keyhold-server/tests/support/garage.rs"]
+pub mod garage;
+
+/// The stores the end-to-end tests run the server on: the embedded
+/// defaults, or — with `KEYHOLD_TEST_BACKEND=postgres-s3`, as `.ci/run`'s
+/// second pass sets it — two server processes over a real PostgreSQL and a
+/// real Garage bucket, with devices spread over both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    PostgresS3,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("KEYHOLD_TEST_BACKEND").as_deref() {
+        Ok("postgres-s3") => Backend::PostgresS3,
+        Ok("embedded") | Err(_) => Backend::Embedded,
+        Ok(other) => panic!("KEYHOLD_TEST_BACKEND={other:?}: use embedded or postgres-s3"),
+    }
+}
+
+/// For a test that reads or edits the embedded stores directly (the
+/// operator's SQL, the blob files): true, after saying so, when the tests
+/// run on another backend, where it has nothing to read. Its place is the
+/// embedded pass, which runs it.
+pub fn needs_embedded_stores(test: &str) -> bool {
+    let other = backend() != Backend::Embedded;
+    if other {
+        eprintln!("{test}: reads the embedded stores directly; it runs in the embedded pass");
+    }
+    other
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_keyhold");
 
 pub struct Server {
     child: Child,
+    /// The other processes over the same stores (the postgres-s3 backend).
+    others: Vec<Server>,
     pub url: String,
+    /// Every process's URL; devices take them in turn.
+    pub urls: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
+    /// The PostgreSQL database (the postgres-s3 backend).
+    database_url: Option<String>,
     pub data: PathBuf,
     /// What the server wrote to its standard error.
     pub log: PathBuf,
@@ -33,7 +76,27 @@ impl Server {
     /// Starts the server logging at `level` (a `KEYHOLD_LOG` filter) to
     /// [`Server::log`].
     pub fn start_logging(dir: &Path, config: &str, level: &str) -> Server {
-        Server::start_instance(dir, "", config, level)
+        match backend() {
+            Backend::Embedded => Server::start_instance(dir, "", config, level),
+            Backend::PostgresS3 => {
+                // Top-level keys first: `config` may open TOML tables.
+                let bucket = garage::bucket();
+                let database = postgres_cluster::database();
+                let config = format!("database_url = \"{database}\"\n{config}\n{}", bucket.toml());
+                let mut one = Server::start_instance(dir, "one", &config, level);
+                one.database_url = Some(database);
+                let two = Server::start_instance(dir, "two", &config, level);
+                one.urls.push(two.url.clone());
+                one.others.push(two);
+                one
+            }
+        }
+    }
+
+    /// The URL the next device uses: processes in turn.
+    pub fn next_url(&self) -> String {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.urls[i % self.urls.len()].clone()
     }
 
     /// Starts one of several server processes over the same stores: each
@@ -60,7 +123,16 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let url = line.trim().strip_prefix("listening ").expect("server did not start").to_owned();
-        Server { child, url, log: log_path, data }
+        Server {
+            child,
+            others: Vec::new(),
+            urls: vec![url.clone()],
+            next: Default::default(),
+            database_url: None,
+            url,
+            log: log_path,
+            data,
+        }
     }
 
     /// The server's process id.
@@ -81,8 +153,22 @@ impl Server {
         walkdir(&self.data.join("blobs"))
     }
 
-    /// Runs SQL against the server's database (the hostile operator's view).
+    /// A number the server's database answers (`SELECT count(*) …`), on
+    /// either engine.
+    pub fn count(&self, statement: &str) -> u64 {
+        let out = self.sql(statement);
+        out.trim().trim_start_matches("[(").trim_end_matches(",)]").parse().unwrap_or_else(|_| panic!("not a number: {out}"))
+    }
+
+    /// Runs SQL against the server's database (the hostile operator's view;
+    /// on the postgres-s3 backend through psql, so only SQL both engines read).
     pub fn sql(&self, statement: &str) -> String {
+        if let Some(url) = &self.database_url {
+            // PostgreSQL (postgres-s3 backend): only SQL both engines read.
+            let out = Command::new("psql").args([url.as_str(), "-At", "-c", statement]).output().unwrap();
+            assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
         let out = Command::new("python3")
             .args([
                 "-c",
@@ -133,7 +219,7 @@ impl Device {
     pub fn new(dir: &Path, name: &str, server: &Server) -> Device {
         let folder = dir.join(format!("{name}-folder"));
         std::fs::create_dir_all(&folder).unwrap();
-        Device { name: name.to_owned(), home: dir.join(format!("{name}-home")), folder, server: server.url.clone() }
+        Device { name: name.to_owned(), home: dir.join(format!("{name}-home")), folder, server: server.next_url() }
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
