@@ -475,6 +475,9 @@ pub mod code {
     pub const DIGEST_MISMATCH: &str = "digest_mismatch";
     /// The device chain moved since the client read it.
     pub const CHAIN_MOVED: &str = "chain_moved";
+    /// The operator suspended the account, or deleted its data: it may be
+    /// read, not changed (its event log, `GET /v1/events`, says why).
+    pub const ACCOUNT_BLOCKED: &str = "account_blocked";
     /// Server-side failure.
     pub const INTERNAL: &str = "internal";
 }

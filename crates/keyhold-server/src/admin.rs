@@ -131,3 +131,39 @@ pub async fn set_quota(config: &Config, account: &str, bytes: u64) -> Result<Str
     region.meta.add_account_event(account, "quota", &format!("quota set to {bytes} bytes"), at).await?;
     Ok(region.name.clone())
 }
+
+/// Suspends (`reason: Some`) or reinstates (`None`) an account; recorded in
+/// its event log.
+pub async fn suspend(config: &Config, account: &str, reason: Option<&str>) -> Result<String, ServeError> {
+    let account = parse_account(account)?;
+    let regions = Regions::open(config).await?;
+    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    let at = i64::try_from(now()).unwrap_or(i64::MAX);
+    region.meta.set_suspended(account, reason.map(|_| at)).await?;
+    let (kind, detail) = match reason {
+        Some(why) => ("suspend", format!("account suspended: it can be read, not changed; reason stated: {why}")),
+        None => ("reinstate", "account reinstated: it can be changed again".to_owned()),
+    };
+    region.meta.add_account_event(account, kind, &detail, at).await?;
+    Ok(region.name.clone())
+}
+
+/// Deletes an account's data (packs, revisions, folders' keys) and records
+/// it in the account's event log; its devices can still sign in to read
+/// why. Returns the region and the number of packs removed.
+pub async fn delete(config: &Config, account: &str, reason: &str) -> Result<(String, usize), ServeError> {
+    let account = parse_account(account)?;
+    if reason.trim().is_empty() {
+        return Err(ServeError::Setup("state the reason (--reason): the account's devices are told".into()));
+    }
+    let regions = Regions::open(config).await?;
+    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    let at = i64::try_from(now()).unwrap_or(i64::MAX);
+    // The event first: a deletion no device is told of must not happen.
+    region.meta.add_account_event(account, "delete", &format!("account data deleted; reason stated: {reason}"), at).await?;
+    let packs = region.meta.delete_account_data(account, at).await?;
+    for pack in &packs {
+        region.blobs.delete(account, *pack).await?;
+    }
+    Ok((region.name.clone(), packs.len()))
+}

@@ -256,6 +256,21 @@ pub struct Authed {
     region: Arc<Region>,
 }
 
+impl Authed {
+    /// Refuses a write to an account the operator suspended or emptied.
+    async fn may_write(&self) -> Result<(), ApiError> {
+        match self.region.meta.account_state(self.account).await? {
+            (_, true) => Err(ApiError::AccountBlocked(
+                "the server's operator deleted this account's data; nothing can be written to it (see `keyhold status`)",
+            )),
+            (true, _) => Err(ApiError::AccountBlocked(
+                "the server's operator suspended this account: it can be read, not changed (see `keyhold status`)",
+            )),
+            (false, false) => Ok(()),
+        }
+    }
+}
+
 /// Checks the session named by the `Authorization` header.
 async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authed, ApiError> {
     let token = headers
@@ -519,6 +534,7 @@ fn optional_wrap<'a>(wrap: Option<&'a B64>, what: &'static str) -> Result<Option
 }
 
 async fn append_chain(who: Authed, ApiJson(body): ApiJson<AppendChainEntry>) -> Result<StatusCode, ApiError> {
+    who.may_write().await?;
     let AppendChainEntry { entry, device_wraps, recovery_wrap, recovery_locator, previous_root_wrap, collection_wraps } = body;
     check_len(&entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
     if device_wraps.len() > MAX_DEVICE_WRAPS {
@@ -691,6 +707,7 @@ async fn open_slot(
     who: Authed,
     ApiPath(slot): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PairingSlot>), ApiError> {
+    who.may_write().await?;
     let slot = parse_slot(&slot)?;
     let now = now();
     // Slot names are one namespace across regions: the joiner finds the
@@ -821,6 +838,7 @@ async fn put_collection_key(
     ApiPath((collection, epoch)): ApiPath<(String, u32)>,
     ApiJson(body): ApiJson<PutCollectionKey>,
 ) -> Result<StatusCode, ApiError> {
+    who.may_write().await?;
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     check_len(&body.wrap, 4096, "collection wrap")?;
     match who.region.meta.put_collection_wrap(who.account, collection, epoch, &body.wrap.0).await? {
@@ -889,6 +907,7 @@ async fn commit_revision(
     ApiPath(collection): ApiPath<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    who.may_write().await?;
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     let body = read_body(&state, req.into_body()).await?;
     if body.len() != keyhold_core::REVISION_LEN {
@@ -918,6 +937,7 @@ async fn packs(who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json
 }
 
 async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String>, req: Request) -> Result<StatusCode, ApiError> {
+    who.may_write().await?;
     let id = parse_id(&id, ObjectId::from_hex)?;
     let upload = receive(&state, req.into_body(), PACK_PREFIX_LEN).await?;
     if upload.id != id {

@@ -93,6 +93,14 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Removes an object (gone already is fine).
+    pub async fn delete(&self, account: AccountId, id: ObjectId) -> Result<(), BlobError> {
+        match self.store.delete(&location(account, id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(BlobError::Backend(e)),
+        }
+    }
+
     /// Reads an object, or a byte range of it.
     pub async fn get(&self, account: AccountId, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes, BlobError> {
         let path = location(account, id);

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Exists already with other content.
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// The operator suspended the account or deleted its data.
+    #[error("account blocked: {0}")]
+    AccountBlocked(&'static str),
     /// The collection head moved.
     #[error("head moved")]
     HeadMoved(Option<(u64, keyhold_proto::ObjectId)>),
@@ -71,6 +74,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message): (StatusCode, &str, String) = match &self {
             ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST, format!("malformed request: {why}")),
+            ApiError::AccountBlocked(why) => (StatusCode::FORBIDDEN, code::ACCOUNT_BLOCKED, (*why).to_owned()),
             ApiError::BadRequestOwned(why) => (StatusCode::BAD_REQUEST, code::BAD_REQUEST, why.clone()),
             ApiError::Unauthorized => {
                 (StatusCode::UNAUTHORIZED, code::UNAUTHORIZED, "authentication required or failed; sign in again".into())

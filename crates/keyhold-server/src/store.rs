@@ -280,6 +280,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_disclosure.sql"),
         include_str!("../migrations/postgres/0003_disclosure.sql"),
     ),
+    (
+        4,
+        "suspended and deleted accounts",
+        include_str!("../migrations/sqlite/0004_account_state.sql"),
+        include_str!("../migrations/postgres/0004_account_state.sql"),
+    ),
 ];
 
 fn migrator(engine: Engine) -> Migrator {
@@ -1166,6 +1172,61 @@ impl MetaStore {
             .into_iter()
             .map(|r| Ok((to_u64(r.get(0), "event seq")?, r.get(1), r.get(2), r.get(3))))
             .collect()
+    }
+
+    /// Whether the operator suspended or deleted `account`: (suspended, deleted).
+    pub async fn account_state(&self, account: AccountId) -> Result<(bool, bool)> {
+        let row = sqlx::query("SELECT suspended_at, deleted_at FROM accounts WHERE account_id = $1")
+            .bind(account.as_bytes().as_slice())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map_or((false, false), |r| (r.get::<Option<i64>, _>(0).is_some(), r.get::<Option<i64>, _>(1).is_some())))
+    }
+
+    /// Suspends (`Some(time)`) or reinstates (`None`) an account.
+    pub async fn set_suspended(&self, account: AccountId, since: Option<i64>) -> Result<bool> {
+        let updated = sqlx::query("UPDATE accounts SET suspended_at = $1 WHERE account_id = $2")
+            .bind(since)
+            .bind(account.as_bytes().as_slice())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Deletes an account's data — packs, revisions, heads, collection
+    /// wraps, pairing slots — in one transaction, and marks it deleted. The
+    /// account row, its devices, device chain and event log stay, so that its
+    /// devices can still sign in and learn what happened. Returns the ids of
+    /// the packs whose blobs are to be removed.
+    pub async fn delete_account_data(&self, account: AccountId, now: i64) -> Result<Vec<ObjectId>> {
+        let a = account.as_bytes().as_slice();
+        let mut tx = self.pool.begin().await?;
+        lock_account(&mut tx, account).await?;
+        let packs = sqlx::query("SELECT pack_id FROM packs WHERE account_id = $1")
+            .bind(a)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|r| Ok(ObjectId(array(r.get(0), "pack id")?)))
+            .collect::<Result<Vec<_>>>()?;
+        sqlx::query("DELETE FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE account_id = $1)")
+            .bind(a)
+            .execute(&mut *tx)
+            .await?;
+        for table in ["pairing_slots", "packs", "revisions", "heads", "collection_wraps"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE account_id = $1")))
+                .bind(a)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE accounts SET used_bytes = 0, deleted_at = $1 WHERE account_id = $2")
+            .bind(now)
+            .bind(a)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(packs)
     }
 
     /// Sets an account's quota. `false` if there is no such account here.

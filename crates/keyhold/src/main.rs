@@ -215,6 +215,28 @@ enum AdminAction {
         #[arg(long)]
         legal_basis: String,
     },
+    /// Suspend ACCOUNT: it can still be read, not changed.
+    Suspend {
+        /// The account id (32 hex digits).
+        account: String,
+        /// Why, as the account's devices will be told.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a suspension.
+    Reinstate {
+        /// The account id (32 hex digits).
+        account: String,
+    },
+    /// Delete ACCOUNT's data (packs, revisions, folder keys); its devices
+    /// can still sign in to learn so.
+    Delete {
+        /// The account id (32 hex digits).
+        account: String,
+        /// Why, as the account's devices will be told.
+        #[arg(long)]
+        reason: String,
+    },
     /// Set ACCOUNT's storage quota.
     Quota {
         /// The account id (32 hex digits).
@@ -726,6 +748,18 @@ async fn admin(
                 );
                 println!("logged as entry {} of the public disclosure log; the account's devices will be told", d.entry.seq);
             });
+        }
+        AdminAction::Suspend { account, reason } => {
+            let region = keyhold_server::admin::suspend(&config, &account, Some(&reason)).await?;
+            println!("account {account} (region {region}) suspended; recorded in its event log");
+        }
+        AdminAction::Reinstate { account } => {
+            let region = keyhold_server::admin::suspend(&config, &account, None).await?;
+            println!("account {account} (region {region}) reinstated; recorded in its event log");
+        }
+        AdminAction::Delete { account, reason } => {
+            let (region, packs) = keyhold_server::admin::delete(&config, &account, &reason).await?;
+            println!("data of account {account} (region {region}) deleted, {packs} packs; recorded in its event log");
         }
         AdminAction::Quota { account, bytes } => {
             let region = keyhold_server::admin::set_quota(&config, &account, bytes).await?;

@@ -2,7 +2,8 @@
 //! compelled operator could hand over for one account — and that is
 //! ciphertext, ids and counts, nothing of another account — records it in
 //! the public disclosure log, signed by the deployment key and hash-linked,
-//! and in the account's event log, which the account's devices show.
+//! and in the account's event log, which the account's devices show. So are
+//! the other administrative actions: quota, suspension, deletion.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -105,6 +106,36 @@ fn a_disclosure_hands_over_only_ciphertext_of_one_account_and_is_logged_where_ev
     let out = b.run(&["status"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("quota set to 123456789 bytes"));
     assert!(String::from_utf8_lossy(&out.stdout).contains("of 123456789 bytes"));
+
+    // A suspended account can be read, not changed, and its devices are
+    // told why; reinstated, it is written to again.
+    let out = admin(dir.path(), &["suspend", &b_id, "--reason", "Unpaid invoice"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    b.write("after-suspension.txt", b"not yet");
+    let out = b.run(&["sync", b.folder.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("suspended this account"), "{err}");
+    assert!(err.contains("reason stated: Unpaid invoice"), "{err}");
+    assert!(b.ok(&["ls"]).contains("CANARY-B-NAME.txt"));
+    assert!(admin(dir.path(), &["reinstate", &b_id]).status.success());
+    b.sync();
+    assert!(b.ok(&["ls"]).contains("after-suspension.txt"));
+
+    // Deleting an account's data removes its packs; its devices are told.
+    let out = admin(dir.path(), &["delete", &a_id, "--reason", "Closed at the owner's request"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left = match common::backend() {
+        common::Backend::Embedded => server.count(&format!("SELECT count(*) FROM packs WHERE hex(account_id) = upper('{a_id}')")),
+        common::Backend::PostgresS3 => {
+            server.count(&format!("SELECT count(*) FROM packs WHERE encode(account_id, 'hex') = '{a_id}'"))
+        }
+    };
+    assert_eq!(left, 0);
+    if common::backend() == common::Backend::Embedded {
+        assert!(!server.packs().iter().any(|p| p.to_string_lossy().contains(&a_id)), "a's pack files remain");
+    }
+    let out = a.run(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("account data deleted; reason stated: Closed at the owner's request"));
 
     // A second disclosure links to the first; an entry the operator edits
     // afterwards no longer verifies.
