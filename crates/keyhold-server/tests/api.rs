@@ -2105,7 +2105,45 @@ async fn metrics_count_requests_by_route_and_answer_only_the_token() {
     assert_eq!(send(plain.req(Method::GET, "/metrics", None).bearer_auth("anything")).await.status, 404);
 }
 
+async fn a_shutdown_lets_an_upload_in_flight_finish_and_file_its_pack() {
+    let mut srv = start_default().await;
+    let a = create_account(&srv).await;
+    let coll = new_collection();
+    let (pack_id, pack) = random_pack(&coll.keys, 3 << 20);
+    // Half the body is sent; then the operator stops the server.
+    let mut stream = TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/packs/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+        pack_id.to_hex(),
+        a.token,
+        pack.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (first, rest) = pack.split_at(pack.len() / 2);
+    stream.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = srv.stop.take().unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // New connections are no longer taken …
+    assert!(TcpStream::connect(srv.addr).await.is_err(), "a stopping server took a new connection");
+    // … but the upload in flight completes and is filed.
+    stream.write_all(rest).await.unwrap();
+    let resp = timeout(PATIENCE, read_response(&mut stream)).await.expect("no answer in time").unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.head);
+    drop(stream);
+    let ended = timeout(PATIENCE, srv.task.take().unwrap()).await.expect("the server did not stop after the upload");
+    ended.unwrap().unwrap();
+    let stored = srv.data_dir.join("blobs").join(a.id.to_hex()).join(pack_id.to_hex());
+    assert_eq!(std::fs::read(stored).unwrap(), pack);
+    sqlx::any::install_default_drivers();
+    let db = sqlx::AnyPool::connect(&srv.db_url).await.unwrap();
+    let filed: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM packs").fetch_one(&db).await.unwrap();
+    assert_eq!(filed, 1, "the pack was stored but not filed");
+    db.close().await;
+}
+
 on_both_engines!(
+    a_shutdown_lets_an_upload_in_flight_finish_and_file_its_pack,
     metrics_count_requests_by_route_and_answer_only_the_token,
     healthz_answers,
     happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap,
