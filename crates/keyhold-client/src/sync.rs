@@ -365,7 +365,13 @@ async fn sync_round(
     let to_upload = plan.to_upload.clone();
     let both_files = plan.both_files.clone();
 
-    // Encrypt and queue what changed locally.
+    // Encrypt and queue what changed locally. Every pack the server lists is
+    // known first, so that a sync cut off after some packs arrived (and
+    // before this device recorded them) resumes instead of sending them
+    // again (F3). Those packs' indexes are authenticated like any other.
+    if !to_upload.is_empty() || !both_files.is_empty() {
+        client.refresh_index(coll).await?;
+    }
     let mut uploader = Uploader::new(client, coll)?;
     let identities = identities(client, coll, &to_upload, &both_files, &base, &remote).await?;
     let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
