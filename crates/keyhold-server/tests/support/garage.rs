@@ -51,8 +51,8 @@ const REGION: &str = "garage";
 pub fn bucket() -> Bucket {
     let node = NODE.get_or_init(Node::start);
     let name = format!("keyhold-{}-{}", std::process::id(), BUCKETS.fetch_add(1, Ordering::SeqCst));
-    node.cli(&["bucket", "create", &name]);
-    let created = node.cli(&["key", "create", &name]);
+    node.retry(&["bucket", "create", &name]);
+    let created = node.retry(&["key", "create", &name]);
     let field = |label: &str| {
         created
             .lines()
@@ -60,7 +60,7 @@ pub fn bucket() -> Bucket {
             .unwrap_or_else(|| panic!("no {label:?} in `garage key create`'s output:\n{created}"))
     };
     let (access_key_id, secret_access_key) = (field("Key ID:"), field("Secret key:"));
-    node.cli(&["bucket", "allow", "--read", "--write", "--owner", &name, "--key", &name]);
+    node.retry(&["bucket", "allow", "--read", "--write", "--owner", &name, "--key", &name]);
     Bucket { endpoint: node.endpoint.clone(), region: REGION.into(), bucket: name, access_key_id, secret_access_key }
 }
 
@@ -145,21 +145,29 @@ impl Node {
             .spawn()
             .expect("start garage");
         let node = Node { _watchdog: watchdog, _dir: dir, bin, config, endpoint: format!("http://127.0.0.1:{s3}") };
-        // Its RPC answers once it is up; then a one-node layout.
+        // `node id` reads a local file; `status` needs the RPC server up.
+        let id = node.retry(&["node", "id", "-q"]);
+        let id = id.trim().split('@').next().unwrap_or_default().to_owned();
+        node.retry(&["status"]);
+        // Then a one-node layout.
+        node.retry(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
+        node.retry(&["layout", "apply", "--version", "1"]);
+        node
+    }
+
+    /// Runs a CLI command until it succeeds: right after start, and under a
+    /// loaded machine, Garage may refuse RPC or report its database busy.
+    fn retry(&self, args: &[&str]) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
-        let id = loop {
-            let out = node.try_cli(&["node", "id", "-q"]);
-            match out {
-                Ok(text) if text.contains('@') => break text.trim().split('@').next().unwrap_or_default().to_owned(),
-                other => {
-                    assert!(Instant::now() < deadline, "Garage did not start: {other:?}\n{}", node.log());
-                    std::thread::sleep(Duration::from_millis(100));
+        loop {
+            match self.try_cli(args) {
+                Ok(out) => return out,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "garage {args:?} kept failing: {e}\n{}", self.log());
+                    std::thread::sleep(Duration::from_millis(200));
                 }
             }
-        };
-        node.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &id]);
-        node.cli(&["layout", "apply", "--version", "1"]);
-        node
+        }
     }
 
     fn log(&self) -> String {
@@ -179,9 +187,5 @@ impl Node {
         } else {
             Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
         }
-    }
-
-    fn cli(&self, args: &[&str]) -> String {
-        self.try_cli(args).unwrap_or_else(|e| panic!("garage {args:?}: {e}\n{}", self.log()))
     }
 }
