@@ -5,13 +5,13 @@ pub mod account;
 pub mod api;
 pub mod check;
 pub mod client;
+pub mod deployment;
 pub mod devices;
 pub mod error;
 pub mod fuzz;
 pub mod home;
 pub mod merge;
 pub mod ops;
-pub mod residency;
 pub mod state;
 pub mod sync;
 

@@ -9,7 +9,6 @@
 #[path = "../../../fuzz/replay.rs"]
 mod replay;
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use keyhold_client::fuzz::TARGETS;
@@ -21,18 +20,7 @@ use keyhold_client::home::{DeviceConfig, DeviceKeys, PinnedChain};
 const NAMES: &[&str] = &["client_device_key", "client_config", "client_pinned_chain", "client_pinned_heads", "client_pack_index"];
 
 fn corpus(name: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(name);
-    let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus of fuzz target {name} missing ({}): {e}", dir.display()));
-    let files: Vec<(PathBuf, Vec<u8>)> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file() && !p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.')))
-        .map(|p| {
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
-    assert!(!files.is_empty(), "corpus of fuzz target {name} is empty ({})", dir.display());
-    files
+    replay::corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus"), name)
 }
 
 fn run(target: fn(&[u8]), input: &[u8]) -> Option<String> {

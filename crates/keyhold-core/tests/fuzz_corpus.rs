@@ -42,23 +42,11 @@ fn run(target: fn(&[u8]), input: &[u8]) -> Option<String> {
 fn every_target_survives_its_corpus() {
     let mut failures = Vec::new();
     for &(name, target) in TARGETS {
-        let dir = fuzz_dir().join("corpus").join(name);
-        let entries =
-            fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus of fuzz target {name} missing ({}): {e}", dir.display()));
-        let mut files = 0usize;
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-            if hidden || !path.is_file() {
-                continue;
-            }
-            let input = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-            files += 1;
+        for (path, input) in replay::corpus(&fuzz_dir().join("corpus"), name) {
             if let Some(message) = run(target, &input) {
                 failures.push(format!("{name}: {}: {message}", path.display()));
             }
         }
-        assert!(files > 0, "corpus of fuzz target {name} is empty ({})", dir.display());
     }
     assert!(failures.is_empty(), "fuzz targets panicked on corpus inputs:\n{}", failures.join("\n"));
 }

@@ -12,7 +12,6 @@ mod replay;
 #[path = "../../../fuzz/wire.rs"]
 mod wire;
 
-use std::fs;
 use std::path::Path;
 
 /// The corpus directory's name, as `fuzz/Cargo.toml` names the binary.
@@ -25,23 +24,12 @@ fn run(input: &[u8]) -> Option<String> {
 
 #[test]
 fn wire_survives_its_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(TARGET);
-    let entries =
-        fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus of fuzz target {TARGET} missing ({}): {e}", dir.display()));
-    let (mut files, mut failures) = (0usize, Vec::new());
-    for entry in entries {
-        let path = entry.unwrap().path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
-        if hidden || !path.is_file() {
-            continue;
-        }
-        let input = fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        files += 1;
+    let mut failures = Vec::new();
+    for (path, input) in replay::corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus"), TARGET) {
         if let Some(message) = run(&input) {
             failures.push(format!("{}: {message}", path.display()));
         }
     }
-    assert!(files > 0, "corpus of fuzz target {TARGET} is empty ({})", dir.display());
     assert!(failures.is_empty(), "wire panicked on corpus inputs:\n{}", failures.join("\n"));
 }
 

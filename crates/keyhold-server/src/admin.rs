@@ -7,12 +7,13 @@
 //! change is an account event too.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use keyhold_proto::{AccountId, DISCLOSURE_CONTEXT, Disclosure};
 
 use crate::config::Config;
-use crate::regions::Regions;
+use crate::regions::{Region, Regions};
 use crate::serve::ServeError;
 
 /// What a disclosure handed over.
@@ -38,23 +39,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
     move |e| ServeError::Setup(format!("{}: {e}", path.display()))
 }
 
-fn parse_account(text: &str) -> Result<AccountId, ServeError> {
-    AccountId::from_hex(text).ok_or_else(|| ServeError::Setup(format!("{text:?} is not an account id (32 hex digits)")))
+/// Opens the stores and finds the region holding the account `text` names.
+async fn locate(config: &Config, text: &str) -> Result<(Regions, Arc<Region>, AccountId), ServeError> {
+    let account =
+        AccountId::from_hex(text).ok_or_else(|| ServeError::Setup(format!("{text:?} is not an account id (32 hex digits)")))?;
+    let regions = Regions::open(config).await?;
+    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    Ok((regions, region, account))
 }
 
 /// Writes everything stored for `account` to `out` (which must not exist
 /// or be empty), then logs it: the account's event log and the public,
 /// signed disclosure log.
 pub async fn disclose(config: &Config, account: &str, out: &Path, legal_basis: &str) -> Result<Disclosed, ServeError> {
-    let account = parse_account(account)?;
     if legal_basis.trim().is_empty() {
         return Err(ServeError::Setup("state the legal basis (--legal-basis): it goes into the public log".into()));
     }
     if out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
         return Err(ServeError::Setup(format!("{} is not empty; name a new folder", out.display())));
     }
-    let regions = Regions::open(config).await?;
-    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    let (regions, region, account) = locate(config, account).await?;
     std::fs::create_dir_all(out.join("packs")).map_err(io(out))?;
     let (mut rows, mut packs, mut bytes) = (0u64, 0u64, 0u64);
     let mut pack_ids = Vec::new();
@@ -123,9 +127,7 @@ async fn append_log(
 
 /// Sets an account's quota and records it in the account's event log.
 pub async fn set_quota(config: &Config, account: &str, bytes: u64) -> Result<String, ServeError> {
-    let account = parse_account(account)?;
-    let regions = Regions::open(config).await?;
-    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    let (_, region, account) = locate(config, account).await?;
     region.meta.set_quota(account, bytes).await?;
     let at = i64::try_from(now()).unwrap_or(i64::MAX);
     region.meta.add_account_event(account, "quota", &format!("quota set to {bytes} bytes"), at).await?;
@@ -135,9 +137,7 @@ pub async fn set_quota(config: &Config, account: &str, bytes: u64) -> Result<Str
 /// Suspends (`reason: Some`) or reinstates (`None`) an account; recorded in
 /// its event log.
 pub async fn suspend(config: &Config, account: &str, reason: Option<&str>) -> Result<String, ServeError> {
-    let account = parse_account(account)?;
-    let regions = Regions::open(config).await?;
-    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    let (_, region, account) = locate(config, account).await?;
     let at = i64::try_from(now()).unwrap_or(i64::MAX);
     region.meta.set_suspended(account, reason.map(|_| at)).await?;
     let (kind, detail) = match reason {
@@ -152,12 +152,10 @@ pub async fn suspend(config: &Config, account: &str, reason: Option<&str>) -> Re
 /// it in the account's event log; its devices can still sign in to read
 /// why. Returns the region and the number of packs removed.
 pub async fn delete(config: &Config, account: &str, reason: &str) -> Result<(String, usize), ServeError> {
-    let account = parse_account(account)?;
     if reason.trim().is_empty() {
         return Err(ServeError::Setup("state the reason (--reason): the account's devices are told".into()));
     }
-    let regions = Regions::open(config).await?;
-    let region = regions.of_account(account).await?.ok_or_else(|| ServeError::Setup(format!("no account {account} here")))?;
+    let (_, region, account) = locate(config, account).await?;
     let at = i64::try_from(now()).unwrap_or(i64::MAX);
     // The event first: a deletion no device is told of must not happen.
     region.meta.add_account_event(account, "delete", &format!("account data deleted; reason stated: {reason}"), at).await?;

@@ -303,6 +303,12 @@ fn migrator(engine: Engine) -> Migrator {
     )
 }
 
+/// Makes the `Any` driver able to open SQLite and PostgreSQL URLs (once per process).
+fn install_drivers() {
+    static DRIVERS: Once = Once::new();
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+}
+
 /// The metadata store.
 #[derive(Clone)]
 pub struct MetaStore {
@@ -320,8 +326,7 @@ impl MetaStore {
     /// Connects to the database at `url` (`postgres://…` or `sqlite://…`)
     /// and migrates it.
     pub async fn connect(url: &str) -> Result<Self> {
-        static DRIVERS: Once = Once::new();
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        install_drivers();
         let engine = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Engine::Postgres
         } else if url.starts_with("sqlite:") {
@@ -357,8 +362,7 @@ impl MetaStore {
     /// without changing it, and says which migrations it has of those this
     /// server knows (the server applies the rest when it starts).
     pub async fn probe(url: &str) -> Result<(Engine, usize, usize)> {
-        static DRIVERS: Once = Once::new();
-        DRIVERS.call_once(sqlx::any::install_default_drivers);
+        install_drivers();
         let engine = if url.starts_with("sqlite:") { Engine::Sqlite } else { Engine::Postgres };
         let pool = AnyPoolOptions::new().max_connections(1).acquire_timeout(Duration::from_secs(10)).connect(url).await?;
         // No migrations table yet: a new, empty database.

@@ -310,6 +310,15 @@ impl devices::Ceremony for TerminalCeremony {
     }
 }
 
+/// The server a command names, else this device's own.
+fn server_or_own(home: &Home, server: Option<String>) -> anyhow::Result<String> {
+    match server {
+        Some(s) => Ok(s),
+        None if home.is_initialized() => Ok(home.load()?.0.server),
+        None => bail!("no server: pass --server URL (or set KEYHOLD_SERVER)"),
+    }
+}
+
 /// Opens the client and tells the user about device changes and alarms.
 async fn open_client(home: &Home) -> anyhow::Result<Client> {
     let client = Client::open(home).await?;
@@ -527,12 +536,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Disclosures { server } => {
-            let server = match server {
-                Some(s) => s,
-                None if home.is_initialized() => home.load()?.0.server,
-                None => bail!("no server: pass --server URL (or set KEYHOLD_SERVER)"),
-            };
-            let entries = keyhold_client::residency::disclosures(&home, &server).await?;
+            let server = server_or_own(&home, server)?;
+            let entries = keyhold_client::deployment::disclosures(&home, &server).await?;
             emit(cli.json, &entries, |entries| {
                 if entries.is_empty() {
                     println!("no disclosures logged by {server} (log verified)");
@@ -548,12 +553,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Command::Residency { server } => {
-            let server = match server {
-                Some(s) => s,
-                None if home.is_initialized() => home.load()?.0.server,
-                None => bail!("no server: pass --server URL (or set KEYHOLD_SERVER)"),
-            };
-            let checked = keyhold_client::residency::check(&home, &server).await?;
+            let server = server_or_own(&home, server)?;
+            let checked = keyhold_client::deployment::check(&home, &server).await?;
             // This device's account's region, when it is an account of that server.
             let mine = match home.is_initialized() && home.load()?.0.server == server {
                 true => Some(open_client(&home).await?.api.usage().await?.region),

@@ -1,6 +1,6 @@
-//! `keyhold residency` and `keyhold disclosures`: the deployment's signed
-//! statement of where it keeps data, checked and pinned, and its signed log
-//! of compelled disclosures, checked against the same key. The first statement seen is pinned (with the
+//! What a deployment states, signed with its key: where it keeps data
+//! (`keyhold residency`: checked and pinned) and what it was compelled to
+//! disclose (`keyhold disclosures`: checked against the same key). The first statement seen is pinned (with the
 //! key that signed it) in `residency.json` in the device's home; a later
 //! statement signed by another key, or naming other regions or other stores
 //! for them, is reported plainly so the user can ask why.
