@@ -193,9 +193,9 @@ impl Config {
 #[non_exhaustive]
 pub enum ConfigError {
     /// Unreadable.
-    #[error("cannot read config {0}: {1}")]
+    #[error("cannot read config {0}")]
     Read(PathBuf, #[source] std::io::Error),
     /// Not valid TOML for this schema.
-    #[error("invalid config {0}: {1}")]
+    #[error("invalid config {0}")]
     Parse(PathBuf, #[source] Box<toml::de::Error>),
 }
