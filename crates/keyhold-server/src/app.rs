@@ -254,12 +254,16 @@ pub struct Authed {
     device: DeviceId,
     /// The region that holds the account: every read and write goes there.
     region: Arc<Region>,
+    /// The operator suspended the account or deleted its data (read with the
+    /// session, so checking it costs no query of its own).
+    suspended: bool,
+    deleted: bool,
 }
 
 impl Authed {
     /// Refuses a write to an account the operator suspended or emptied.
-    async fn may_write(&self) -> Result<(), ApiError> {
-        match self.region.meta.account_state(self.account).await? {
+    fn may_write(&self) -> Result<(), ApiError> {
+        match (self.suspended, self.deleted) {
             (_, true) => Err(ApiError::AccountBlocked(
                 "the server's operator deleted this account's data; nothing can be written to it (see `keyhold status`)",
             )),
@@ -282,8 +286,14 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Authed, A
     let (name, _) = token.split_once('.').ok_or(ApiError::Unauthorized)?;
     let region = state.regions.named(name).ok_or(ApiError::Unauthorized)?.clone();
     let hash = *blake3::hash(token.as_bytes()).as_bytes();
-    let (account, device) = region.meta.session(&hash, now()).await?.ok_or(ApiError::Unauthorized)?;
-    Ok(Authed { account, device, region })
+    let session = region.meta.session(&hash, now()).await?.ok_or(ApiError::Unauthorized)?;
+    Ok(Authed {
+        account: session.account,
+        device: session.device,
+        region,
+        suspended: session.suspended,
+        deleted: session.deleted,
+    })
 }
 
 impl FromRequestParts<Arc<AppState>> for Authed {
@@ -534,7 +544,7 @@ fn optional_wrap<'a>(wrap: Option<&'a B64>, what: &'static str) -> Result<Option
 }
 
 async fn append_chain(who: Authed, ApiJson(body): ApiJson<AppendChainEntry>) -> Result<StatusCode, ApiError> {
-    who.may_write().await?;
+    who.may_write()?;
     let AppendChainEntry { entry, device_wraps, recovery_wrap, recovery_locator, previous_root_wrap, collection_wraps } = body;
     check_len(&entry, MAX_CHAIN_ENTRY_LEN, "chain entry")?;
     if device_wraps.len() > MAX_DEVICE_WRAPS {
@@ -707,7 +717,7 @@ async fn open_slot(
     who: Authed,
     ApiPath(slot): ApiPath<String>,
 ) -> Result<(StatusCode, Json<PairingSlot>), ApiError> {
-    who.may_write().await?;
+    who.may_write()?;
     let slot = parse_slot(&slot)?;
     let now = now();
     // Slot names are one namespace across regions: the joiner finds the
@@ -838,7 +848,7 @@ async fn put_collection_key(
     ApiPath((collection, epoch)): ApiPath<(String, u32)>,
     ApiJson(body): ApiJson<PutCollectionKey>,
 ) -> Result<StatusCode, ApiError> {
-    who.may_write().await?;
+    who.may_write()?;
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     check_len(&body.wrap, 4096, "collection wrap")?;
     match who.region.meta.put_collection_wrap(who.account, collection, epoch, &body.wrap.0).await? {
@@ -907,7 +917,7 @@ async fn commit_revision(
     ApiPath(collection): ApiPath<String>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    who.may_write().await?;
+    who.may_write()?;
     let collection = parse_id(&collection, CollectionId::from_hex)?;
     let body = read_body(&state, req.into_body()).await?;
     if body.len() != keyhold_core::REVISION_LEN {
@@ -937,7 +947,7 @@ async fn packs(who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json
 }
 
 async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String>, req: Request) -> Result<StatusCode, ApiError> {
-    who.may_write().await?;
+    who.may_write()?;
     let id = parse_id(&id, ObjectId::from_hex)?;
     let upload = receive(&state, req.into_body(), PACK_PREFIX_LEN).await?;
     if upload.id != id {

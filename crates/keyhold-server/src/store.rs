@@ -195,6 +195,19 @@ pub struct AttemptRow {
     pub welcome: Option<Vec<u8>>,
 }
 
+/// A live session: who it acts for, and what the operator did to the account.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionRow {
+    /// The account.
+    pub account: AccountId,
+    /// The device.
+    pub device: DeviceId,
+    /// The operator suspended the account: it may be read, not changed.
+    pub suspended: bool,
+    /// The operator deleted the account's data.
+    pub deleted: bool,
+}
+
 /// What [`MetaStore::open_pairing_slot`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SlotOpened {
@@ -694,19 +707,23 @@ impl MetaStore {
     }
 
     /// The live session filed under a token hash.
-    pub async fn session(&self, token_hash: &[u8; 32], now: i64) -> Result<Option<(AccountId, DeviceId)>> {
+    pub async fn session(&self, token_hash: &[u8; 32], now: i64) -> Result<Option<SessionRow>> {
         let row = sqlx::query(
-            "SELECT s.account_id, s.device_id, s.expires_at FROM sessions s \
+            "SELECT s.account_id, s.device_id, s.expires_at, a.suspended_at, a.deleted_at FROM sessions s \
              JOIN devices d ON d.account_id = s.account_id AND d.device_id = s.device_id \
+             JOIN accounts a ON a.account_id = s.account_id \
              WHERE s.token_hash = $1 AND d.revoked_at IS NULL",
         )
         .bind(token_hash.as_slice())
         .fetch_optional(&self.pool)
         .await?;
         match row {
-            Some(r) if r.get::<i64, _>(2) >= now => {
-                Ok(Some((AccountId(array(r.get(0), "account id")?), DeviceId(array(r.get(1), "device id")?))))
-            }
+            Some(r) if r.get::<i64, _>(2) >= now => Ok(Some(SessionRow {
+                account: AccountId(array(r.get(0), "account id")?),
+                device: DeviceId(array(r.get(1), "device id")?),
+                suspended: r.get::<Option<i64>, _>(3).is_some(),
+                deleted: r.get::<Option<i64>, _>(4).is_some(),
+            })),
             _ => Ok(None),
         }
     }
@@ -1176,15 +1193,6 @@ impl MetaStore {
             .into_iter()
             .map(|r| Ok((to_u64(r.get(0), "event seq")?, r.get(1), r.get(2), r.get(3))))
             .collect()
-    }
-
-    /// Whether the operator suspended or deleted `account`: (suspended, deleted).
-    pub async fn account_state(&self, account: AccountId) -> Result<(bool, bool)> {
-        let row = sqlx::query("SELECT suspended_at, deleted_at FROM accounts WHERE account_id = $1")
-            .bind(account.as_bytes().as_slice())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map_or((false, false), |r| (r.get::<Option<i64>, _>(0).is_some(), r.get::<Option<i64>, _>(1).is_some())))
     }
 
     /// Suspends (`Some(time)`) or reinstates (`None`) an account.
