@@ -43,6 +43,7 @@ mod recovery;
 mod revision;
 mod secret;
 mod stream;
+pub mod transparency;
 mod tree;
 #[cfg(test)]
 mod vectors;
