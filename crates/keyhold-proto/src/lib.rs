@@ -453,6 +453,77 @@ pub struct ErrorDetail {
     pub head: Option<HeadRecord>,
 }
 
+/// `GET /kt/info`: what the server says its log and directory are. A client
+/// pins these from its transparency policy, never from this answer; the
+/// answer helps an operator write that policy and a witness its first
+/// state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtInfo {
+    /// The log's origin line.
+    pub origin: String,
+    /// The log's verifier key (C2SP signed-note).
+    pub log_vkey: String,
+    /// The directory's VRF public key.
+    pub vrf_public_key: Bytes,
+    /// Seconds between directory epochs.
+    pub epoch_secs: u64,
+}
+
+/// `POST /kt/lookup` and `POST /kt/history`: which directory label.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtLabel {
+    /// The label (`docs/spec/transparency.md`, "Directory labels").
+    pub label: Bytes,
+}
+
+/// A directory proof, with everything needed to tie it to a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtProof {
+    /// The signed checkpoint (with its cosignatures) the proof is under.
+    pub checkpoint: Bytes,
+    /// The directory epoch of the proof.
+    pub epoch: u64,
+    /// The index of that epoch's log entry.
+    pub entry_index: u64,
+    /// The log entry.
+    pub entry: Bytes,
+    /// Its inclusion proof in the checkpoint's tree.
+    pub inclusion: Vec<Bytes>,
+    /// akd's lookup or history proof (protobuf).
+    pub proof: Bytes,
+}
+
+/// `GET /kt/consistency?from=A&to=B`: a consistency proof between two tree sizes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtConsistency {
+    /// The proof's hashes.
+    pub proof: Vec<Bytes>,
+}
+
+/// `GET /kt/entries?from=A&to=B`: log entries `A..B` (at most 1000).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtEntries {
+    /// The entries, in order.
+    pub entries: Vec<Bytes>,
+}
+
+/// `POST /kt/audited`: an auditor's cosignature of the checkpoint of `size`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtAuditorCosignature {
+    /// The tree size of the checkpoint the auditor verified.
+    pub size: u64,
+    /// The cosignature line (`— <name> <base64>`).
+    pub line: String,
+}
+
+/// `GET /kt/audited`: for each auditor, the newest checkpoint it cosigned,
+/// with its cosignature added.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KtAudited {
+    /// Signed checkpoints.
+    pub checkpoints: Vec<Bytes>,
+}
+
 /// Stable error codes.
 pub mod code {
     /// Malformed request.
@@ -478,6 +549,9 @@ pub mod code {
     /// The operator suspended the account, or deleted its data: it may be
     /// read, not changed (its event log, `GET /v1/events`, says why).
     pub const ACCOUNT_BLOCKED: &str = "account_blocked";
+    /// The key directory has not yet logged the epoch asked for: retry
+    /// after `Retry-After`.
+    pub const NOT_YET_LOGGED: &str = "not_yet_logged";
     /// Server-side failure.
     pub const INTERNAL: &str = "internal";
 }

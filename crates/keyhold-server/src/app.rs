@@ -73,6 +73,8 @@ pub struct AppState {
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) metrics_token: Option<String>,
+    /// Key transparency: the directory and its log (absent in bare test setups).
+    pub(crate) transparency: Option<Arc<crate::transparency::Transparency>>,
     upload_slots: Semaphore,
     requests: DefaultKeyedRateLimiter<IpAddr>,
     auth_attempts: DefaultKeyedRateLimiter<IpAddr>,
@@ -122,6 +124,13 @@ impl AppState {
         self
     }
 
+    /// Serves key transparency from `kt`.
+    #[must_use]
+    pub fn with_transparency(mut self, kt: Option<Arc<crate::transparency::Transparency>>) -> Self {
+        self.transparency = kt;
+        self
+    }
+
     /// Builds the state over two stores.
     pub fn new(regions: Regions, limits: Limits) -> Self {
         let requests =
@@ -132,6 +141,7 @@ impl AppState {
             regions,
             metrics: Metrics::default(),
             metrics_token: None,
+            transparency: None,
             upload_slots: Semaphore::new(limits.max_concurrent_uploads.max(1)),
             limits,
             requests,
@@ -169,6 +179,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/collections/{collection}/revisions", get(revisions).post(commit_revision))
         .route("/v1/collections/{collection}/packs", get(packs))
         .route("/v1/packs/{id}", put(put_pack).get(get_pack))
+        .merge(crate::kt_routes::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), limit_requests))
         .route("/healthz", get(|| async { "ok" }))
@@ -250,7 +261,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
 
 /// An authenticated device, from `Authorization: Bearer <token>`.
 pub struct Authed {
-    account: AccountId,
+    pub(crate) account: AccountId,
     device: DeviceId,
     /// The region that holds the account: every read and write goes there.
     region: Arc<Region>,

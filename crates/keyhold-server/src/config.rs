@@ -42,6 +42,54 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Limits.
     pub limits: Limits,
+    /// Key transparency: the key directory, its log and the witnesses.
+    pub transparency: TransparencyConfig,
+}
+
+/// Key transparency (docs/spec/transparency.md): every account's device
+/// chain head and every collection's head go into a verifiable key
+/// directory (akd) whose epoch roots are appended to a signed log that
+/// independent witnesses cosign.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransparencyConfig {
+    /// Publish directory epochs and log checkpoints from this process. Of
+    /// several processes sharing one database, one publishes at a time (a
+    /// lease in the database decides which); `false` serves what others
+    /// published.
+    pub publish: bool,
+    /// The log's origin line: a name that says whose log this is (no
+    /// spaces or `+`). Default: `keyhold.invalid/kt/<deployment key id>`.
+    pub origin: Option<String>,
+    /// Seconds between directory epochs (and heartbeats when nothing
+    /// changed).
+    pub epoch_secs: u64,
+    /// The log's Ed25519 signing key (a 32-byte seed file); default
+    /// `data_dir/kt-log.key`, created on first start.
+    pub log_key: Option<PathBuf>,
+    /// The directory's VRF key (a 32-byte seed file); default
+    /// `data_dir/kt-vrf.key`, created on first start.
+    pub vrf_key: Option<PathBuf>,
+    /// Witnesses to send each new checkpoint to (C2SP tlog-witness): their
+    /// base URLs (`POST <url>/add-checkpoint`).
+    pub witnesses: Vec<String>,
+    /// Verifier keys of auditors whose cosignatures this server accepts and
+    /// serves (`POST /kt/audited`).
+    pub auditors: Vec<String>,
+}
+
+impl Default for TransparencyConfig {
+    fn default() -> Self {
+        TransparencyConfig {
+            publish: true,
+            origin: None,
+            epoch_secs: 120,
+            log_key: None,
+            vrf_key: None,
+            witnesses: Vec::new(),
+            auditors: Vec::new(),
+        }
+    }
 }
 
 /// An S3-compatible bucket (Garage, MinIO, Ceph, a cloud's). Credentials
@@ -160,6 +208,7 @@ impl Default for Config {
             deployment_key: None,
             tls: None,
             limits: Limits::default(),
+            transparency: TransparencyConfig::default(),
         }
     }
 }

@@ -56,6 +56,9 @@ pub enum ApiError {
     /// Blob store failure.
     #[error(transparent)]
     Blob(BlobError),
+    /// The key directory's newest epoch is not in a checkpoint yet.
+    #[error("not yet logged")]
+    NotYetLogged,
     /// Any other server-side failure (details in the log).
     #[error("internal error: {0}")]
     Internal(&'static str),
@@ -107,6 +110,11 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %chain(e), "blob store failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
             }
+            ApiError::NotYetLogged => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                code::NOT_YET_LOGGED,
+                "the key directory's newest epoch is not in a checkpoint yet; retry shortly".into(),
+            ),
             ApiError::Internal(what) => {
                 tracing::error!(error = what, "internal failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, "internal error; retry later".into())
@@ -121,6 +129,9 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }
+        }
+        if let ApiError::NotYetLogged = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -7,11 +7,16 @@ pub mod admin;
 pub mod app;
 pub mod blobs;
 pub mod config;
+pub mod directory_store;
 pub mod error;
+pub mod kt_routes;
+pub mod kt_store;
 pub mod metrics;
 pub mod regions;
 pub mod serve;
 pub mod store;
+pub mod transparency;
+pub mod witness;
 
 pub use config::{Config, Limits, S3Config};
 pub use serve::{BoundServer, ServeError, bind, check_config};

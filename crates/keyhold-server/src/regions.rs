@@ -164,19 +164,23 @@ impl Regions {
 
 fn deployment_key(config: &Config) -> Result<SigningKey, ServeError> {
     let path: PathBuf = config.deployment_key.clone().unwrap_or_else(|| config.data_dir.join("deployment.key"));
-    let setup = |e: std::io::Error| ServeError::Setup(format!("deployment key {}: {e}", path.display()));
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let seed: Zeroizing<[u8; 32]> = Zeroizing::new(
-                bytes.as_slice().try_into().map_err(|_| ServeError::Setup(format!("{} is not a 32-byte key", path.display())))?,
-            );
-            Ok(SigningKey::from_bytes(&seed))
-        }
+    let seed = seed_file(&path, "deployment key")?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// Reads the 32-byte secret seed in `path`, or creates the file (owner-only)
+/// with a fresh one when there is none.
+pub(crate) fn seed_file(path: &Path, what: &str) -> Result<Zeroizing<[u8; 32]>, ServeError> {
+    let setup = |e: std::io::Error| ServeError::Setup(format!("{what} {}: {e}", path.display()));
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Zeroizing::new(
+            bytes.as_slice().try_into().map_err(|_| ServeError::Setup(format!("{} is not a 32-byte key", path.display())))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = Zeroizing::new([0u8; 32]);
             getrandom::fill(seed.as_mut()).map_err(|e| ServeError::Setup(format!("randomness: {e}")))?;
-            write_private(&path, seed.as_ref()).map_err(setup)?;
-            Ok(SigningKey::from_bytes(&seed))
+            write_private(path, seed.as_ref()).map_err(setup)?;
+            Ok(seed)
         }
         Err(e) => Err(setup(e)),
     }

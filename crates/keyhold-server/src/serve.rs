@@ -26,6 +26,7 @@ use crate::blobs::{BlobError, BlobStore};
 use crate::config::{Config, TlsConfig};
 use crate::regions::Regions;
 use crate::store::{MetaStore, StoreError};
+use crate::transparency::Transparency;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -61,11 +62,16 @@ pub struct BoundServer {
 /// `config.database_url`) and binds the listen address.
 pub async fn bind(config: &Config) -> Result<BoundServer, ServeError> {
     let regions = Regions::open(config).await?;
+    let kt = Arc::new(Transparency::open(config, &regions).await?);
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let listener = TcpListener::bind(config.listen).await.map_err(|e| ServeError::Listen(config.listen, e))?;
     Ok(BoundServer {
         listener,
-        state: Arc::new(AppState::new(regions, config.limits.clone()).with_metrics_token(config.metrics_token.clone())),
+        state: Arc::new(
+            AppState::new(regions, config.limits.clone())
+                .with_metrics_token(config.metrics_token.clone())
+                .with_transparency(Some(kt)),
+        ),
         tls,
         header_timeout: Duration::from_secs(config.limits.header_timeout_secs.max(1)),
         request_timeout: Duration::from_secs(config.limits.request_timeout_secs.max(1)),
@@ -165,6 +171,19 @@ impl BoundServer {
                 }
             }
         });
+        let publisher = state.transparency.clone().filter(|kt| kt.publishes()).map(|kt| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(kt.epoch_interval());
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = kt.tick(&state.regions).await {
+                        tracing::error!(error = %e, "key transparency: publishing failed; retrying at the next epoch");
+                    }
+                }
+            })
+        });
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -215,6 +234,12 @@ impl BoundServer {
             }
         }
         janitor.abort();
+        if let Some(publisher) = publisher {
+            publisher.abort();
+            if let Some(kt) = &state.transparency {
+                kt.release().await;
+            }
+        }
         drop(listener);
         if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still busy after 30 s; closing them");

@@ -299,6 +299,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0004_account_state.sql"),
         include_str!("../migrations/postgres/0004_account_state.sql"),
     ),
+    (
+        5,
+        "the verifiable key directory",
+        include_str!("../migrations/sqlite/0005_key_directory.sql"),
+        include_str!("../migrations/postgres/0005_key_directory.sql"),
+    ),
+    (
+        6,
+        "key transparency log",
+        include_str!("../migrations/sqlite/0006_transparency_log.sql"),
+        include_str!("../migrations/postgres/0006_transparency_log.sql"),
+    ),
 ];
 
 fn migrator(engine: Engine) -> Migrator {
@@ -391,6 +403,12 @@ impl MetaStore {
     /// Which engine this store runs on.
     pub fn engine(&self) -> Engine {
         self.engine
+    }
+
+    /// The connection pool, for the stores that share this database
+    /// (`directory_store`).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// The column names of every table, for the data-inventory test.

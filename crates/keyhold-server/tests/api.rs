@@ -940,8 +940,8 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
     let expected = srv.data_dir.join("blobs").join(a.id.to_hex()).join(pack_id.to_hex());
     assert_eq!(std::fs::read(&expected).unwrap(), pack);
 
-    // Nothing beside the data dir; inside it only the database and
-    // blobs/<account hex>/<pack hex>.
+    // Nothing beside the data dir; inside it only the database, the
+    // deployment's keys and blobs/<account hex>/<pack hex>.
     let beside: Vec<_> = std::fs::read_dir(srv.root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(beside, vec![std::ffi::OsString::from("data")]);
     let mut all = Vec::new();
@@ -950,7 +950,15 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
         let rel = path.strip_prefix(&srv.data_dir).unwrap();
         let parts: Vec<&str> = rel.iter().map(|p| p.to_str().unwrap()).collect();
         let ok = match parts.as_slice() {
-            ["metadata.sqlite3" | "metadata.sqlite3-wal" | "metadata.sqlite3-shm" | "blobs" | "deployment.key"] => true,
+            [
+                "metadata.sqlite3"
+                | "metadata.sqlite3-wal"
+                | "metadata.sqlite3-shm"
+                | "blobs"
+                | "deployment.key"
+                | "kt-log.key"
+                | "kt-vrf.key",
+            ] => true,
             ["blobs", account] => is_hex(account, 32) && path.is_dir(),
             ["blobs", account, pack] => is_hex(account, 32) && is_hex(pack, 64) && path.is_file(),
             _ => false,
