@@ -117,6 +117,48 @@ impl Api {
         self.json(self.request(Method::GET, "/disclosures")).await
     }
 
+    /// The newest signed checkpoint of the key transparency log.
+    pub async fn kt_checkpoint(&self) -> Result<Vec<u8>> {
+        let response = self.send(self.request(Method::GET, "/kt/checkpoint")).await?;
+        if response.content_length().is_some_and(|l| l > MAX_JSON) {
+            return Err(ClientError::Protocol("checkpoint too large".into()));
+        }
+        Ok(response.bytes().await?.to_vec())
+    }
+
+    /// A consistency proof between two sizes of the log.
+    pub async fn kt_consistency(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>> {
+        let proof: keyhold_proto::KtConsistency =
+            self.json(self.request(Method::GET, "/kt/consistency").query(&[("from", from), ("to", to)])).await?;
+        Ok(proof.proof.into_iter().map(|h| h.0).collect())
+    }
+
+    /// A directory proof for `label`: its latest value (`history == false`)
+    /// or every version; `None` if the directory has no such label. Retries
+    /// briefly while the newest epoch is not logged yet.
+    pub async fn kt_proof(&self, label: &[u8], history: bool) -> Result<Option<keyhold_proto::KtProof>> {
+        let path = if history { "/kt/history" } else { "/kt/lookup" };
+        let body = keyhold_proto::KtLabel { label: B64(label.to_vec()) };
+        let mut attempts = 0u32;
+        loop {
+            match self.json(self.request(Method::POST, path).json(&body)).await {
+                Ok(proof) => return Ok(Some(proof)),
+                Err(ClientError::Server { status: 404, .. }) => return Ok(None),
+                Err(ClientError::Server { status: 503, .. }) if attempts < 10 => {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Auditors' newest cosigned checkpoints.
+    pub async fn kt_audited(&self) -> Result<Vec<Vec<u8>>> {
+        let audited: keyhold_proto::KtAudited = self.json(self.request(Method::GET, "/kt/audited")).await?;
+        Ok(audited.checkpoints.into_iter().map(|c| c.0).collect())
+    }
+
     /// What the operator did to this account.
     pub async fn events(&self) -> Result<keyhold_proto::AccountEvents> {
         self.json(self.request(Method::GET, "/v1/events")).await

@@ -45,6 +45,8 @@ pub struct Client {
     pub alarms: Vec<String>,
     /// Device changes since this device last looked.
     pub notices: Vec<String>,
+    /// This run's key transparency check (`None` without a pinned policy).
+    pub transparency: Option<crate::transparency::Verification>,
     home: Home,
     roots: BTreeMap<u32, AccountRootKey>,
     collection_wraps: Vec<(CollectionId, u32, Vec<u8>)>,
@@ -132,6 +134,7 @@ impl Client {
             chain: reconciled.chain,
             alarms: reconciled.alarms,
             notices: Vec::new(),
+            transparency: None,
             home: home.clone(),
             roots: BTreeMap::new(),
             collection_wraps: Vec::new(),
@@ -155,6 +158,10 @@ impl Client {
         })?;
         client.load_account_keys().await?;
         client.notices.extend(client.new_account_events().await?);
+        client.transparency = client.verify_transparency(crate::transparency::Purpose::Read).await?;
+        if let Some(report) = &client.transparency {
+            client.notices.extend(report.warnings.iter().cloned());
+        }
         Ok(client)
     }
 
@@ -372,7 +379,7 @@ impl Client {
         Ok(revisions)
     }
 
-    fn open_revision(&self, coll: &Collection, stored: &[u8]) -> Result<VerifiedRevision> {
+    pub(crate) fn open_revision(&self, coll: &Collection, stored: &[u8]) -> Result<VerifiedRevision> {
         let header = keyhold_core::RevisionHeader::parse(stored)?;
         let keys = coll.keys_for(header.epoch)?;
         let verified = open_revision(keys, stored, |id| self.chain.device(id).map(|d| &d.public))?;

@@ -328,6 +328,7 @@ impl Client {
     pub async fn revoke(&mut self, needle: &str) -> Result<DeviceInfo> {
         self.refresh_chain().await?;
         self.require_no_alarm()?;
+        self.verify_transparency(crate::transparency::Purpose::KeyChange).await?;
         let target = find_device(&self.chain, needle)?;
         if target == self.keys.device.id() {
             return Err(ClientError::Usage(
@@ -361,6 +362,7 @@ impl Client {
     pub async fn rotate_recovery_key(&mut self) -> Result<Zeroizing<String>> {
         self.refresh_chain().await?;
         self.require_no_alarm()?;
+        self.verify_transparency(crate::transparency::Purpose::KeyChange).await?;
         let recovery = RecoveryKey::generate(&mut os_rng());
         let new_root = AccountRootKey::generate(&mut os_rng());
         let epoch = self.chain.epoch().saturating_add(1);
@@ -387,6 +389,7 @@ pub trait Ceremony {
 pub async fn add_device(client: &mut Client, ceremony: &mut dyn Ceremony) -> Result<DeviceInfo> {
     client.refresh_chain().await?;
     client.require_no_alarm()?;
+    client.verify_transparency(crate::transparency::Purpose::KeyChange).await?;
     let mut code = PairingCode::generate(&mut os_rng());
     let mut opened = None;
     for _ in 0..8 {

@@ -23,7 +23,20 @@ pub enum ClientError {
     /// exists): an honest server cannot do that, so it counts as tampering.
     #[error("integrity check failed: the server withholds {0}; nothing was changed locally")]
     Withheld(String),
-    /// A server answer that breaks the protocol.
+    /// A key transparency check failed (a split view, a rollback, a stale
+    /// log before a key change, a change of this account no device made):
+    /// counts as tampering.
+    #[error(
+        "key transparency check failed: {reason}{}; adding or revoking devices is blocked until this is resolved",
+        evidence.as_ref().map(|p| format!(" (evidence kept in {})", p.display())).unwrap_or_default()
+    )]
+    Transparency {
+        /// What did not verify, plainly.
+        reason: String,
+        /// The file holding the conflicting signed objects, to hand on.
+        evidence: Option<PathBuf>,
+    },
+    /// The server's answer does not follow the protocol.
     #[error("the server answered something unexpected: {0}")]
     Protocol(String),
     /// The server answered with an error.

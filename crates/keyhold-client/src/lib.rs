@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod api;
+pub mod audit;
 pub mod check;
 pub mod client;
 pub mod deployment;
@@ -14,6 +15,7 @@ pub mod merge;
 pub mod ops;
 pub mod state;
 pub mod sync;
+pub mod transparency;
 
 pub use client::{Client, DEFAULT_COLLECTION};
 pub use error::{ClientError, Result};

@@ -77,6 +77,10 @@ enum Command {
         /// (`keyhold residency` lists them) [default: the server's].
         #[arg(long)]
         region: Option<String>,
+        /// Pin this key transparency policy (the log's key, witnesses,
+        /// auditors; see `keyhold verify --help`).
+        #[arg(long, env = "KEYHOLD_TRANSPARENCY_POLICY")]
+        transparency_policy: Option<PathBuf>,
     },
     /// Join an existing account on this device with its recovery key.
     Recover {
@@ -89,6 +93,9 @@ enum Command {
         /// This device's name [default: the host name].
         #[arg(long)]
         name: Option<String>,
+        /// Pin this key transparency policy.
+        #[arg(long, env = "KEYHOLD_TRANSPARENCY_POLICY")]
+        transparency_policy: Option<PathBuf>,
     },
     /// Join an account on this new device with a code shown by an enrolled one (`keyhold devices add`).
     Join {
@@ -104,6 +111,72 @@ enum Command {
         /// Accept the safety string without asking (for scripts; compare it anyway).
         #[arg(long)]
         yes: bool,
+        /// Pin this key transparency policy.
+        #[arg(long, env = "KEYHOLD_TRANSPARENCY_POLICY")]
+        transparency_policy: Option<PathBuf>,
+    },
+    /// Key transparency: check that the server shows this account (or a
+    /// contact's) the same key history it shows everyone, as witnessed
+    /// outside its control.
+    ///
+    /// The policy pinned with --pin-policy (or at init) names the log's
+    /// key, the witnesses (a majority must cosign), the auditors and the
+    /// VRF key: `origin`, `log_key`, `vrf_key`, `witnesses`, `quorum`,
+    /// `auditors`, `max_age_secs`, `key_change_max_age_secs`,
+    /// `max_audit_lag_secs`, `max_publish_delay_secs` (TOML; docs/spec/transparency.md).
+    Verify {
+        /// A contact's account id (32 hex digits) [default: this account].
+        contact: Option<String>,
+        /// Pin this policy file on this device first.
+        #[arg(long)]
+        pin_policy: Option<PathBuf>,
+    },
+    /// Run an independent witness of a server's transparency log: it
+    /// cosigns only checkpoints that extend the last one it cosigned.
+    Witness {
+        /// The log's base URL (its origin and key are pinned on first start).
+        #[arg(long)]
+        log: String,
+        /// The witness's key file (created if missing).
+        #[arg(long)]
+        key: PathBuf,
+        /// The witness's state file [default: KEY with .state].
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8421")]
+        listen: SocketAddr,
+        /// The log's verifier key, if known (refuses a log stating another).
+        #[arg(long)]
+        log_key: Option<String>,
+        /// The witness's key name [default: derived from its key].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run an independent auditor of a server's key directory: verifies
+    /// every directory step is append-only, then cosigns the checkpoint.
+    Audit {
+        /// The log's base URL.
+        #[arg(long)]
+        log: String,
+        /// The auditor's key file (created if missing).
+        #[arg(long)]
+        key: PathBuf,
+        /// The auditor's state file [default: KEY with .state].
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The auditor's key name [default: derived from its key].
+        #[arg(long)]
+        name: Option<String>,
+        /// Keep auditing every --interval seconds.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between passes with --watch.
+        #[arg(long, default_value_t = 60)]
+        interval: u64,
+        /// Print the auditor's verifier key and exit.
+        #[arg(long)]
+        print_key: bool,
     },
     /// The account's devices; add or revoke one.
     Devices {
@@ -366,6 +439,7 @@ fn main() -> ExitCode {
                             | ClientError::MissingBlob(_)
                             | ClientError::Damaged(_)
                             | ClientError::Withheld(_)
+                            | ClientError::Transparency { .. }
                     )
                 )
             });
@@ -400,10 +474,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return serve(config, listen, data, database_url, check_config).await;
     }
+    match cli.command {
+        Command::Witness { log, key, state, listen, log_key, name } => {
+            return witness(log, key, state, listen, log_key, name).await;
+        }
+        Command::Audit { log, key, state, name, watch, interval, print_key } => {
+            let state = state.unwrap_or_else(|| key.with_extension("state"));
+            let options = keyhold_client::audit::AuditOptions { log, key, state, name };
+            return audit(&options, watch, interval, print_key, cli.json).await;
+        }
+        _ => {}
+    }
     let home = Home::locate(cli.home.clone())?;
     match cli.command {
+        Command::Witness { .. } | Command::Audit { .. } => unreachable!("handled above"),
+        Command::Verify { contact, pin_policy } => {
+            if let Some(policy) = &pin_policy {
+                keyhold_client::transparency::pin_policy(&home, policy)?;
+            }
+            verify(&home, contact, cli.json).await?;
+        }
         Command::Serve { .. } => unreachable!("handled above"),
-        Command::Init { server, recovery_key_file, name, region } => {
+        Command::Init { server, recovery_key_file, name, region, transparency_policy } => {
+            if let Some(policy) = &transparency_policy {
+                keyhold_client::transparency::pin_policy(&home, policy)?;
+            }
             let name = name.unwrap_or_else(account::default_device_name);
             let (account, recovery) = account::init(&home, &server, &name, region.as_deref()).await?;
             match recovery_key_file {
@@ -423,7 +518,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::json!({"account": account.to_hex(), "home": home.dir()}));
             }
         }
-        Command::Recover { server, recovery_key_file, name } => {
+        Command::Recover { server, recovery_key_file, name, transparency_policy } => {
+            if let Some(policy) = &transparency_policy {
+                keyhold_client::transparency::pin_policy(&home, policy)?;
+            }
             let text = match (recovery_key_file, std::env::var("KEYHOLD_RECOVERY_KEY").ok()) {
                 (Some(f), _) => std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?,
                 (None, Some(k)) => k,
@@ -435,7 +533,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("This device joined account {account}.")
             });
         }
-        Command::Join { server, code, name, yes } => {
+        Command::Join { server, code, name, yes, transparency_policy } => {
+            if let Some(policy) = &transparency_policy {
+                keyhold_client::transparency::pin_policy(&home, policy)?;
+            }
             let code = match code {
                 Some(c) => c,
                 None => read_secret_line("Pairing code shown by `keyhold devices add`: ")?,
@@ -705,6 +806,102 @@ async fn serve(
             eprintln!("keyhold: shutting down; finishing requests in flight");
         })
         .await?;
+    Ok(())
+}
+
+async fn witness(
+    log: String,
+    key: PathBuf,
+    state: Option<PathBuf>,
+    listen: SocketAddr,
+    log_vkey: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let state = state.unwrap_or_else(|| key.with_extension("state"));
+    let options = keyhold_server::witness::WitnessOptions { listen, key, state, log, log_vkey, name };
+    let witness = keyhold_server::witness::bind_witness(&options).await?;
+    let addr = witness.local_addr()?;
+    eprintln!("keyhold witness of {} on http://{addr}", witness.origin());
+    // Tests and operators read these lines: the address and the key to pin.
+    println!("witness key {}", witness.vkey());
+    println!("listening http://{addr}");
+    witness
+        .serve(async {
+            shutdown_signal().await;
+        })
+        .await?;
+    Ok(())
+}
+
+async fn audit(
+    options: &keyhold_client::audit::AuditOptions,
+    watch: bool,
+    interval: u64,
+    print_key: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    if print_key {
+        println!("{}", keyhold_client::audit::auditor_vkey(options)?);
+        return Ok(());
+    }
+    loop {
+        match keyhold_client::audit::audit_once(options).await {
+            Ok(report) => emit(json, &report, |r| {
+                println!(
+                    "audited {} entries: {} directory step(s) verified append-only (newest epoch {}); cosigned",
+                    r.size,
+                    r.epochs_verified,
+                    r.last_epoch.map_or("none".to_owned(), |e| e.to_string())
+                )
+            }),
+            Err(e) if watch => eprintln!("keyhold: audit: {e}"),
+            Err(e) => return Err(e.into()),
+        }
+        if !watch {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+    }
+}
+
+async fn verify(home: &Home, contact: Option<String>, json: bool) -> anyhow::Result<()> {
+    let client = open_client(home).await?;
+    if let Some(contact) = contact {
+        let id = keyhold_client::transparency::parse_contact(&contact)?;
+        let report = client.verify_contact(id).await?;
+        emit(json, &report, |r| {
+            println!("account {}: {}", r.account, r.status);
+            for v in &r.history {
+                println!("  epoch {:>6}  version {:>3}  device chain entry #{}  {}", v.epoch, v.version, v.seq, v.head);
+            }
+            println!("safety number: {}", r.safety_number);
+        });
+        return Ok(());
+    }
+    match &client.transparency {
+        None => {
+            emit(json, &serde_json::json!({"verified": false, "reason": "no transparency policy pinned"}), |_| {
+                println!(
+                    "not verified: this device has no key transparency policy pinned (keyhold verify --pin-policy FILE; \
+                     the server's operator publishes it)"
+                )
+            });
+        }
+        Some(v) => emit(json, v, |v| {
+            let when = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(v.verified_at));
+            let state = if v.stale { "STALE" } else { "verified" };
+            println!(
+                "{state} as of {when}: log of {} entries, directory epoch {}, cosigned by {} witness(es){}",
+                v.size,
+                v.epoch,
+                v.witnesses.len(),
+                if v.auditors.is_empty() { String::new() } else { format!(", audited by {}", v.auditors.join(", ")) }
+            );
+            if let Some(seq) = v.chain_seq {
+                println!("this account's device chain is at entry #{seq} in the directory, as your devices wrote it");
+            }
+        }),
+    }
     Ok(())
 }
 

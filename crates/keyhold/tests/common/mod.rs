@@ -108,7 +108,9 @@ impl Server {
             "" => (dir.join("keyhold.toml"), dir.join("server.log")),
             name => (dir.join(format!("keyhold-{name}.toml")), dir.join(format!("server-{name}.log"))),
         };
-        std::fs::write(&file, format!("listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{config}", data.display())).unwrap();
+        // A config naming its own address (a restart on the same port) keeps it.
+        let listen = if config.starts_with("listen") { "" } else { "listen = \"127.0.0.1:0\"\n" };
+        std::fs::write(&file, format!("{listen}data_dir = \"{}\"\n{config}", data.display())).unwrap();
         let log_path = log;
         let log = std::fs::File::create(&log_path).unwrap();
         let mut child = Command::new(BIN)
@@ -132,6 +134,16 @@ impl Server {
             url,
             log: log_path,
             data,
+        }
+    }
+
+    /// Stops the server (every process) as an operator would (SIGTERM: it
+    /// finishes what is in flight); dropping it again is harmless.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        for other in &mut self.others {
+            other.stop();
         }
     }
 

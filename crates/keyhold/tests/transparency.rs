@@ -1,0 +1,400 @@
+//! Key transparency end to end (issue #5): a real server publishing its key
+//! directory every second, three real witnesses and a real auditor on
+//! loopback, and devices with a pinned policy. Each attack of the issue's
+//! acceptance list is mounted the way a hostile operator would: by editing
+//! its own database, forking its own data, or stopping its publisher.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, Device, Server};
+
+struct Witness {
+    child: Child,
+    url: String,
+    vkey: String,
+}
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_witness(dir: &Path, name: &str, log: &str) -> Witness {
+    let mut child = Command::new(BIN)
+        .args(["witness", "--log", log, "--listen", "127.0.0.1:0", "--name", name, "--key"])
+        .arg(dir.join(format!("{name}.key")))
+        .env("KEYHOLD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let vkey = line.trim().strip_prefix("witness key ").expect("witness did not start").to_owned();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let url = line.trim().strip_prefix("listening ").expect("witness did not listen").to_owned();
+    Witness { child, url, vkey }
+}
+
+fn http_get(url: &str) -> Vec<u8> {
+    let out = Command::new("python3")
+        .args(["-c", "import sys,urllib.request; sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1]).read())", url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "GET {url}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Polls `f` until it answers, for at most `secs` seconds.
+fn eventually<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A checkpoint's signature lines (the log's and the cosignatures).
+fn signature_lines(note: &[u8]) -> usize {
+    String::from_utf8_lossy(note).lines().filter(|l| l.starts_with("\u{2014} ")).count()
+}
+
+fn checkpoint_size(note: &[u8]) -> u64 {
+    String::from_utf8_lossy(note).lines().nth(1).unwrap().parse().unwrap()
+}
+
+struct World {
+    dir: PathBuf,
+    server: Server,
+    witnesses: Vec<Witness>,
+    policy: PathBuf,
+    auditor_key: PathBuf,
+    config: String,
+}
+
+impl World {
+    /// A server whose log three witnesses cosign and one auditor may audit;
+    /// `policy_extra` adds lines to the devices' policy (ages, delays).
+    fn new(dir: &Path, policy_extra: &str) -> World {
+        // The witnesses pin the log's origin and key from its first answer,
+        // so the server starts once before it knows them.
+        let first = Server::start_with(dir, "[transparency]\nepoch_secs = 1\n");
+        let witnesses: Vec<Witness> = (1..=3).map(|i| start_witness(dir, &format!("witness-{i}"), &first.url)).collect();
+        let info: serde_json::Value = serde_json::from_slice(&http_get(&format!("{}/kt/info", first.url))).unwrap();
+        let mut first = first;
+        first.stop();
+        let auditor_key = dir.join("auditor.key");
+        let out = Command::new(BIN)
+            .args(["audit", "--print-key", "--log", "http://unused", "--key"])
+            .arg(&auditor_key)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let auditor_vkey = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let quoted = |items: Vec<&str>| items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+        let config = format!(
+            "[transparency]\nepoch_secs = 1\nwitnesses = [{}]\nauditors = [\"{auditor_vkey}\"]\n",
+            quoted(witnesses.iter().map(|w| w.url.as_str()).collect())
+        );
+        let server = Server::start_with(dir, &config);
+        let vrf: Vec<u8> = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(info["vrf_public_key"].as_str().unwrap()).unwrap()
+        };
+        let policy = dir.join("policy.toml");
+        std::fs::write(
+            &policy,
+            format!(
+                "origin = {:?}\nlog_key = {:?}\nvrf_key = \"{}\"\nwitnesses = [{}]\nauditors = [\"{auditor_vkey}\"]\n{policy_extra}\n",
+                info["origin"].as_str().unwrap(),
+                info["log_vkey"].as_str().unwrap(),
+                hex::encode(vrf),
+                quoted(witnesses.iter().map(|w| w.vkey.as_str()).collect()),
+            ),
+        )
+        .unwrap();
+        World { dir: dir.to_owned(), server, witnesses, policy, auditor_key, config }
+    }
+
+    /// A device with the policy pinned.
+    fn device(&self, name: &str) -> Device {
+        let device = Device::new(&self.dir, name, &self.server);
+        std::fs::create_dir_all(&device.home).unwrap();
+        std::fs::copy(&self.policy, device.home.join("transparency.toml")).unwrap();
+        device
+    }
+
+    fn checkpoint(&self) -> Vec<u8> {
+        http_get(&format!("{}/kt/checkpoint", self.server.url))
+    }
+
+    /// Waits until the directory has published everything the server holds
+    /// now (two more epochs, each cosigned by every witness).
+    fn settle(&self) {
+        let start = checkpoint_size(&self.checkpoint());
+        eventually("two cosigned epochs", 30, || {
+            let note = self.checkpoint();
+            (checkpoint_size(&note) >= start + 2 && signature_lines(&note) == 1 + self.witnesses.len()).then_some(())
+        });
+    }
+
+    fn audit(&self) -> String {
+        let out = Command::new(BIN)
+            .args(["audit", "--log", &self.server.url, "--key"])
+            .arg(&self.auditor_key)
+            .env("KEYHOLD_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "audit: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Restarts the server over the same data with `extra` config (TOML
+    /// keys of `[transparency]`).
+    fn restart(&mut self, extra: &str) {
+        self.server.stop();
+        // Same port: the devices keep the server's URL.
+        let address = self.server.url.trim_start_matches("http://").to_owned();
+        self.server = Server::start_with(&self.dir, &format!("listen = \"{address}\"\n{}{extra}\n", self.config));
+    }
+}
+
+fn fails_with(device: &Device, args: &[&str], needle: &str) -> String {
+    let out = device.run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "keyhold {args:?} should fail verification: {stderr}");
+    assert!(stderr.contains(needle), "keyhold {args:?}: expected {needle:?} in: {stderr}");
+    stderr
+}
+
+fn evidence_files(device: &Device) -> Vec<PathBuf> {
+    common::walkdir(&device.home.join("evidence"))
+}
+
+#[test]
+fn normal_operation_every_client_verifies_and_witnesses_and_auditor_cosign() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path(), "");
+    let a = world.device("alice-laptop");
+    a.init(dir.path());
+    a.write("notes.txt", b"hello");
+    a.sync();
+    let b = world.device("alice-phone");
+    let (joined, added) = a.pair(&b);
+    assert!(joined.status.success() && added.status.success());
+    b.sync();
+    world.settle();
+    let audited = world.audit();
+    assert!(audited.contains("cosigned"), "{audited}");
+    for device in [&a, &b] {
+        let verified = device.ok(&["verify"]);
+        assert!(verified.starts_with("verified as of"), "{verified}");
+        assert!(verified.contains("cosigned by 3 witness(es)"), "{verified}");
+        assert!(verified.contains("audited by"), "{verified}");
+        assert!(verified.contains("device chain is at entry #1"), "{verified}");
+    }
+    // A revocation is a key change: it needs, and passes, the checks.
+    let c = world.device("alice-old-tablet");
+    a.pair(&c);
+    world.settle();
+    a.ok(&["devices", "revoke", "alice-old-tablet"]);
+    a.write("after.txt", b"written after the revocation");
+    a.sync();
+    world.settle();
+    world.audit();
+    b.sync();
+    let verified = b.ok(&["verify", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(v["chain_seq"], 3, "{verified}");
+    assert_eq!(v["stale"], false);
+    // A contact's keys: both sides compute the same safety number.
+    let carol = world.device("carol");
+    carol.init(dir.path());
+    world.settle();
+    let account = |d: &Device| -> String {
+        let status: serde_json::Value = serde_json::from_str(&d.ok(&["status", "--json"])).unwrap();
+        status["account"].as_str().unwrap().to_owned()
+    };
+    let from_alice: serde_json::Value = serde_json::from_str(&a.ok(&["verify", &account(&carol), "--json"])).unwrap();
+    let from_carol: serde_json::Value = serde_json::from_str(&carol.ok(&["verify", &account(&a), "--json"])).unwrap();
+    assert_eq!(from_alice["safety_number"], from_carol["safety_number"]);
+    assert!(from_alice["status"].as_str().unwrap().starts_with("verified"));
+}
+
+#[test]
+fn split_view_is_refused_by_the_witnesses_and_the_client_keeps_both_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(dir.path(), "");
+    let a = world.device("laptop");
+    a.init(dir.path());
+    a.sync();
+    let b = world.device("phone");
+    a.pair(&b);
+    b.sync();
+    world.settle();
+    a.ok(&["verify"]);
+    b.ok(&["verify"]);
+    let seen = world.checkpoint();
+    // The operator forks its own data: a copy of the server with a ghost
+    // device in the account, under the same log key.
+    let fork_dir = dir.path().join("fork");
+    std::fs::create_dir_all(&fork_dir).unwrap();
+    world.restart("publish = false");
+    let copy = Command::new("cp").arg("-a").arg(&world.server.data).arg(fork_dir.join("server-data")).status().unwrap();
+    assert!(copy.success());
+    world.restart("");
+    // The honest server moves on first; the witnesses cosign it.
+    eventually("the honest log to move on", 30, || {
+        let note = world.checkpoint();
+        (checkpoint_size(&note) > checkpoint_size(&seen) && signature_lines(&note) == 4).then_some(())
+    });
+    let fork = Server::start_with(&fork_dir, &world.config);
+    fork.sql(
+        "INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) \
+         SELECT account_id, MAX(seq) + 1, randomblob(32), X'00', 0 FROM device_chain GROUP BY account_id",
+    );
+    // The fork publishes the ghost; no witness cosigns a tree that does not
+    // extend what it cosigned.
+    eventually("the fork to publish", 30, || {
+        let note = http_get(&format!("{}/kt/checkpoint", fork.url));
+        (checkpoint_size(&note) > checkpoint_size(&seen) + 1).then_some(note)
+    });
+    let forked = http_get(&format!("{}/kt/checkpoint", fork.url));
+    assert_eq!(signature_lines(&forked), 1, "a witness cosigned the fork:\n{}", String::from_utf8_lossy(&forked));
+    // Device B is shown the fork: it refuses, and keeps the evidence.
+    let config_path = b.home.join("config.json");
+    let config = std::fs::read_to_string(&config_path).unwrap().replace(&world.server.url, &fork.url);
+    std::fs::write(&config_path, config).unwrap();
+    b.write("secret.txt", b"must not be written to a forked view");
+    fails_with(&b, &["sync", b.folder.to_str().unwrap()], "witness quorum not met");
+    let evidence = evidence_files(&b);
+    assert_eq!(evidence.len(), 1, "{evidence:?}");
+    let text = std::fs::read(&evidence[0]).unwrap();
+    let text = String::from_utf8_lossy(&text);
+    // Both signed checkpoints, verbatim: the one B had accepted and the fork.
+    let first_line = |note: &[u8]| String::from_utf8_lossy(note).lines().take(3).collect::<Vec<_>>().join("\n");
+    assert!(text.contains(&first_line(&forked)), "{text}");
+    assert!(text.matches(&String::from_utf8_lossy(&seen).lines().next().unwrap().to_owned()).count() >= 2, "{text}");
+    // Device A, on the honest server, still verifies.
+    a.ok(&["verify"]);
+}
+
+#[test]
+fn hidden_revocation_is_caught_by_the_owner_self_monitoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(dir.path(), "max_publish_delay_secs = 3");
+    let a = world.device("laptop");
+    a.init(dir.path());
+    let stolen = world.device("stolen-phone");
+    a.pair(&stolen);
+    world.settle();
+    world.audit();
+    a.ok(&["verify"]);
+    // The operator keeps the directory (and so every contact) at the chain
+    // from before the revocation.
+    world.restart("publish = false");
+    a.ok(&["devices", "revoke", "stolen-phone"]);
+    eventually("the owner to notice", 30, || {
+        let out = a.run(&["verify"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code() == Some(3) && stderr.contains("hides a change of your devices")).then_some(())
+    });
+    assert_eq!(evidence_files(&a).len(), 1);
+}
+
+#[test]
+fn forged_reset_alarms_the_owner_and_contacts_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new(dir.path(), "");
+    let alice = world.device("alice");
+    alice.init(dir.path());
+    let carol = world.device("carol");
+    carol.init(dir.path());
+    world.settle();
+    let status: serde_json::Value = serde_json::from_str(&alice.ok(&["status", "--json"])).unwrap();
+    let alice_id = status["account"].as_str().unwrap().to_owned();
+    carol.ok(&["verify", &alice_id]);
+    // The operator replaces Alice's device chain with a genesis of its own.
+    world.server.sql(&format!("DELETE FROM device_chain WHERE account_id = X'{alice_id}'"));
+    world.server.sql(&format!(
+        "INSERT INTO device_chain (account_id, seq, entry_id, body, created_at) VALUES (X'{alice_id}', 0, randomblob(32), X'00', 0)"
+    ));
+    world.settle();
+    fails_with(&alice, &["verify"], "your account was changed by someone other than your devices");
+    fails_with(&carol, &["verify", &alice_id], "was reset");
+}
+
+#[test]
+fn frozen_log_is_reported_stale_and_blocks_key_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(dir.path(), "max_age_secs = 4\nkey_change_max_age_secs = 4");
+    let a = world.device("laptop");
+    a.init(dir.path());
+    let b = world.device("phone");
+    a.pair(&b);
+    world.settle();
+    a.ok(&["verify"]);
+    world.restart("publish = false");
+    eventually("the log to go stale", 30, || a.ok(&["verify"]).starts_with("STALE").then_some(()));
+    // Reading and syncing go on, with a warning; changing keys does not.
+    a.write("still.txt", b"sync works on a stale log");
+    let out = a.run(&["sync", a.folder.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has not moved for too long"));
+    fails_with(&a, &["devices", "revoke", "phone"], "must be fresh");
+}
+
+#[test]
+fn collection_fork_is_caught_through_the_committed_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(dir.path(), "");
+    let a = world.device("laptop");
+    a.init(dir.path());
+    a.write("base.txt", b"base");
+    a.sync();
+    let b = world.device("phone");
+    a.pair(&b);
+    b.sync();
+    world.settle();
+    // A commits revision n+1 (a) while the directory is paused; the
+    // operator hides it from B, which commits its own n+1 (b); the
+    // directory commits b.
+    world.restart("publish = false");
+    a.write("from-a.txt", b"a's branch");
+    a.sync();
+    let row = |s: &Server| s.sql("SELECT hex(revision_id), seq FROM heads");
+    let a_head = row(&world.server);
+    world.server.sql("CREATE TABLE hidden AS SELECT * FROM revisions WHERE seq = (SELECT MAX(seq) FROM revisions)");
+    world.server.sql("DELETE FROM revisions WHERE seq = (SELECT MAX(seq) FROM revisions)");
+    world
+        .server
+        .sql("UPDATE heads SET seq = seq - 1, revision_id = (SELECT revision_id FROM revisions WHERE seq = heads.seq - 1)");
+    world.restart("");
+    b.write("from-b.txt", b"b's branch");
+    b.sync();
+    world.settle();
+    // The operator shows A its own branch again, with the publisher off so
+    // the directory keeps b.
+    world.restart("publish = false");
+    world.server.sql("DELETE FROM revisions WHERE seq = (SELECT MAX(seq) FROM revisions)");
+    world.server.sql("INSERT INTO revisions SELECT * FROM hidden");
+    world.server.sql("UPDATE heads SET seq = seq, revision_id = (SELECT revision_id FROM hidden)");
+    assert_eq!(row(&world.server), a_head);
+    world.restart("publish = false");
+    fails_with(&a, &["sync", a.folder.to_str().unwrap()], "the collection forked");
+    assert_eq!(evidence_files(&a).len(), 1);
+}
