@@ -347,7 +347,7 @@ async fn sync_round(
     };
     let committed = client.committed_head(coll).await?;
     let head = client.verified_head(coll).await?;
-    client.check_committed_head(coll, committed.as_ref(), head.as_ref().map(|h| h.head())).await?;
+    client.check_committed_head(coll, committed.as_ref(), head.as_ref()).await?;
     phase("verified head");
     adopt_pending(client, coll, root_key, head.as_ref()).await?;
     let (base_head, base) = client.state.base(root_key)?;

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use keyhold_core::transparency::{
     self as kt, Checkpoint, DirectoryLabel, DirectoryValue, KtError, LogEntry, Policy, VerifiedCheckpoint,
 };
-use keyhold_core::{CollectionId, DeviceChain, Head, HistoryVerifier, ObjectId};
+use keyhold_core::{CollectionId, DeviceChain, Head, HistoryVerifier, ObjectId, VerifiedRevision};
 use keyhold_proto::{Bytes as B64, KtProof};
 use serde::{Deserialize, Serialize};
 
@@ -490,10 +490,31 @@ impl Client {
         &self,
         coll: &Collection,
         committed: Option<&CommittedHead>,
-        head: Option<Head>,
+        head: Option<&VerifiedRevision>,
     ) -> Result<()> {
-        let Some(committed) = committed else { return Ok(()) };
         let home = self.home().clone();
+        let Some(file) = load_policy(&home)? else { return Ok(()) };
+        let delay = file.max_publish_delay_secs;
+        let Some(committed) = committed else {
+            // Never committed: fine while the collection is new.
+            if let Some(h) = head {
+                let first = self.api.revisions(coll.id, None).await?;
+                let first = first.first().map(|s| self.open_revision(coll, s)).transpose()?;
+                let written = first.map_or(h.revision.time_ms, |r| r.revision.time_ms);
+                if age_secs(written) > delay {
+                    return Err(ClientError::Transparency {
+                        reason: format!(
+                            "this collection has revisions since {} s ago but the key directory has none: the server \
+                             keeps its history out of the directory (a forked or withheld write)",
+                            age_secs(written)
+                        ),
+                        evidence: None,
+                    });
+                }
+            }
+            return Ok(());
+        };
+        let head = head.map(VerifiedRevision::head);
         let note = committed.note.clone();
         let seen = head.map_or(0, |h| h.seq.saturating_add(1));
         let fork = |why: String| fail(&home, why, &[&note]);
@@ -536,6 +557,19 @@ impl Client {
                         committed.seq, h.seq
                     )));
                 }
+                // K14, the writer's half: a revision the directory has not
+                // committed long after it was written was withheld from
+                // everyone else (or shown only on a fork).
+                if let Some(oldest) = beyond.first() {
+                    let age = age_secs(oldest.revision.time_ms);
+                    if age > delay {
+                        return Err(fork(format!(
+                            "the key directory has not committed this collection's revision #{} although it was \
+                             written {age} s ago: the server withholds it from everyone else",
+                            oldest.revision.seq
+                        )));
+                    }
+                }
             }
             _ if committed.seq >= seen => {
                 return Err(fork(format!(
@@ -549,6 +583,11 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Seconds since `time_ms` (a time a device claimed; 0 if in the future).
+fn age_secs(time_ms: i64) -> u64 {
+    now_secs().saturating_sub(u64::try_from(time_ms / 1000).unwrap_or(0))
 }
 
 /// A collection head the key directory committed, with the checkpoint it

@@ -398,3 +398,25 @@ fn collection_fork_is_caught_through_the_committed_heads() {
     fails_with(&a, &["sync", a.folder.to_str().unwrap()], "the collection forked");
     assert_eq!(evidence_files(&a).len(), 1);
 }
+
+#[test]
+fn a_write_the_directory_never_commits_is_caught_by_its_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut world = World::new(dir.path(), "max_publish_delay_secs = 3");
+    let a = world.device("laptop");
+    a.init(dir.path());
+    a.write("first.txt", b"committed");
+    a.sync();
+    world.settle();
+    a.sync();
+    // The operator keeps the next revision out of the directory: other
+    // devices and people would never learn it exists.
+    world.restart("publish = false");
+    a.write("second.txt", b"withheld from everyone else");
+    a.sync();
+    eventually("the writer to notice", 30, || {
+        let out = a.run(&["sync", a.folder.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code() == Some(3) && stderr.contains("withholds it from everyone else")).then_some(())
+    });
+}
