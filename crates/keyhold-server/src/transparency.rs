@@ -409,8 +409,30 @@ impl Transparency {
         Ok(cache.entries.get(range).map(<[Vec<u8>]>::to_vec).unwrap_or_default())
     }
 
-    /// `GET /kt/tile/...`: a C2SP tlog-tiles hash tile.
+    /// `GET /kt/tile/...`: a C2SP tlog-tiles hash tile (`<L>/<N>[.p/<W>]`)
+    /// or entry bundle (`entries/<N>[.p/<W>]`: each entry as a big-endian
+    /// `u16` length and its bytes).
     pub async fn tile(&self, path: &str) -> Result<Option<Vec<u8>>, KtServerError> {
+        if let Some(rest) = path.strip_prefix("entries/") {
+            // Same index and width encoding as a level-0 hash tile.
+            let Ok((_, index, width)) = kt::parse_tile_path(&format!("0/{rest}")) else { return Ok(None) };
+            let cache = self.refresh().await?;
+            let start = index.checked_mul(kt::TILE_WIDTH).and_then(|s| usize::try_from(s).ok());
+            let end = start.zip(usize::try_from(width).ok()).and_then(|(s, w)| s.checked_add(w));
+            let Some(entries) = start.zip(end).and_then(|(s, e)| cache.entries.get(s..e)) else { return Ok(None) };
+            let full = width == kt::TILE_WIDTH || end == Some(cache.entries.len());
+            if !full {
+                // A partial bundle exists only for the log's current end.
+                return Ok(None);
+            }
+            let mut bundle = Vec::new();
+            for entry in entries {
+                let len = u16::try_from(entry.len()).map_err(|_| KtServerError::Corrupt("entry too long"))?;
+                bundle.extend_from_slice(&len.to_be_bytes());
+                bundle.extend_from_slice(entry);
+            }
+            return Ok(Some(bundle));
+        }
         let Ok((level, index, width)) = kt::parse_tile_path(path) else { return Ok(None) };
         let cache = self.refresh().await?;
         Ok(kt::tile_data(&cache.hashes, level, index, width).ok())

@@ -200,6 +200,7 @@ fn normal_operation_every_client_verifies_and_witnesses_and_auditor_cosign() {
     world.settle();
     let audited = world.audit();
     assert!(audited.contains("cosigned"), "{audited}");
+
     for device in [&a, &b] {
         let verified = device.ok(&["verify"]);
         assert!(verified.starts_with("verified as of"), "{verified}");
@@ -350,6 +351,27 @@ fn frozen_log_is_reported_stale_and_blocks_key_changes() {
     a.ok(&["verify"]);
     world.restart("publish = false");
     eventually("the log to go stale", 30, || a.ok(&["verify"]).starts_with("STALE").then_some(()));
+    // A frozen log is still served as C2SP tiles: the level-0 hash tile is
+    // the leaf hashes of the entry bundle, for anyone to rebuild the tree.
+    let size = checkpoint_size(&world.checkpoint());
+    let width = size.min(255);
+    let check = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,hashlib,urllib.request as u\n\
+             t=u.urlopen(sys.argv[1]).read(); b=u.urlopen(sys.argv[2]).read(); w=int(sys.argv[3])\n\
+             es=[]\n\
+             while b: n=int.from_bytes(b[:2],'big'); es.append(b[2:2+n]); b=b[2+n:]\n\
+             assert len(es)==w and len(t)==32*w, (len(es), len(t))\n\
+             assert all(hashlib.sha256(b'\\x00'+e).digest()==t[32*i:32*i+32] for i,e in enumerate(es))\n\
+             print('ok')",
+            &format!("{}/kt/tile/0/000.p/{width}", world.server.url),
+            &format!("{}/kt/tile/entries/000.p/{width}", world.server.url),
+            &width.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "tiles: {}", String::from_utf8_lossy(&check.stderr));
     // Reading and syncing go on, with a warning; changing keys does not.
     a.write("still.txt", b"sync works on a stale log");
     let out = a.run(&["sync", a.folder.to_str().unwrap()]);
