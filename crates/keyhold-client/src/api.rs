@@ -144,7 +144,9 @@ impl Api {
             match self.json(self.request(Method::POST, path).json(&body)).await {
                 Ok(proof) => return Ok(Some(proof)),
                 Err(ClientError::Server { status: 404, .. }) => return Ok(None),
-                Err(ClientError::Server { status: 503, .. }) if attempts < 10 => {
+                // The newest epoch is logged once its checkpoint is signed
+                // and cosigned: seconds, longer with a slow witness.
+                Err(ClientError::Server { status: 503, .. }) if attempts < 60 => {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }

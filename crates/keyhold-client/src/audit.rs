@@ -83,7 +83,12 @@ fn load_key(path: &Path, name: Option<&str>) -> Result<NoteKey> {
     };
     let name = match name {
         Some(n) => n.to_owned(),
-        None => format!("keyhold-auditor-{}", hex(blake3::hash(seed.as_ref()).as_bytes().get(..4).unwrap_or_default())),
+        None => {
+            // Named after its public key: stable, and says nothing of the seed.
+            let public =
+                NoteKey::from_seed("auditor", *seed).map_err(|e| ClientError::Usage(format!("auditor key: {e}")))?.public_key();
+            format!("keyhold-auditor-{}", hex(public.get(..4).unwrap_or_default()))
+        }
     };
     NoteKey::from_seed(&name, *seed).map_err(|e| ClientError::Usage(format!("auditor key: {e}")))
 }

@@ -109,6 +109,9 @@ struct KtState {
     /// Per directory label (hex): the newest version seen (K7).
     #[serde(default)]
     versions: BTreeMap<String, u64>,
+    /// The newest directory epoch verified (K5: never goes back).
+    #[serde(default)]
+    epoch: Option<u64>,
 }
 
 /// Why a check runs: reading tolerates an older checkpoint than a key change.
@@ -183,8 +186,21 @@ pub fn pin_policy(home: &Home, source: &std::path::Path) -> Result<()> {
     write_private(&home.dir().join(POLICY_FILE), &text)
 }
 
-fn load_state(home: &Home) -> KtState {
-    std::fs::read(home.dir().join(STATE_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+fn load_state(home: &Home) -> Result<KtState> {
+    let path = home.dir().join(STATE_FILE);
+    match std::fs::read(&path) {
+        // A lost state would silently drop the rollback checks (K3, K5,
+        // K7): a damaged one is an error the user resolves.
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Usage(format!(
+                "{} is damaged ({e}); delete it to start over (this device then trusts the next checkpoint it sees \
+                 as it did the first)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KtState::default()),
+        Err(e) => Err(ClientError::Io { path, source: e }),
+    }
 }
 
 fn save_state(home: &Home, state: &KtState) -> Result<()> {
@@ -227,7 +243,7 @@ impl Client {
         let Some(file) = load_policy(&home)? else { return Ok(None) };
         let policy = file.policy();
         let vrf = file.vrf_key()?;
-        let mut state = load_state(&home);
+        let mut state = load_state(&home)?;
         let now = now_secs();
         let label = DirectoryLabel::Account(self.keys.account);
         let proof = self.api.kt_proof(&label.to_bytes(), true).await?;
@@ -270,6 +286,7 @@ impl Client {
         match proof {
             Some(p) => {
                 let (epoch, root) = included_epoch(&verified, &p).map_err(|e| fail(&home, e, &[&note]))?;
+                state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
                 report.epoch = epoch;
                 let history = kt::verify_history(&vrf, root, epoch, &label, &p.proof.0).map_err(|e| {
                     fail(&home, format!("the directory's history of this account does not verify: {e}"), &[&note])
@@ -470,9 +487,10 @@ impl Client {
         let label = DirectoryLabel::Collection(self.keys.account, coll.id);
         let Some(proof) = self.api.kt_proof(&label.to_bytes(), false).await? else { return Ok(None) };
         let note = proof.checkpoint.0.clone();
-        let mut state = load_state(&home);
+        let mut state = load_state(&home)?;
         let verified = self.accept_checkpoint(&policy, &mut state, &note).await?;
         let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(&home, e, &[&note]))?;
+        state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
         let (version, value) = kt::verify_lookup(&vrf, root, epoch, &label, &proof.proof.0)
             .map_err(|e| fail(&home, format!("the directory's entry of this collection does not verify: {e}"), &[&note]))?;
         let key = hex(&label.to_bytes());
@@ -500,6 +518,9 @@ impl Client {
             if let Some(h) = head {
                 let first = self.api.revisions(coll.id, None).await?;
                 let first = first.first().map(|s| self.open_revision(coll, s)).transpose()?;
+                if first.as_ref().is_some_and(|r| r.revision.seq != 0) {
+                    return Err(ClientError::Withheld("this collection's first revision".into()));
+                }
                 let written = first.map_or(h.revision.time_ms, |r| r.revision.time_ms);
                 if age_secs(written) > delay {
                     return Err(ClientError::Transparency {
@@ -601,6 +622,17 @@ pub struct CommittedHead {
     note: Vec<u8>,
 }
 
+impl KtState {
+    /// K5: a directory epoch older than one already verified is a rollback.
+    fn accept_epoch(&mut self, epoch: u64) -> std::result::Result<(), String> {
+        kt::check_epoch(self.epoch, epoch).map_err(|e| {
+            format!("the key directory went back to epoch {epoch} after this device verified {:?}: {e}", self.epoch)
+        })?;
+        self.epoch = Some(self.epoch.map_or(epoch, |e| e.max(epoch)));
+        Ok(())
+    }
+}
+
 /// K5: the proof's epoch has an entry in the verified checkpoint's tree.
 fn included_epoch(verified: &VerifiedCheckpoint, proof: &KtProof) -> std::result::Result<(u64, [u8; 32]), String> {
     let inclusion = proof
@@ -662,9 +694,17 @@ pub fn parse_contact(text: &str) -> Result<keyhold_core::AccountId> {
         .ok_or_else(|| ClientError::Usage(format!("{text:?} is not an account id (32 hex digits, optionally @server)")))
 }
 
+/// An account's identity: the first directory value of its current device
+/// chain, i.e. after the last reset (a value whose seq does not grow).
+/// `history` is sorted by version.
+fn identity_anchor(history: &[(u64, u64, DirectoryValue)]) -> Option<[u8; 32]> {
+    let start = history.windows(2).rposition(|w| matches!(w, [a, b] if b.2.seq <= a.2.seq)).map_or(0, |i| i + 1);
+    history.get(start).map(|(_, _, v)| v.hash)
+}
+
 fn safety_number(a: (&keyhold_core::AccountId, &[u8; 32]), b: (&keyhold_core::AccountId, &[u8; 32])) -> String {
     let (first, second) = if a.0.as_bytes() <= b.0.as_bytes() { (a, b) } else { (b, a) };
-    let mut hasher = blake3::Hasher::new_derive_key("keyhold 2026-12 safety number v1");
+    let mut hasher = blake3::Hasher::new_derive_key("keyhold v1 2026-12 safety number");
     for (account, anchor) in [first, second] {
         hasher.update(account.as_bytes());
         hasher.update(anchor);
@@ -691,7 +731,9 @@ impl Client {
         let verified = self.accept_checkpoint(policy, state, &proof.checkpoint.0).await?;
         let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(self.home(), e, &[&proof.checkpoint.0]))?;
         let history = kt::verify_history(vrf, root, epoch, &label, &proof.proof.0).map_err(malformed)?;
-        history.iter().min_by_key(|(_, v, _)| *v).map(|(_, _, value)| value.hash).ok_or_else(|| ClientError::Transparency {
+        let mut history = history;
+        history.sort_by_key(|(_, version, _)| *version);
+        identity_anchor(&history).ok_or_else(|| ClientError::Transparency {
             reason: "the directory's history of this account is empty".into(),
             evidence: None,
         })
@@ -708,7 +750,7 @@ impl Client {
         })?;
         let policy = file.policy();
         let vrf = file.vrf_key()?;
-        let mut state = load_state(&home);
+        let mut state = load_state(&home)?;
         let label = DirectoryLabel::Account(contact);
         let proof = self
             .api
@@ -723,6 +765,7 @@ impl Client {
             evidence: None,
         })?;
         let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(&home, e, &[&note]))?;
+        state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
         let mut history = kt::verify_history(&vrf, root, epoch, &label, &proof.proof.0).map_err(|e| {
             fail(&home, format!("the directory's history of {} does not verify: {e}", contact.to_hex()), &[&note])
         })?;
@@ -732,22 +775,23 @@ impl Client {
             kt::check_version(state.versions.get(&key).copied(), *version)
                 .map_err(|e| fail(&home, format!("the key directory rolled {}'s entry back: {e}", contact.to_hex()), &[&note]))?;
         }
+        let anchor = identity_anchor(&history).ok_or_else(|| ClientError::Usage("empty history".into()))?;
+        let own = self.own_anchor(&policy, &vrf, &mut state).await?;
+        let number = safety_number((&self.keys.account, &own), (&contact, &anchor));
         let reset = history.windows(2).find(|w| matches!(w, [a, b] if b.2.seq <= a.2.seq));
         if let Some([_, after]) = reset {
             return Err(fail(
                 &home,
                 format!(
                     "{}'s account was reset at directory epoch {}: a new device chain replaced the old one. This is what a \
-                     server substituting keys looks like; do not share with this account until you have compared safety \
-                     numbers with its owner out of band",
+                     server substituting keys looks like; do not share with this account until its owner confirms, out of \
+                     band, the safety number {number}",
                     contact.to_hex(),
                     after.0
                 ),
                 &[&note],
             ));
         }
-        let anchor = history.first().map(|(_, _, v)| v.hash).ok_or_else(|| ClientError::Usage("empty history".into()))?;
-        let own = self.own_anchor(&policy, &vrf, &mut state).await?;
         if let Some((_, version, _)) = history.last() {
             state.versions.insert(key, *version);
         }
@@ -764,7 +808,7 @@ impl Client {
                 .iter()
                 .map(|(epoch, version, v)| ContactVersion { epoch: *epoch, version: *version, seq: v.seq, head: hex(&v.hash) })
                 .collect(),
-            safety_number: safety_number((&self.keys.account, &own), (&contact, &anchor)),
+            safety_number: number,
         })
     }
 }

@@ -31,7 +31,11 @@ fn peak_rss_mib() -> u64 {
 fn label(i: u64) -> DirectoryLabel {
     let mut id = [0u8; 16];
     id[..8].copy_from_slice(&i.to_be_bytes());
-    if i % 2 == 0 { DirectoryLabel::Account(AccountId(id)) } else { DirectoryLabel::Collection(AccountId(id), CollectionId(id)) }
+    if i.is_multiple_of(2) {
+        DirectoryLabel::Account(AccountId(id))
+    } else {
+        DirectoryLabel::Collection(AccountId(id), CollectionId(id))
+    }
 }
 
 fn updates(range: std::ops::Range<u64>, seq: u64) -> Vec<(AkdLabel, AkdValue)> {

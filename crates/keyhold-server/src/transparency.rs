@@ -17,7 +17,7 @@ use akd::ecvrf::{VRFKeyStorage, VrfError};
 use akd::storage::StorageManager;
 use akd::{AkdLabel, AkdValue, AzksParallelismConfig};
 use keyhold_core::transparency::{
-    self as kt, AddCheckpoint, Checkpoint, DirectoryLabel, DirectoryValue, KtConfig, LogEntry, NoteKey,
+    self as kt, AddCheckpoint, Checkpoint, DirectoryLabel, DirectoryValue, KtConfig, LogEntry, MerkleLog, NoteKey,
 };
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
@@ -78,7 +78,8 @@ fn akd_err(e: impl std::fmt::Display) -> KtServerError {
 #[derive(Default)]
 struct LogCache {
     entries: Vec<Vec<u8>>,
-    hashes: Vec<[u8; 32]>,
+    /// The tree over the entries: roots and proofs in O(log n).
+    tree: MerkleLog,
     /// Directory epoch → index of its entry.
     epochs: HashMap<u64, u64>,
     /// The newest checkpoint: (size, signed note with cosignatures).
@@ -190,7 +191,7 @@ impl Transparency {
             if let LogEntry::Epoch { epoch, .. } = LogEntry::decode(&entry)? {
                 cache.epochs.insert(epoch, idx);
             }
-            cache.hashes.push(kt::leaf_hash(&entry));
+            cache.tree.append(&entry);
             cache.entries.push(entry);
         }
         cache.checkpoint = self.store.kt_latest_checkpoint().await?;
@@ -202,8 +203,9 @@ impl Transparency {
     /// the witnesses cosign it. Does nothing without the lease.
     pub async fn tick(&self, regions: &Regions) -> Result<(), KtServerError> {
         let _one = self.publishing.lock().await;
-        // Three epochs: a publisher that died is replaced within that.
-        let lease = Duration::from_secs(self.config.epoch_secs.max(1).saturating_mul(3));
+        // Three epochs, and at least 30 s (a slow witness or a large epoch
+        // must not outlast it): a publisher that died is replaced within that.
+        let lease = Duration::from_secs(self.config.epoch_secs.max(1).saturating_mul(3).max(30));
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         let akd = match self.store.kt_take_lease(&self.holder, now_ms(), lease_ms).await? {
             Lease::Other => {
@@ -241,11 +243,23 @@ impl Transparency {
             };
             let rows: Vec<(Vec<u8>, Vec<u8>)> = changes.iter().map(|(l, v)| (l.to_bytes(), v.to_bytes())).collect();
             self.store.kt_set_published(&rows, published.0).await?;
-            appended.push(LogEntry::Epoch { epoch: published.0, root: published.1, time_ms: now_ms() });
+            // akd answers its current epoch when nothing really changed (a
+            // re-publish after a crash): each epoch enters the log once.
+            if logged.is_none_or(|e| e < published.0)
+                && appended.iter().all(|a| !matches!(a, LogEntry::Epoch { epoch, .. } if *epoch >= published.0))
+            {
+                appended.push(LogEntry::Epoch { epoch: published.0, root: published.1, time_ms: now_ms() });
+            }
             tracing::info!(epoch = published.0, labels = rows.len(), "published a key directory epoch");
         }
         if appended.is_empty() {
             appended.push(LogEntry::Heartbeat { time_ms: now_ms() });
+        }
+        // Still ours? (Publishing may have taken long; another process
+        // that took the lease over must not see entries appended under it.)
+        if self.store.kt_take_lease(&self.holder, now_ms(), lease_ms).await? != Lease::Renewed {
+            self.set_writer(None);
+            return Ok(());
         }
         let mut cache = self.refresh().await?;
         for entry in appended {
@@ -258,15 +272,15 @@ impl Transparency {
             if let LogEntry::Epoch { epoch, .. } = entry {
                 cache.epochs.insert(epoch, idx);
             }
-            cache.hashes.push(kt::leaf_hash(&bytes));
+            cache.tree.append(&bytes);
             cache.entries.push(bytes);
         }
-        let size = u64::try_from(cache.hashes.len()).map_err(|_| KtServerError::Corrupt("log too long"))?;
-        let checkpoint = Checkpoint { origin: self.origin.clone(), size, root: kt::tree_root(&cache.hashes) };
-        let hashes = cache.hashes.clone();
+        let size = cache.tree.size();
+        let checkpoint = Checkpoint { origin: self.origin.clone(), size, root: cache.tree.root(size)? };
+        let tree = cache.tree.clone();
         drop(cache);
         let mut note = kt::sign_checkpoint(&checkpoint, &self.log_key)?;
-        let lines = self.cosignatures(&note, &hashes, size).await;
+        let lines = self.cosignatures(&note, &tree, size).await;
         note = kt::add_signature_lines(&note, &lines)?;
         self.store.kt_put_checkpoint(size, &note, now_ms()).await?;
         let mut cache = self.cache.lock().await;
@@ -276,26 +290,26 @@ impl Transparency {
 
     /// Asks every configured witness to cosign `note` (size `size`),
     /// returning the cosignature lines of those that did.
-    async fn cosignatures(&self, note: &[u8], hashes: &[[u8; 32]], size: u64) -> Vec<Vec<u8>> {
+    async fn cosignatures(&self, note: &[u8], tree: &MerkleLog, size: u64) -> Vec<Vec<u8>> {
         let mut lines = Vec::new();
         for url in &self.config.witnesses {
-            match self.ask_witness(url, note, hashes, size).await {
-                Ok(line) => lines.push(line),
+            match self.ask_witness(url, note, tree, size).await {
+                // Only a well-formed line is kept: a reply that is not one
+                // must not stop the checkpoint from being stored.
+                Ok(line) if kt::add_signature_lines(note, std::slice::from_ref(&line)).is_ok() => lines.push(line),
+                Ok(_) => tracing::warn!(witness = %url, "a witness answered something that is not a signature line"),
                 Err(why) => tracing::warn!(witness = %url, %why, "a witness did not cosign the checkpoint"),
             }
         }
         lines
     }
 
-    async fn ask_witness(&self, url: &str, note: &[u8], hashes: &[[u8; 32]], size: u64) -> Result<Vec<u8>, String> {
+    async fn ask_witness(&self, url: &str, note: &[u8], tree: &MerkleLog, size: u64) -> Result<Vec<u8>, String> {
         let mut old = self.witness_sizes.lock().await.get(url).copied().unwrap_or(0);
         // At most twice: the second time from the size the witness said it knows.
         for _ in 0..2 {
-            let proof = if old == 0 || old > size {
-                Vec::new()
-            } else {
-                kt::consistency_proof(hashes, old, size).map_err(|e| e.to_string())?
-            };
+            let proof =
+                if old == 0 || old > size { Vec::new() } else { tree.consistency_proof(old, size).map_err(|e| e.to_string())? };
             let body = AddCheckpoint { old_size: old, proof, note: note.to_vec() }.encode();
             let response = self
                 .http
@@ -394,17 +408,16 @@ impl Transparency {
     /// the tree of `from`.
     pub async fn consistency(&self, from: u64, to: u64) -> Result<Option<Vec<[u8; 32]>>, KtServerError> {
         let cache = self.refresh().await?;
-        let size = u64::try_from(cache.hashes.len()).map_err(|_| KtServerError::Corrupt("log too long"))?;
-        if from == 0 || from > to || to > size {
+        if from == 0 || from > to || to > cache.tree.size() {
             return Ok(None);
         }
-        Ok(Some(kt::consistency_proof(&cache.hashes, from, to)?))
+        Ok(Some(cache.tree.consistency_proof(from, to)?))
     }
 
     /// `GET /kt/entries`: entries `from..to` (at most `limit`).
     pub async fn entries(&self, from: u64, to: u64, limit: u64) -> Result<Vec<Vec<u8>>, KtServerError> {
         let cache = self.refresh().await?;
-        let to = to.min(from.saturating_add(limit));
+        let to = to.min(from.saturating_add(limit)).min(u64::try_from(cache.entries.len()).unwrap_or(u64::MAX));
         let range = usize::try_from(from).unwrap_or(usize::MAX)..usize::try_from(to).unwrap_or(usize::MAX);
         Ok(cache.entries.get(range).map(<[Vec<u8>]>::to_vec).unwrap_or_default())
     }
@@ -435,7 +448,7 @@ impl Transparency {
         }
         let Ok((level, index, width)) = kt::parse_tile_path(path) else { return Ok(None) };
         let cache = self.refresh().await?;
-        Ok(kt::tile_data(&cache.hashes, level, index, width).ok())
+        Ok(cache.tree.tile(level, index, width).ok())
     }
 
     /// A lookup (`history == false`) or history proof for `label`, tied to
@@ -468,8 +481,7 @@ impl Transparency {
             .get(usize::try_from(index).map_err(|_| ProveError::NotYetLogged)?)
             .cloned()
             .ok_or(ProveError::NotYetLogged)?;
-        let size_hashes = cache.hashes.get(..usize::try_from(*size).unwrap_or(usize::MAX)).ok_or(ProveError::NotYetLogged)?;
-        let inclusion = kt::inclusion_proof(size_hashes, index, *size).map_err(KtServerError::from)?;
+        let inclusion = cache.tree.inclusion_proof(index, *size).map_err(KtServerError::from)?;
         Ok(Some(keyhold_proto::KtProof {
             checkpoint: keyhold_proto::Bytes(note.clone()),
             epoch,

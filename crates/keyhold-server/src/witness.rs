@@ -108,7 +108,11 @@ pub async fn bind_witness(options: &WitnessOptions) -> Result<BoundWitness, Serv
     let seed = seed_file(&options.key, "witness key")?;
     let name = match &options.name {
         Some(name) => name.clone(),
-        None => format!("keyhold-witness-{}", hex(blake3::hash(seed.as_ref()).as_bytes().get(..4).unwrap_or_default())),
+        None => {
+            // Named after its public key: stable, and says nothing of the seed.
+            let public = NoteKey::from_seed("witness", *seed).map_err(|e| setup(e.to_string()))?.public_key();
+            format!("keyhold-witness-{}", hex(public.get(..4).unwrap_or_default()))
+        }
     };
     let key = NoteKey::from_seed(&name, *seed).map_err(|e| setup(e.to_string()))?;
     let stored = match std::fs::read(&options.state) {
