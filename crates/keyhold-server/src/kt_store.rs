@@ -5,21 +5,9 @@
 use keyhold_core::{AccountId, CollectionId};
 use sqlx::Row;
 
-use crate::store::{MetaStore, StoreError};
+use crate::store::{MetaStore, StoreError, array, to_i64, to_u64};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-fn to_i64(v: u64, what: &'static str) -> Result<i64> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(what))
-}
-
-fn to_u64(v: i64, what: &'static str) -> Result<u64> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(what))
-}
-
-fn array<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
-    v.try_into().map_err(|_| StoreError::Corrupt(what))
-}
 
 /// What taking the publisher's lease found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

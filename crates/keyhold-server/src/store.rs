@@ -243,11 +243,11 @@ pub enum StepWritten {
     NotFound,
 }
 
-fn to_i64(v: u64, what: &'static str) -> Result<i64> {
+pub(crate) fn to_i64(v: u64, what: &'static str) -> Result<i64> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt(what))
 }
 
-fn to_u64(v: i64, what: &'static str) -> Result<u64> {
+pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(what))
 }
 
@@ -255,7 +255,7 @@ fn to_u32(v: i64, what: &'static str) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(what))
 }
 
-fn array<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
+pub(crate) fn array<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
     v.try_into().map_err(|_| StoreError::Corrupt(what))
 }
 

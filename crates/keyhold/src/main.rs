@@ -134,40 +134,20 @@ enum Command {
     /// Run an independent witness of a server's transparency log: it
     /// cosigns only checkpoints that extend the last one it cosigned.
     Witness {
-        /// The log's base URL (its origin and key are pinned on first start).
-        #[arg(long)]
-        log: String,
-        /// The witness's key file (created if missing).
-        #[arg(long)]
-        key: PathBuf,
-        /// The witness's state file [default: KEY with .state].
-        #[arg(long)]
-        state: Option<PathBuf>,
+        #[command(flatten)]
+        of: LogService,
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8421")]
         listen: SocketAddr,
         /// The log's verifier key, if known (refuses a log stating another).
         #[arg(long)]
         log_key: Option<String>,
-        /// The witness's key name [default: derived from its key].
-        #[arg(long)]
-        name: Option<String>,
     },
     /// Run an independent auditor of a server's key directory: verifies
     /// every directory step is append-only, then cosigns the checkpoint.
     Audit {
-        /// The log's base URL.
-        #[arg(long)]
-        log: String,
-        /// The auditor's key file (created if missing).
-        #[arg(long)]
-        key: PathBuf,
-        /// The auditor's state file [default: KEY with .state].
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// The auditor's key name [default: derived from its key].
-        #[arg(long)]
-        name: Option<String>,
+        #[command(flatten)]
+        of: LogService,
         /// Keep auditing every --interval seconds.
         #[arg(long)]
         watch: bool,
@@ -263,6 +243,29 @@ enum Command {
         #[arg(long, default_value = DEFAULT_COLLECTION)]
         collection: String,
     },
+}
+
+/// What a witness or an auditor is, and of which log.
+#[derive(clap::Args)]
+struct LogService {
+    /// The log's base URL (its origin and key are pinned on first start).
+    #[arg(long)]
+    log: String,
+    /// This service's signing key file (created if missing).
+    #[arg(long)]
+    key: PathBuf,
+    /// Its state file [default: KEY with .state].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Its key name [default: derived from its public key].
+    #[arg(long)]
+    name: Option<String>,
+}
+
+impl LogService {
+    fn state(&self) -> PathBuf {
+        self.state.clone().unwrap_or_else(|| self.key.with_extension("state"))
+    }
 }
 
 #[derive(Subcommand)]
@@ -475,12 +478,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return serve(config, listen, data, database_url, check_config).await;
     }
     match cli.command {
-        Command::Witness { log, key, state, listen, log_key, name } => {
-            return witness(log, key, state, listen, log_key, name).await;
-        }
-        Command::Audit { log, key, state, name, watch, interval, print_key } => {
-            let state = state.unwrap_or_else(|| key.with_extension("state"));
-            let options = keyhold_client::audit::AuditOptions { log, key, state, name };
+        Command::Witness { of, listen, log_key } => return witness(of, listen, log_key).await,
+        Command::Audit { of, watch, interval, print_key } => {
+            let options = keyhold_client::audit::AuditOptions { state: of.state(), log: of.log, key: of.key, name: of.name };
             return audit(&options, watch, interval, print_key, cli.json).await;
         }
         _ => {}
@@ -809,16 +809,9 @@ async fn serve(
     Ok(())
 }
 
-async fn witness(
-    log: String,
-    key: PathBuf,
-    state: Option<PathBuf>,
-    listen: SocketAddr,
-    log_vkey: Option<String>,
-    name: Option<String>,
-) -> anyhow::Result<()> {
-    let state = state.unwrap_or_else(|| key.with_extension("state"));
-    let options = keyhold_server::witness::WitnessOptions { listen, key, state, log, log_vkey, name };
+async fn witness(of: LogService, listen: SocketAddr, log_vkey: Option<String>) -> anyhow::Result<()> {
+    let options =
+        keyhold_server::witness::WitnessOptions { listen, state: of.state(), key: of.key, log: of.log, log_vkey, name: of.name };
     let witness = keyhold_server::witness::bind_witness(&options).await?;
     let addr = witness.local_addr()?;
     eprintln!("keyhold witness of {} on http://{addr}", witness.origin());
