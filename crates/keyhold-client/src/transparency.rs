@@ -43,7 +43,7 @@ pub struct PolicyFile {
     pub origin: String,
     /// The log's verifier key.
     pub log_key: String,
-    /// The directory's VRF public key (hex).
+    /// The directory's VRF public key (hex or base64).
     pub vrf_key: String,
     /// Witnesses' verifier keys.
     pub witnesses: Vec<String>,
@@ -96,8 +96,15 @@ impl PolicyFile {
         }
     }
 
+    /// The VRF public key: 32 bytes, in hex or in base64 (as `GET /kt/info`
+    /// states it).
     fn vrf_key(&self) -> Result<Vec<u8>> {
-        hex_decode(&self.vrf_key).ok_or_else(|| ClientError::Usage(format!("{POLICY_FILE}: vrf_key is not hex")))
+        use base64::Engine;
+        let text = self.vrf_key.trim();
+        hex_decode(text)
+            .or_else(|| base64::engine::general_purpose::STANDARD.decode(text).ok())
+            .filter(|key| key.len() == 32)
+            .ok_or_else(|| ClientError::Usage(format!("{POLICY_FILE}: vrf_key is not a 32-byte key in hex or base64")))
     }
 }
 

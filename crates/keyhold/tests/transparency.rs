@@ -111,18 +111,14 @@ impl World {
             quoted(witnesses.iter().map(|w| w.url.as_str()).collect())
         );
         let server = Server::start_with(dir, &config);
-        let vrf: Vec<u8> = {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(info["vrf_public_key"].as_str().unwrap()).unwrap()
-        };
         let policy = dir.join("policy.toml");
         std::fs::write(
             &policy,
             format!(
-                "origin = {:?}\nlog_key = {:?}\nvrf_key = \"{}\"\nwitnesses = [{}]\nauditors = [\"{auditor_vkey}\"]\n{policy_extra}\n",
+                "origin = {:?}\nlog_key = {:?}\nvrf_key = {:?}\nwitnesses = [{}]\nauditors = [\"{auditor_vkey}\"]\n{policy_extra}\n",
                 info["origin"].as_str().unwrap(),
                 info["log_vkey"].as_str().unwrap(),
-                hex::encode(vrf),
+                info["vrf_public_key"].as_str().unwrap(),
                 quoted(witnesses.iter().map(|w| w.vkey.as_str()).collect()),
             ),
         )
