@@ -14,7 +14,8 @@
 //!
 //! The targets of the device chain, pairing and previous-root wraps use the
 //! keys of the spec's vectors (`docs/spec/vectors/`, [`vector`]), so the
-//! vectors' objects are valid seeds.
+//! vectors' objects are valid seeds; so do the key transparency targets
+//! (`kt_…`, `docs/spec/transparency-vectors/`, [`kt`]).
 
 #![doc(hidden)]
 
@@ -29,6 +30,11 @@ use self::vector::{
 use crate::aead::NONCE_LEN;
 use crate::envelope::HEADER_LEN;
 use crate::pack::{PACK_PREFIX_LEN, PACK_TRAILER_LEN, open_index, open_pack, open_trailer};
+use crate::transparency::{
+    AddCheckpoint, Checkpoint, DirectoryLabel, DirectoryValue, EPOCH_ENTRY_LEN, HEARTBEAT_ENTRY_LEN, LogEntry, TILE_WIDTH,
+    decode_audit_proof, encode_audit_proof, evidence, parse_evidence, parse_tile_path, verify_checkpoint,
+    verify_cosignature_line, verify_history, verify_log_signature, verify_lookup, witness_add_checkpoint,
+};
 use crate::wrap::PREVIOUS_ROOT_WRAP_LEN;
 use crate::{
     BlobId, ChainEntry, ChainHead, DeviceChain, DeviceId, DevicePublicKeys, FileDecryptor, HistoryVerifier, JoinerPake, Listing,
@@ -532,6 +538,277 @@ pub fn previous_root_wrap(data: &[u8]) {
     }
 }
 
+/// The keys, state and VRF key of the key transparency targets (`kt_…`).
+/// The log, witness and auditor keys, the origin, the witness's state and
+/// the time are those of the spec's vectors
+/// (`docs/spec/transparency-vectors/`), so the vectors' notes, requests and
+/// evidence files are valid seeds.
+pub mod kt {
+    use std::sync::OnceLock;
+
+    use crate::transparency::{DirectoryLabel, NoteKey, Policy, WitnessState};
+    use crate::{AccountId, CollectionId};
+
+    /// The log's origin (and the log key's name).
+    pub const ORIGIN: &str = "kt.keyhold.example/epoch-roots";
+    /// The log key's Ed25519 seed.
+    pub const LOG_SEED: [u8; 32] = [0x11; 32];
+    /// The one pinned witness's name.
+    pub const WITNESS: &str = "witness-1.example";
+    /// Its Ed25519 seed.
+    pub const WITNESS_SEED: [u8; 32] = [0x21; 32];
+    /// The one pinned auditor's name.
+    pub const AUDITOR: &str = "auditor-1.example";
+    /// Its Ed25519 seed.
+    pub const AUDITOR_SEED: [u8; 32] = [0x31; 32];
+    /// The witness's time (seconds since the Unix epoch) when it cosigns.
+    pub const NOW: u64 = 1_800_000_000;
+    /// What the witness cosigned last (`add-checkpoint.json`'s `state`):
+    /// size 3 of the vectors' log.
+    pub const WITNESS_STATE: &[u8] = b"kt.keyhold.example/epoch-roots\n3\nkJ/aiYeSmYceOUrpE6yVI95gnP/YDgVc9GKy8ooMEdM=\n";
+    /// The akd VRF secret key of the `kt_proofs` directory.
+    pub const VRF_SEED: [u8; 32] = [0x71; 32];
+    /// The label `kt_proofs` checks when the input's label does not parse.
+    pub const LABEL: DirectoryLabel = DirectoryLabel::Account(AccountId([0x33; 16]));
+    /// Another label (a collection), for seeds.
+    pub const COLLECTION_LABEL: DirectoryLabel = DirectoryLabel::Collection(AccountId([0x33; 16]), CollectionId([0x44; 16]));
+
+    struct Keys {
+        log: NoteKey,
+        witness: NoteKey,
+        auditor: NoteKey,
+        policy: Policy,
+    }
+
+    fn keys() -> Option<&'static Keys> {
+        static KEYS: OnceLock<Option<Keys>> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            let log = NoteKey::from_seed(ORIGIN, LOG_SEED).ok()?;
+            let witness = NoteKey::from_seed(WITNESS, WITNESS_SEED).ok()?;
+            let auditor = NoteKey::from_seed(AUDITOR, AUDITOR_SEED).ok()?;
+            let policy = Policy {
+                origin: ORIGIN.into(),
+                log_vkey: log.log_vkey(),
+                witnesses: vec![witness.cosigner_vkey()],
+                quorum: 1,
+                auditors: vec![auditor.cosigner_vkey()],
+                max_age_secs: 86_400,
+                max_audit_lag_secs: 7_200,
+            };
+            Some(Keys { log, witness, auditor, policy })
+        })
+        .as_ref()
+    }
+
+    /// The log key.
+    pub fn log_key() -> Option<&'static NoteKey> {
+        keys().map(|k| &k.log)
+    }
+
+    /// The witness key.
+    pub fn witness_key() -> Option<&'static NoteKey> {
+        keys().map(|k| &k.witness)
+    }
+
+    /// The auditor key.
+    pub fn auditor_key() -> Option<&'static NoteKey> {
+        keys().map(|k| &k.auditor)
+    }
+
+    /// The pinned policy: the log key, the witness (quorum 1), the auditor.
+    pub fn policy() -> Option<&'static Policy> {
+        keys().map(|k| &k.policy)
+    }
+
+    /// [`WITNESS_STATE`], parsed.
+    pub fn witness_state() -> Option<WitnessState> {
+        WitnessState::decode(WITNESS_STATE).ok()
+    }
+
+    /// The VRF public key of [`VRF_SEED`].
+    pub fn vrf_public_key() -> [u8; 32] {
+        let Ok(secret) = akd_core::ecvrf::VRFPrivateKey::try_from(&VRF_SEED[..]) else { return [0; 32] };
+        akd_core::ecvrf::VRFPublicKey::from(&secret).to_bytes()
+    }
+
+    /// A `kt_proofs` input for a lookup (`selector` 0) or history (1) proof
+    /// by the directory of [`VRF_SEED`] for `label`, against `root` at `epoch`.
+    pub fn proof_input(selector: u8, epoch: u64, root: [u8; 32], label: &DirectoryLabel, proof: &[u8]) -> Vec<u8> {
+        let label = label.to_bytes();
+        let mut out = vec![selector];
+        out.extend_from_slice(&epoch.to_be_bytes());
+        out.extend_from_slice(&root);
+        out.extend_from_slice(&u16::try_from(label.len()).unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&label);
+        out.extend_from_slice(proof);
+        out
+    }
+}
+
+/// [`LogEntry::decode`]: an accepted entry must re-encode to exactly the
+/// input, of the length of its kind.
+pub fn kt_log_entry(data: &[u8]) {
+    if let Ok(entry) = LogEntry::decode(data) {
+        assert!(entry.encode() == data, "log entry encoding is not canonical");
+        let len = match entry {
+            LogEntry::Epoch { .. } => EPOCH_ENTRY_LEN,
+            LogEntry::Heartbeat { .. } => HEARTBEAT_ENTRY_LEN,
+        };
+        assert_eq!(data.len(), len, "log entry of the wrong length accepted");
+    }
+}
+
+/// [`DirectoryLabel::from_bytes`] and [`DirectoryValue::from_bytes`] on the
+/// input: what parses must re-encode to exactly the input.
+pub fn kt_label_value(data: &[u8]) {
+    if let Ok(label) = DirectoryLabel::from_bytes(data) {
+        assert!(label.to_bytes() == data, "directory label encoding is not canonical");
+    }
+    if let Ok(value) = DirectoryValue::from_bytes(data) {
+        assert!(value.to_bytes() == data, "directory value encoding is not canonical");
+    }
+}
+
+/// The signature lines of a note: the lines after its last empty line.
+fn signature_lines(note: &[u8]) -> Vec<&[u8]> {
+    let at = note.windows(2).rposition(|w| w == b"\n\n").map_or(note.len(), |i| i.saturating_add(2));
+    note.get(at..).unwrap_or_default().split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect()
+}
+
+/// The input as a signed checkpoint note: [`Checkpoint::from_note`] (what
+/// parses must survive a body round trip), [`verify_log_signature`] for
+/// [`kt::ORIGIN`] and the log key, [`verify_cosignature_line`] on each of
+/// its signature lines with the witness's and auditor's keys, and
+/// [`verify_checkpoint`] under [`kt::policy`]. The answers must agree with
+/// each other.
+pub fn kt_checkpoint(data: &[u8]) {
+    let (Some(policy), Some(log), Some(witness), Some(auditor)) =
+        (kt::policy(), kt::log_key(), kt::witness_key(), kt::auditor_key())
+    else {
+        return;
+    };
+    let parsed = Checkpoint::from_note(data);
+    if let Ok(cp) = &parsed {
+        let body = cp.to_body().unwrap_or_else(|e| panic!("cannot encode a parsed checkpoint: {e}"));
+        assert_eq!(Checkpoint::from_body(&body).as_ref(), Ok(cp), "checkpoint body round trip differs");
+    }
+    let logged = verify_log_signature(kt::ORIGIN, &log.log_vkey(), data);
+    if let Ok(cp) = &logged {
+        assert_eq!(parsed.as_ref().ok(), Some(cp), "log signature verified on a note that does not parse");
+        assert_eq!(cp.origin, kt::ORIGIN, "log signature verified for another origin");
+    }
+    let cosigners = [witness.cosigner_vkey(), auditor.cosigner_vkey()];
+    let mut cosigned_by = Vec::new();
+    for line in signature_lines(data) {
+        if let Some(name) = verify_cosignature_line(data, line, &cosigners) {
+            assert!(parsed.is_ok(), "cosignature line verified on a note that does not parse");
+            assert!(name == kt::WITNESS || name == kt::AUDITOR, "cosignature line verified by an unknown key");
+            cosigned_by.push(name);
+        }
+    }
+    if let Ok(verified) = verify_checkpoint(policy, data) {
+        assert_eq!(logged.as_ref(), Ok(&verified.checkpoint), "checkpoint verified without the log's signature");
+        assert!(verified.note == data, "verified note is not the input");
+        assert!(verified.witness_times.len() >= policy.quorum, "checkpoint verified without a quorum");
+        assert!(verified.newest_witness_time >= verified.quorum_witness_time, "quorum time after the newest time");
+        for (name, _) in verified.witness_times.iter().chain(&verified.auditor_times) {
+            assert!(cosigned_by.contains(name), "cosigner {name} counted whose line does not verify");
+        }
+        assert!(verified.witness_times.iter().all(|(n, _)| n == kt::WITNESS), "a non-witness counted as witness");
+        assert!(verified.auditor_times.iter().all(|(n, _)| n == kt::AUDITOR), "a non-auditor counted as auditor");
+    }
+}
+
+/// [`AddCheckpoint::decode`] (what parses must encode to the same bytes:
+/// one canonical body per request), then [`witness_add_checkpoint`] for [`kt::ORIGIN`] by the
+/// vectors' witness at [`kt::NOW`], from [`kt::WITNESS_STATE`] and from no
+/// state. What the witness cosigns must be signed by the log, extend its
+/// state, and carry a cosignature that verifies.
+pub fn kt_add_checkpoint(data: &[u8]) {
+    let Ok(request) = AddCheckpoint::decode(data) else { return };
+    assert_eq!(request.encode(), data, "add-checkpoint round trip differs");
+    let (Some(log), Some(me), Some(state)) = (kt::log_key(), kt::witness_key(), kt::witness_state()) else { return };
+    let log_vkey = log.log_vkey();
+    for state in [Some(&state), None] {
+        let Ok((after, line)) = witness_add_checkpoint(kt::ORIGIN, &log_vkey, state, &request, me, kt::NOW) else { continue };
+        let cp = verify_log_signature(kt::ORIGIN, &log_vkey, &request.note)
+            .unwrap_or_else(|e| panic!("witness cosigned a checkpoint the log did not sign: {e}"));
+        assert_eq!((&after.origin, after.size, after.root), (&cp.origin, cp.size, cp.root), "new state is not the checkpoint");
+        assert_eq!(request.old_size, state.map_or(0, |s| s.size), "witness accepted another old size");
+        if let Some(s) = state {
+            assert!(after.size >= s.size, "witness cosigned a rollback");
+            assert!(after.size != s.size || after.root == s.root, "witness cosigned a second tree of its size");
+        }
+        let name = verify_cosignature_line(&request.note, &line, &[me.cosigner_vkey()]);
+        assert_eq!(name.as_deref(), Some(kt::WITNESS), "witness's cosignature does not verify");
+    }
+}
+
+/// [`parse_evidence`]: what parses must be written back to exactly the
+/// input by [`evidence`].
+pub fn kt_evidence(data: &[u8]) {
+    if let Ok(parsed) = parse_evidence(data) {
+        let notes: Vec<&[u8]> = parsed.notes.iter().map(Vec::as_slice).collect();
+        assert!(evidence(&parsed.reason, &notes) == data, "evidence encoding is not canonical");
+    }
+}
+
+/// The canonical C2SP path of a hash tile (without the leading `tile/`).
+fn tile_path(level: u8, index: u64, width: u64) -> String {
+    let digits = index.to_string();
+    let padded = format!("{}{digits}", "0".repeat((3 - digits.len() % 3) % 3));
+    let groups: Vec<&str> = padded.as_bytes().chunks(3).filter_map(|g| core::str::from_utf8(g).ok()).collect();
+    let last = groups.len().saturating_sub(1);
+    let n: Vec<String> =
+        groups.iter().enumerate().map(|(i, g)| if i < last { format!("x{g}") } else { (*g).to_owned() }).collect();
+    let partial = if width < TILE_WIDTH { format!(".p/{width}") } else { String::new() };
+    format!("{level}/{}{partial}", n.join("/"))
+}
+
+/// akd proofs and tile paths, picked by the first byte (mod 4); the rest is
+/// the input. 0 and 1: [`verify_lookup`] and [`verify_history`] under
+/// [`kt::vrf_public_key`], with the rest as a big-endian `u64` epoch, a
+/// 32-byte root, the label (a big-endian `u16` length and that many bytes;
+/// [`kt::LABEL`] if it does not parse) and the proof (the rest; see
+/// [`kt::proof_input`]). 2: [`decode_audit_proof`]; what parses must
+/// survive an encode/decode round trip. 3: [`parse_tile_path`] on it as
+/// (lossy) UTF-8; an accepted path must be the canonical one.
+pub fn kt_proofs(data: &[u8]) {
+    let Some((&selector, rest)) = data.split_first() else { return };
+    match selector % 4 {
+        0 | 1 => {
+            let Some((epoch, rest)) = rest.split_first_chunk::<8>() else { return };
+            let Some((root, rest)) = rest.split_first_chunk::<32>() else { return };
+            let (label, proof) = take_prefixed(rest).unwrap_or((&[], rest));
+            let label = DirectoryLabel::from_bytes(label).unwrap_or(kt::LABEL);
+            let (epoch, vrf) = (u64::from_be_bytes(*epoch), kt::vrf_public_key());
+            if selector % 4 == 0 {
+                if let Ok((version, _)) = verify_lookup(&vrf, *root, epoch, &label, proof) {
+                    assert!((1..=epoch).contains(&version), "lookup verified a version beyond the epoch");
+                }
+            } else if let Ok(history) = verify_history(&vrf, *root, epoch, &label, proof) {
+                let versions: Vec<u64> = history.iter().map(|(_, version, _)| *version).collect();
+                let complete: Vec<u64> = (1..=u64::try_from(versions.len()).unwrap_or(0)).rev().collect();
+                assert_eq!(versions, complete, "history verified that is not complete and newest first");
+                assert!(history.iter().all(|(published, _, _)| *published <= epoch), "history value published after the epoch");
+            }
+        }
+        2 => {
+            if let Ok(proof) = decode_audit_proof(rest) {
+                assert_eq!(decode_audit_proof(&encode_audit_proof(&proof)), Ok(proof), "audit proof round trip differs");
+            }
+        }
+        _ => {
+            let path = String::from_utf8_lossy(rest);
+            if let Ok((level, index, width)) = parse_tile_path(&path) {
+                assert!(level < 64 && (1..=TILE_WIDTH).contains(&width), "tile path out of range accepted");
+                let canonical = tile_path(level, index, width);
+                assert_eq!(path.strip_prefix("tile/").unwrap_or(&path), canonical, "non-canonical tile path accepted");
+            }
+        }
+    }
+}
+
 /// A fuzz target: takes any bytes, must not panic.
 pub type Target = fn(&[u8]);
 
@@ -553,4 +830,10 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("device_chain", device_chain),
     ("pairing", pairing),
     ("previous_root_wrap", previous_root_wrap),
+    ("kt_log_entry", kt_log_entry),
+    ("kt_label_value", kt_label_value),
+    ("kt_checkpoint", kt_checkpoint),
+    ("kt_add_checkpoint", kt_add_checkpoint),
+    ("kt_evidence", kt_evidence),
+    ("kt_proofs", kt_proofs),
 ];

@@ -15,7 +15,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use keyhold_core::fuzz::vector::{CHAIN_ACCOUNT, PREVIOUS_ROOT_ACCOUNT, PREVIOUS_ROOT_EPOCH, current_root_key, pairing_keys};
-use keyhold_core::fuzz::{TARGETS, vector};
+use keyhold_core::fuzz::{TARGETS, kt, vector};
+use keyhold_core::transparency::{
+    AddCheckpoint, DirectoryLabel, decode_audit_proof, verify_checkpoint, verify_history, verify_lookup, witness_add_checkpoint,
+};
 use keyhold_core::{DeviceChain, JoinerPake, MAGIC, ObjectType, PairingCode, inviter_respond, unwrap_previous_root};
 
 /// Fuzz targets whose entry function is not in `keyhold_core::fuzz`: the
@@ -153,4 +156,65 @@ fn vector_fixtures_match_the_spec_vectors() {
     assert_eq!(fixed.safety_string(), pairing["safety_string"].as_str().unwrap());
     fixed.open_joiner_hello(&hex_field(&pairing, "sealed_joiner_hello")).unwrap();
     fixed.open_welcome(&hex_field(&pairing, "sealed_welcome")).unwrap();
+}
+
+fn transparency_vector(name: &str) -> serde_json::Value {
+    let path = fuzz_dir().join("../docs/spec/transparency-vectors").join(name);
+    serde_json::from_slice(&fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn text_field(v: &serde_json::Value, field: &str) -> Vec<u8> {
+    v[field].as_str().unwrap_or_else(|| panic!("{field} missing")).as_bytes().to_vec()
+}
+
+fn seed(target: &str, name: &str) -> Vec<u8> {
+    let path = fuzz_dir().join("corpus").join(target).join(name);
+    fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The fixtures of the key transparency targets match the transparency
+/// vectors (keys, witness state, time), and the seeds reach the success
+/// paths: the vectors' checkpoint verifies under the fixed policy, the
+/// witness cosigns the vectors' request, and the `kt_proofs` seeds (made by
+/// an akd directory under [`kt::VRF_SEED`]) verify.
+#[test]
+fn transparency_fixtures_match_the_vectors_and_seeds_verify() {
+    let cosigned = transparency_vector("checkpoint-cosigned.json");
+    let keys = &cosigned["keys"];
+    assert_eq!(kt::log_key().unwrap().log_vkey(), keys["log"]["vkey"].as_str().unwrap());
+    assert_eq!(kt::witness_key().unwrap().cosigner_vkey(), keys["witness"]["vkey"].as_str().unwrap());
+    assert_eq!(kt::auditor_key().unwrap().cosigner_vkey(), keys["auditor"]["vkey"].as_str().unwrap());
+    assert_eq!(kt::ORIGIN, cosigned["origin"].as_str().unwrap());
+    let verified = verify_checkpoint(kt::policy().unwrap(), &text_field(&cosigned, "note")).unwrap();
+    assert_eq!(verified.auditor_times.len(), 1);
+    assert_eq!(seed("kt_checkpoint", "seed-cosigned"), text_field(&cosigned, "note"));
+
+    let add = transparency_vector("add-checkpoint.json");
+    assert_eq!(kt::WITNESS_STATE, text_field(&add, "state"));
+    assert_eq!(kt::NOW, add["now"].as_u64().unwrap());
+    let request = AddCheckpoint::decode(&seed("kt_add_checkpoint", "seed-add-checkpoint")).unwrap();
+    let log_vkey = kt::log_key().unwrap().log_vkey();
+    let state = kt::witness_state().unwrap();
+    let (_, line) =
+        witness_add_checkpoint(kt::ORIGIN, &log_vkey, Some(&state), &request, kt::witness_key().unwrap(), kt::NOW).unwrap();
+    assert_eq!(line, text_field(&add, "response"));
+
+    // kt_proofs seeds: selector, epoch, root, label, proof.
+    let split = |input: &[u8]| {
+        let epoch = u64::from_be_bytes(input[1..9].try_into().unwrap());
+        let root: [u8; 32] = input[9..41].try_into().unwrap();
+        let len = usize::from(u16::from_be_bytes([input[41], input[42]]));
+        let label = DirectoryLabel::from_bytes(&input[43..43 + len]).unwrap();
+        (epoch, root, label, input[43 + len..].to_vec())
+    };
+    let vrf = kt::vrf_public_key();
+    for (name, version) in [("seed-lookup-account", 3), ("seed-lookup-collection", 2)] {
+        let (epoch, root, label, proof) = split(&seed("kt_proofs", name));
+        assert_eq!(verify_lookup(&vrf, root, epoch, &label, &proof).unwrap().0, version, "{name}");
+    }
+    for (name, versions) in [("seed-history-account", 3), ("seed-history-collection", 2)] {
+        let (epoch, root, label, proof) = split(&seed("kt_proofs", name));
+        assert_eq!(verify_history(&vrf, root, epoch, &label, &proof).unwrap().len(), versions, "{name}");
+    }
+    decode_audit_proof(&seed("kt_proofs", "seed-audit-2")[1..]).unwrap();
 }

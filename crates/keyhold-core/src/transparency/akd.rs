@@ -50,6 +50,12 @@ pub fn verify_lookup(
 ) -> Result<(u64, DirectoryValue), KtError> {
     let msg = pb::LookupProof::parse_from_bytes(proof).map_err(|e| KtError::BadLookupProof(e.to_string()))?;
     let proof = LookupProof::try_from(&msg).map_err(|e| KtError::BadLookupProof(e.to_string()))?;
+    // akd versions start at 1; akd_core 0.13.0's lookup_verify asserts on
+    // version 0 once the existence proof verifies, which a server holding
+    // the VRF key can arrange.
+    if proof.version == 0 {
+        return Err(KtError::BadLookupProof("version 0".into()));
+    }
     let result = lookup_verify::<KtConfig>(vrf_public_key, root, epoch, AkdLabel(label.to_bytes()), proof)
         .map_err(|e| KtError::BadLookupProof(e.to_string()))?;
     if result.epoch > epoch {
@@ -73,6 +79,12 @@ pub fn verify_history(
 ) -> Result<Vec<(u64, u64, DirectoryValue)>, KtError> {
     let msg = pb::HistoryProof::parse_from_bytes(proof).map_err(|e| KtError::BadHistoryProof(e.to_string()))?;
     let proof = HistoryProof::try_from(&msg).map_err(|e| KtError::BadHistoryProof(e.to_string()))?;
+    // akd_core 0.13.0 adds 1 to every update's version but the first before
+    // checking anything else: u64::MAX overflows (a panic with overflow
+    // checks on). Versions start at 1 and never come near u64::MAX.
+    if proof.update_proofs.iter().any(|u| u.version == u64::MAX) {
+        return Err(KtError::BadHistoryProof("version out of range".into()));
+    }
     let results = key_history_verify::<KtConfig>(
         vrf_public_key,
         root,

@@ -69,6 +69,11 @@ impl AddCheckpoint {
                 return Err(KtError::Malformed("add-checkpoint proof too long"));
             }
             let h = data_encoding::BASE64.decode(line).map_err(|_| KtError::Malformed("add-checkpoint proof hash"))?;
+            // One canonical encoding per body (data-encoding also reads
+            // concatenated padded blocks such as `…o=IDL7`).
+            if data_encoding::BASE64.encode(&h).as_bytes() != line {
+                return Err(KtError::Malformed("add-checkpoint proof hash"));
+            }
             proof.push(<[u8; 32]>::try_from(h).map_err(|_| KtError::Malformed("add-checkpoint proof hash"))?);
         }
         if rest.is_empty() {
