@@ -73,7 +73,7 @@ pub async fn disclosures(home: &Home, server: &str) -> Result<Vec<Disclosure>> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 /// Fetches, verifies and pins the server's residency statement.

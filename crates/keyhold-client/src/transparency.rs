@@ -13,13 +13,12 @@
 //! is checked and `keyhold verify` says so.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use keyhold_core::transparency::{
     self as kt, Checkpoint, DirectoryLabel, DirectoryValue, KtError, LogEntry, Policy, VerifiedCheckpoint,
 };
-use keyhold_core::{CollectionId, DeviceChain, Head, HistoryVerifier, ObjectId, VerifiedRevision};
+use keyhold_core::{DeviceChain, Head, HistoryVerifier, ObjectId, VerifiedRevision};
 use keyhold_proto::{Bytes as B64, KtProof};
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +144,10 @@ pub struct Verification {
     pub auditors: Vec<String>,
     /// This account's device chain head as the directory shows it.
     pub chain_seq: Option<u64>,
+    /// This account's identity anchor for safety numbers (the first
+    /// directory value of its current chain).
+    #[serde(skip)]
+    pub anchor: Option<[u8; 32]>,
     /// The checkpoint is older than the policy allows for reading.
     pub stale: bool,
     /// What is not wrong but worth saying.
@@ -156,15 +159,11 @@ fn now_secs() -> u64 {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim();
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok())).collect()
+    data_encoding::HEXLOWER_PERMISSIVE.decode(text.trim().as_bytes()).ok()
 }
 
 /// Loads the pinned policy, if this device has one.
@@ -266,6 +265,7 @@ impl Client {
             witnesses: verified.witness_times.iter().map(|(n, _)| n.clone()).collect(),
             auditors: Vec::new(),
             chain_seq: None,
+            anchor: None,
             stale: false,
             warnings: Vec::new(),
         };
@@ -299,6 +299,9 @@ impl Client {
                     fail(&home, format!("the directory's history of this account does not verify: {e}"), &[&note])
                 })?;
                 report.chain_seq = self.check_own_history(&file, &mut state, &label, &history, &note)?;
+                let mut by_version = history;
+                by_version.sort_by_key(|(_, version, _)| *version);
+                report.anchor = identity_anchor(&by_version);
                 if !file.auditors.is_empty() {
                     match self.audit_coverage(&policy, &verified, p.entry_index, now, file.max_audit_lag_secs).await {
                         Ok(names) => report.auditors = names,
@@ -656,16 +659,6 @@ fn included_epoch(verified: &VerifiedCheckpoint, proof: &KtProof) -> std::result
     }
 }
 
-/// A collection's id, for callers that only have the hex.
-pub fn collection_label(account: keyhold_core::AccountId, collection: CollectionId) -> Vec<u8> {
-    DirectoryLabel::Collection(account, collection).to_bytes()
-}
-
-/// Where evidence files go.
-pub fn evidence_dir(home: &Home) -> PathBuf {
-    home.dir().join(EVIDENCE_DIR)
-}
-
 /// What `keyhold verify CONTACT` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContactReport {
@@ -728,24 +721,6 @@ fn safety_number(a: (&keyhold_core::AccountId, &[u8; 32]), b: (&keyhold_core::Ac
 }
 
 impl Client {
-    /// This account's first directory entry (its identity anchor).
-    async fn own_anchor(&self, policy: &Policy, vrf: &[u8], state: &mut KtState) -> Result<[u8; 32]> {
-        let label = DirectoryLabel::Account(self.keys.account);
-        let proof = self.api.kt_proof(&label.to_bytes(), true).await?.ok_or_else(|| ClientError::Transparency {
-            reason: "this account is not in the key directory yet; try again after the next epoch".into(),
-            evidence: None,
-        })?;
-        let verified = self.accept_checkpoint(policy, state, &proof.checkpoint.0).await?;
-        let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(self.home(), e, &[&proof.checkpoint.0]))?;
-        let history = kt::verify_history(vrf, root, epoch, &label, &proof.proof.0).map_err(malformed)?;
-        let mut history = history;
-        history.sort_by_key(|(_, version, _)| *version);
-        identity_anchor(&history).ok_or_else(|| ClientError::Transparency {
-            reason: "the directory's history of this account is empty".into(),
-            evidence: None,
-        })
-    }
-
     /// A contact's key history as the directory shows everyone (K1–K7),
     /// checked against what this device saw of it before: a device chain
     /// only grows, so an entry that starts over is an account reset, which
@@ -783,7 +758,11 @@ impl Client {
                 .map_err(|e| fail(&home, format!("the key directory rolled {}'s entry back: {e}", contact.to_hex()), &[&note]))?;
         }
         let anchor = identity_anchor(&history).ok_or_else(|| ClientError::Usage("empty history".into()))?;
-        let own = self.own_anchor(&policy, &vrf, &mut state).await?;
+        // This run's own check (Client::open) verified this account's history.
+        let own = self.transparency.as_ref().and_then(|v| v.anchor).ok_or_else(|| ClientError::Transparency {
+            reason: "this account is not in the key directory yet; try again after the next epoch".into(),
+            evidence: None,
+        })?;
         let number = safety_number((&self.keys.account, &own), (&contact, &anchor));
         let reset = history.windows(2).find(|w| matches!(w, [a, b] if b.2.seq <= a.2.seq));
         if let Some([_, after]) = reset {

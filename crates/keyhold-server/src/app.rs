@@ -97,11 +97,7 @@ fn random<const N: usize>() -> Result<[u8; N], ApiError> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 fn nonzero(v: u32) -> NonZeroU32 {

@@ -229,7 +229,7 @@ fn write_state(path: &Path, state: &StateFile) -> std::io::Result<()> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    data_encoding::HEXLOWER.encode(bytes)
 }
 
 fn decode_root(text: &str) -> Option<[u8; 32]> {
