@@ -53,6 +53,12 @@ pub enum ObjectType {
     PreviousRootKeyWrap = 0x07,
     /// A message between two devices pairing over the server's relay.
     PairingMessage = 0x08,
+    /// An entry of a shared collection's member list.
+    MemberListEntry = 0x0C,
+    /// A collection's keys granted to one member's devices.
+    KeyGrant = 0x0D,
+    /// A member device's acceptance or refusal of a key grant.
+    ShareResponse = 0x0E,
     /// A blob holding one chunk of file content.
     Chunk = 0x10,
     /// A blob holding one file version's manifest.
@@ -79,6 +85,9 @@ impl ObjectType {
             0x06 => ObjectType::DeviceChainEntry,
             0x07 => ObjectType::PreviousRootKeyWrap,
             0x08 => ObjectType::PairingMessage,
+            0x0C => ObjectType::MemberListEntry,
+            0x0D => ObjectType::KeyGrant,
+            0x0E => ObjectType::ShareResponse,
             0x10 => ObjectType::Chunk,
             0x11 => ObjectType::Manifest,
             0x12 => ObjectType::Listing,

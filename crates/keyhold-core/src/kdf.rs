@@ -31,6 +31,8 @@ pub(crate) mod context {
     pub const PAIRING_TO_INVITER: &str = "keyhold v1 2026-11 pairing key to inviter";
     pub const PAIRING_TO_JOINER: &str = "keyhold v1 2026-11 pairing key to joiner";
     pub const PAIRING_SAFETY: &str = "keyhold v1 2026-11 pairing safety string";
+    pub const COLLECTION_KEY_COMMITMENT: &str = "keyhold v1 2026-12 collection key commitment";
+    pub const SHARED_NAME: &str = "keyhold v1 2026-12 shared collection name";
 }
 
 /// Derives a 32-byte key from `parts` (each of fixed length) under `context`.

@@ -42,6 +42,7 @@ mod pairing;
 mod recovery;
 mod revision;
 mod secret;
+pub mod share;
 mod stream;
 pub mod transparency;
 mod tree;

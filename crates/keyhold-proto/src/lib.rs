@@ -524,6 +524,79 @@ pub struct KtAudited {
     pub checkpoints: Vec<Bytes>,
 }
 
+/// `GET /v1/collections/{id}/members`: a shared collection's member list
+/// (owner, members and invited accounts may read it; others get 404).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberLog {
+    /// The owning account (hex).
+    pub owner: String,
+    /// Stored member-list entries, first entry first.
+    pub entries: Vec<Bytes>,
+}
+
+/// `POST /v1/collections/{id}/members`: the owner appends one member-list
+/// entry and, in the same step, the key grants it needs (the new member's
+/// for an `Add`; every remaining member's for an entry that starts a key
+/// epoch).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppendMember {
+    /// The stored entry, signed by a device of the signed-in account.
+    pub entry: Bytes,
+    /// Stored key grants tied to this entry.
+    #[serde(default)]
+    pub grants: Vec<Bytes>,
+}
+
+/// One key grant addressed to the signed-in account, with its answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// The grant's object id (hex).
+    pub id: HexId,
+    /// The collection (hex).
+    pub collection: String,
+    /// The owning account (hex).
+    pub owner: String,
+    /// The stored grant.
+    pub grant: Bytes,
+    /// The member's signed answer, once given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Bytes>,
+}
+
+/// `GET /v1/grants`: every key grant addressed to the signed-in account,
+/// oldest first.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Grants {
+    /// The grants.
+    pub grants: Vec<GrantRecord>,
+}
+
+/// `POST /v1/grants/{id}/response`: a device of the grant's member accepts
+/// or declines it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PostShareResponse {
+    /// The stored, signed response.
+    pub response: Bytes,
+}
+
+/// `GET /v1/shared`: the shared collections the signed-in account owns or
+/// is an (accepted) member of.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SharedCollections {
+    /// The collections.
+    pub collections: Vec<SharedCollection>,
+}
+
+/// One shared collection as the server records it (its claim: clients
+/// verify the member list).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SharedCollection {
+    /// The collection (hex).
+    pub collection: String,
+    /// The owning account (hex).
+    pub owner: String,
+}
+
 /// Stable error codes.
 pub mod code {
     /// Malformed request.
@@ -552,6 +625,11 @@ pub mod code {
     /// The key directory has not yet logged the epoch asked for: retry
     /// after `Retry-After`.
     pub const NOT_YET_LOGGED: &str = "not_yet_logged";
+    /// The signed-in account may read this collection but not write it
+    /// (a reader of a shared collection).
+    pub const READ_ONLY: &str = "read_only";
+    /// The member list moved since the client read it.
+    pub const MEMBERS_MOVED: &str = "members_moved";
     /// Server-side failure.
     pub const INTERNAL: &str = "internal";
 }
