@@ -53,12 +53,17 @@ pub enum ObjectType {
     PreviousRootKeyWrap = 0x07,
     /// A message between two devices pairing over the server's relay.
     PairingMessage = 0x08,
+    /// A link share: a file or folder sealed under a key that travels only
+    /// in the link's URL fragment (spec: `links.md`).
+    Link = 0x0a,
     /// An entry of a shared collection's member list.
     MemberListEntry = 0x0C,
     /// A collection's keys granted to one member's devices.
     KeyGrant = 0x0D,
     /// A member device's acceptance or refusal of a key grant.
     ShareResponse = 0x0E,
+    /// An account's signed claim of a human handle.
+    HandleClaim = 0x0F,
     /// A blob holding one chunk of file content.
     Chunk = 0x10,
     /// A blob holding one file version's manifest.
@@ -85,9 +90,11 @@ impl ObjectType {
             0x06 => ObjectType::DeviceChainEntry,
             0x07 => ObjectType::PreviousRootKeyWrap,
             0x08 => ObjectType::PairingMessage,
+            0x0a => ObjectType::Link,
             0x0C => ObjectType::MemberListEntry,
             0x0D => ObjectType::KeyGrant,
             0x0E => ObjectType::ShareResponse,
+            0x0F => ObjectType::HandleClaim,
             0x10 => ObjectType::Chunk,
             0x11 => ObjectType::Manifest,
             0x12 => ObjectType::Listing,

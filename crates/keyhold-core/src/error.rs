@@ -125,6 +125,12 @@ pub enum Error {
     /// A name that no filesystem path may be built from (SECURITY G7).
     #[error("unsafe or invalid entry name")]
     InvalidName,
+    /// A link's URL or fragment is not one Keyhold writes.
+    #[error("not a valid Keyhold link ({0}); copy the whole URL, including the part after `#`")]
+    InvalidLink(&'static str),
+    /// A link's encrypted expiry has passed (whatever the server says).
+    #[error("this link has expired")]
+    LinkExpired,
     /// A caller-supplied value exceeds a format limit.
     #[error("limit exceeded: {0}")]
     LimitExceeded(&'static str),

@@ -168,6 +168,12 @@ pub mod vector {
     pub const INVITER_MESSAGE: &str = "4121e07e218e16d8a462bd0fa3e84f304cf697d75db3da593a2f1e7ebd07a65672";
     /// `pairing.json`'s joiner message.
     pub const JOINER_MESSAGE: &str = "427b419604f09ff9c25fc7ecb45bd1eea8bcb37803e491d0932db4c738895de492";
+    /// The link id of every `docs/spec/link-vectors/` vector.
+    pub const LINK_ID: crate::LinkId = crate::LinkId([0x5a; 16]);
+    /// The secret of their fragments.
+    pub const LINK_SECRET: [u8; 32] = [0x42; 32];
+    /// The time (Unix ms) they are opened at.
+    pub const LINK_NOW: i64 = 1_800_000_000_000;
     /// `pairing.json`'s joiner key confirmation.
     pub const JOINER_CONFIRMATION: &str = "1ab1bc82ac1545d5a269731fb1660d7f95c838e1b06e5aa3b837e7b45a2129d2";
 
@@ -809,6 +815,41 @@ pub fn kt_proofs(data: &[u8]) {
     }
 }
 
+/// Link shares (`docs/spec/links.md`), the first byte selecting the parser.
+/// Even: the rest is a stored link object, opened as [`vector::LINK_ID`]
+/// with the key fragment of [`vector::LINK_SECRET`] at
+/// [`vector::LINK_NOW`] (a password link's header is parsed, but Argon2id
+/// is not run); an accepted link must re-seal to exactly the input. Odd:
+/// the rest is a metadata plaintext (what a link's creator, untrusted by
+/// whoever opens it, seals); accepted metadata must re-encode to exactly
+/// the input. The link vectors' objects and plaintexts are the seeds.
+pub fn link(data: &[u8]) {
+    use crate::{LinkEntryKind, LinkFragment, LinkHeader, LinkMeta, LinkMode, LinkSecret, open_link, seal_link};
+    let Some((&selector, rest)) = data.split_first() else { return };
+    if selector % 2 == 1 {
+        if let Ok(meta) = LinkMeta::decode_padded(rest) {
+            assert_eq!(meta.encode_padded().as_deref(), Ok(rest), "link metadata encoding is not canonical");
+        }
+        return;
+    }
+    let Ok(header) = LinkHeader::parse(rest) else { return };
+    if header.mode != LinkMode::Key {
+        return;
+    }
+    let fragment = LinkFragment::new(false, LinkSecret::from_bytes(vector::LINK_SECRET));
+    if let Ok((meta, contents)) = open_link(rest, vector::LINK_ID, &fragment, None, vector::LINK_NOW) {
+        let files: Vec<&[u8]> = meta
+            .entries
+            .iter()
+            .zip(&contents)
+            .filter(|(e, _)| e.kind == LinkEntryKind::File)
+            .map(|(_, c)| c.as_slice())
+            .collect();
+        let resealed = seal_link(vector::LINK_ID, &fragment, None, &meta, &files);
+        assert_eq!(resealed.as_deref(), Ok(rest), "an opened link does not re-seal to its bytes");
+    }
+}
+
 /// A fuzz target: takes any bytes, must not panic.
 pub type Target = fn(&[u8]);
 
@@ -836,4 +877,68 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("kt_add_checkpoint", kt_add_checkpoint),
     ("kt_evidence", kt_evidence),
     ("kt_proofs", kt_proofs),
+    ("link", link),
+    ("share_member_list", share_member_list),
+    ("share_key_grant", share_key_grant),
+    ("share_response", share_response),
 ];
+
+/// The sharing targets use the keys of `docs/spec/sharing-vectors/`, so the
+/// vectors' objects are valid seeds.
+pub mod share_fixture {
+    use crate::{AccountId, CollectionId, DeviceSecret};
+
+    /// The vectors' collection.
+    pub const COLLECTION: CollectionId = CollectionId([0x5c; 16]);
+    /// The vectors' owner.
+    pub const OWNER: AccountId = AccountId([0xa1; 16]);
+    /// The vectors' member whose devices a grant is sealed to.
+    pub const MEMBER: AccountId = AccountId([0xc0; 16]);
+
+    /// The owner's device of the vectors.
+    pub fn owner_device() -> DeviceSecret {
+        DeviceSecret::from_seeds(&[0x01; 32], &[0x02; 32])
+    }
+
+    /// A member device a vector grant is sealed to.
+    pub fn member_device() -> DeviceSecret {
+        DeviceSecret::from_seeds(&[0x21; 32], &[0x22; 32])
+    }
+}
+
+/// [`crate::share::MemberEntry::parse`] and a member list of the input
+/// split into entries at every stored length the parser accepts.
+pub fn share_member_list(data: &[u8]) {
+    use crate::share::{MAX_MEMBER_ENTRY_LEN, MemberEntry, MemberList};
+    let owner = share_fixture::owner_device();
+    let lookup = |id: &DeviceId| (*id == owner.id()).then(|| owner.public().clone());
+    if MemberEntry::parse(data).is_ok() {
+        assert!(data.len() <= MAX_MEMBER_ENTRY_LEN, "member entry over its limit accepted");
+    }
+    // The input as two entries, split at its first byte (a cheap way to
+    // reach `append` with attacker-shaped bytes).
+    let (first, rest) = data.split_at(data.len().min(usize::from(data.first().copied().unwrap_or(0)).saturating_mul(2)));
+    if let Ok(list) = MemberList::verify(share_fixture::COLLECTION, share_fixture::OWNER, [first, rest], lookup) {
+        assert!(list.head().seq == 1, "a two-entry list ends anywhere but at seq 1");
+    }
+}
+
+/// [`crate::share::KeyGrant::parse`], then opening the vectors' member
+/// device's wrap: never a panic, and keys only for a grant that verifies.
+pub fn share_key_grant(data: &[u8]) {
+    use crate::share::{KeyGrant, MAX_GRANT_LEN};
+    let owner = share_fixture::owner_device();
+    if let Ok((grant, _)) = KeyGrant::parse(data) {
+        assert!(data.len() <= MAX_GRANT_LEN, "key grant over its limit accepted");
+        let _ = grant.open(&share_fixture::member_device(), share_fixture::MEMBER);
+    }
+    let _ = KeyGrant::verify(data, |id| (*id == owner.id()).then(|| owner.public().clone()));
+}
+
+/// [`crate::share::ShareResponse::parse`]: what parses has the one length.
+pub fn share_response(data: &[u8]) {
+    use crate::share::{SHARE_RESPONSE_LEN, ShareResponse};
+    if ShareResponse::parse(data).is_ok() {
+        assert_eq!(data.len(), SHARE_RESPONSE_LEN, "share response of the wrong length accepted");
+    }
+}

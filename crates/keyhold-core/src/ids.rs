@@ -88,7 +88,13 @@ id_type!(
     ObjectId, 32
 );
 
+id_type!(
+    /// A link share: random, chosen by the device that creates the link.
+    LinkId, 16
+);
+
 random_id!(AccountId);
+random_id!(LinkId);
 random_id!(CollectionId);
 random_id!(FileId);
 

@@ -21,6 +21,9 @@
 //! id; blobs travel in padded [`pack`]s; a signed [`Revision`] names the root
 //! listing, and a [`HistoryVerifier`] accepts only revisions that extend the
 //! last one a device saw.
+//!
+//! Link shares ([`LinkWriter`], [`LinkKeys`]) seal a file or folder under
+//! keys derived from a secret that travels only in the link's URL fragment.
 
 mod aead;
 mod auth;
@@ -36,6 +39,7 @@ mod error;
 pub mod fuzz;
 mod ids;
 mod kdf;
+mod link;
 pub mod pack;
 mod padding;
 mod pairing;
@@ -61,7 +65,12 @@ pub use collection::CollectionKeys;
 pub use device::{DEVICE_PUBLIC_KEYS_LEN, DevicePublicKeys, DeviceSecret};
 pub use envelope::{FORMAT_VERSION, MAGIC, ObjectType, Suite, peek_type};
 pub use error::{Error, Result};
-pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, ObjectHasher, ObjectId};
+pub use ids::{AccountId, BlobId, CollectionId, DeviceId, FileId, LinkId, ObjectHasher, ObjectId};
+pub use link::{
+    ContentOpener, LINK_HEADER_LEN, LINK_SECRET_LEN, LINK_SEGMENT_LEN, LinkEntry, LinkEntryKind, LinkFragment, LinkHeader,
+    LinkKeys, LinkKind, LinkMeta, LinkMode, LinkPiece, LinkWriter, MAX_LINK_CONTENT, MAX_LINK_ENTRIES, MAX_LINK_METADATA,
+    MAX_LINK_PATH, open_link, seal_link, sealed_content_len, validate_link_path,
+};
 pub use padding::padme;
 pub use pairing::{
     CONFIRMATION_LEN, JoinerHello, JoinerPake, PAIRING_CODE_LEN, PAIRING_SLOT_LEN, PAKE_MESSAGE_LEN, PairingCode, PairingKeys,
@@ -71,7 +80,7 @@ pub use recovery::{KdfParams, RecoveryKey};
 pub use revision::{
     GENESIS_PREV, Head, HistoryVerifier, REVISION_LEN, Revision, RevisionHeader, VerifiedRevision, open_revision, seal_revision,
 };
-pub use secret::{AccountRootKey, CollectionKey};
+pub use secret::{AccountRootKey, CollectionKey, LinkSecret};
 pub use stream::{FileDecryptor, FileEncryptor};
 pub use tree::{BlobRef, ChunkRef, Entry, EntryKind, FileMeta, Listing, MAX_NAME_LEN, Manifest, validate_name};
 pub use wrap::{

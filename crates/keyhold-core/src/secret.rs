@@ -48,6 +48,12 @@ secret_key!(
     /// protects the collection's data is derived from it.
     CollectionKey
 );
+secret_key!(
+    /// The secret of a link share: the 32 random bytes its URL fragment
+    /// carries. Every key of the link is derived from it (and, for a
+    /// password link, from the password too); it never reaches the server.
+    LinkSecret
+);
 /// A 32-byte symmetric key derived for one purpose (internal use).
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub(crate) struct SubKey([u8; 32]);

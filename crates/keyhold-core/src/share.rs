@@ -45,6 +45,8 @@ use crate::wrap::ENCAPSULATED_KEY_LEN;
 const MEMBER_SIGNATURE_CONTEXT: &[u8] = b"keyhold v1 2026-12 member list entry\0";
 /// Signature context of key grants. FROZEN.
 const GRANT_SIGNATURE_CONTEXT: &[u8] = b"keyhold v1 2026-12 key grant\0";
+/// Signature context of handle claims. FROZEN.
+const HANDLE_SIGNATURE_CONTEXT: &[u8] = b"keyhold v1 2026-12 handle claim\0";
 /// Signature context of share responses. FROZEN.
 const RESPONSE_SIGNATURE_CONTEXT: &[u8] = b"keyhold v1 2026-12 share response\0";
 /// HPKE `info` of every key grant wrap. FROZEN.
@@ -288,6 +290,7 @@ pub struct MemberList {
     commitments: Vec<[u8; 32]>,
     sealed_name: Vec<u8>,
     members: BTreeMap<AccountId, Member>,
+    epoch_started_ms: i64,
 }
 
 impl MemberList {
@@ -336,6 +339,7 @@ impl MemberList {
             commitments: commitments.clone(),
             sealed_name: sealed_name.clone(),
             members: BTreeMap::new(),
+            epoch_started_ms: entry.time_ms,
         })
     }
 
@@ -392,6 +396,9 @@ impl MemberList {
             }
             MemberChange::Rotate { commitment } => self.commitments.push(*commitment),
         }
+        if entry.key_epoch != self.key_epoch {
+            self.epoch_started_ms = entry.time_ms;
+        }
         self.key_epoch = entry.key_epoch;
         self.head = ChainHead { seq: entry.seq, id: ObjectId::of(stored) };
         Ok(entry)
@@ -431,6 +438,12 @@ impl MemberList {
     /// everything) and for non-members.
     pub fn role(&self, account: &AccountId) -> Option<Role> {
         self.members.get(account).filter(|m| m.cutoff.is_none()).map(|m| m.role)
+    }
+
+    /// When the entry that started the current key epoch was signed (the
+    /// owner's claim): a member device revoked after it may hold the key.
+    pub fn epoch_started_ms(&self) -> i64 {
+        self.epoch_started_ms
     }
 
     /// The sealed collection name of the creation entry.
@@ -804,6 +817,84 @@ impl ShareResponse {
     }
 }
 
+/// Shortest handle, in bytes.
+pub const MIN_HANDLE: usize = 3;
+/// Longest handle, in bytes.
+pub const MAX_HANDLE: usize = 32;
+/// Length of a stored handle claim, without its handle.
+const HANDLE_CLAIM_FIXED_LEN: usize = 7 + 1 + 16 + 16 + 8 + SIGNATURE_LEN;
+
+/// A handle: 3 to 32 bytes of lower-case ASCII letters, digits, `.`, `_`
+/// and `-`, starting with a letter or digit. One spelling per handle, so a
+/// look-alike cannot claim another's name.
+pub fn validate_handle(handle: &str) -> Result<()> {
+    let bytes = handle.as_bytes();
+    let ok = (MIN_HANDLE..=MAX_HANDLE).contains(&bytes.len())
+        && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+    if ok { Ok(()) } else { Err(Error::Malformed("handle")) }
+}
+
+/// An account's claim of a human handle, signed by one of its devices; the
+/// key directory publishes its id under [`crate::transparency::DirectoryLabel::Handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandleClaim {
+    /// The handle.
+    pub handle: String,
+    /// The account claiming it.
+    pub account: AccountId,
+    /// The account's device that signs.
+    pub device: DeviceId,
+    /// When, ms since the Unix epoch (the device's claim).
+    pub time_ms: i64,
+}
+
+impl HandleClaim {
+    fn encode_unsigned(&self) -> Result<Writer> {
+        validate_handle(&self.handle)?;
+        let mut w = Writer::with_capacity(HANDLE_CLAIM_FIXED_LEN + self.handle.len());
+        write_header(&mut w, ObjectType::HandleClaim);
+        w.u8(u8::try_from(self.handle.len()).map_err(|_| Error::Malformed("handle"))?).bytes(self.handle.as_bytes());
+        w.bytes(self.account.as_bytes()).bytes(self.device.as_bytes()).i64(self.time_ms);
+        Ok(w)
+    }
+
+    /// Encodes and signs the claim with the account's device.
+    pub fn seal(&self, device: &DeviceSecret) -> Result<Vec<u8>> {
+        if self.device != device.id() {
+            return Err(Error::ContextMismatch("signer"));
+        }
+        let mut w = self.encode_unsigned()?;
+        let signature = device.sign(&signed(HANDLE_SIGNATURE_CONTEXT, w.as_slice()));
+        w.bytes(&signature);
+        Ok(w.into_vec())
+    }
+
+    /// Parses a stored claim without checking its signature.
+    pub fn parse(stored: &[u8]) -> Result<(HandleClaim, [u8; SIGNATURE_LEN])> {
+        let mut r = Reader::new(stored);
+        read_header(&mut r, ObjectType::HandleClaim)?;
+        let len = usize::from(r.u8()?);
+        let handle = core::str::from_utf8(r.take(len)?).map_err(|_| Error::Malformed("handle"))?.to_owned();
+        validate_handle(&handle)?;
+        let claim = HandleClaim { handle, account: AccountId(r.array()?), device: DeviceId(r.array()?), time_ms: r.i64()? };
+        let signature = r.array::<SIGNATURE_LEN>()?;
+        r.finish()?;
+        Ok((claim, signature))
+    }
+
+    /// Parses a stored claim and checks its signature against the public
+    /// keys `account_device` returns for its device (a device of the
+    /// account's verified chain).
+    pub fn verify(stored: &[u8], account_device: impl Fn(&DeviceId) -> Option<DevicePublicKeys>) -> Result<HandleClaim> {
+        let (claim, signature) = HandleClaim::parse(stored)?;
+        let device = account_device(&claim.device).ok_or(Error::UnknownAuthor)?;
+        let unsigned = stored.get(..stored.len().saturating_sub(SIGNATURE_LEN)).ok_or(Error::Truncated)?;
+        device.verify(&signed(HANDLE_SIGNATURE_CONTEXT, unsigned), &signature)?;
+        Ok(claim)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 mod tests {
@@ -997,6 +1088,22 @@ mod tests {
         let list = MemberList::verify(w.collection, w.alice, [&create[..]], w.owner_device()).unwrap();
         let chosen = CollectionKey::generate(&mut w.rng);
         assert!(list.check_key(0, &chosen).is_err());
+    }
+
+    #[test]
+    fn a_handle_claim_is_signed_and_spelled_one_way() {
+        let w = World::new();
+        let claim = HandleClaim { handle: "bob.smith".into(), account: w.bob, device: w.bob_phone.id(), time_ms: 5 };
+        let stored = claim.seal(&w.bob_phone).unwrap();
+        let bob_devices = |id: &DeviceId| (*id == w.bob_phone.id()).then(|| w.bob_phone.public().clone());
+        assert_eq!(HandleClaim::verify(&stored, bob_devices).unwrap(), claim);
+        assert_eq!(HandleClaim::verify(&stored, |_| None), Err(Error::UnknownAuthor));
+        for bad in ["Bob", "b", "-bob", "bob smith", "bób", &"x".repeat(33)] {
+            assert!(validate_handle(bad).is_err(), "{bad}");
+        }
+        let mut tampered = stored.clone();
+        tampered[8] = b'c';
+        assert!(HandleClaim::verify(&tampered, bob_devices).is_err());
     }
 
     #[test]

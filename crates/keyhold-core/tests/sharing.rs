@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use chacha20::ChaCha20Rng;
 use keyhold_core::share::{
-    KeyGrant, MEMBER_GENESIS_PREV, MemberChange, MemberEntry, MemberList, Role, ShareResponse, key_commitment, open_shared_name,
-    seal_shared_name,
+    HandleClaim, KeyGrant, MEMBER_GENESIS_PREV, MemberChange, MemberEntry, MemberList, Role, ShareResponse, key_commitment,
+    open_shared_name, seal_shared_name,
 };
 use keyhold_core::{
     AccountId, ChainHead, CollectionId, CollectionKey, DeviceId, DevicePublicKeys, DeviceSecret, Error, ObjectId,
@@ -369,7 +369,51 @@ fn generate() -> BTreeMap<&'static str, Value> {
             "description": "The acceptance rewritten to a refusal: its signature fails.", "response": h(&flipped), "expect": "BadSignature"
         })),
     );
+    let bob_laptop = device(0x31, 0x32);
+    let claim = HandleClaim { handle: "bob.smith".into(), account: BOB, device: bob_laptop.id(), time_ms: TIME };
+    let stored = claim.seal(&bob_laptop).unwrap();
+    let claim_inputs = json!({
+        "kind": "handle-claim", "handle": "bob.smith", "account": h(BOB.as_bytes()),
+        "device": device_json(0x31, 0x32), "time_ms": TIME,
+    });
+    out.insert(
+        "handle-claim.json",
+        with(claim_inputs.clone(), json!({
+            "description": "Bob's laptop claims the handle bob.smith for Bob's account (the directory publishes H(claim) under 0x03 || handle).",
+            "claim": h(&stored), "claim_id": h(ObjectId::of(&stored).as_bytes()), "expect": "ok"
+        })),
+    );
+    let mut other = stored.clone();
+    other[8] = b'r';
+    out.insert(
+        "handle-claim-renamed.json",
+        with(claim_inputs.clone(), json!({
+            "description": "The claim with its handle rewritten to rob.smith: the signature fails.", "claim": h(&other), "expect": "BadSignature"
+        })),
+    );
+    let mut upper = stored.clone();
+    upper[8] = b'B';
+    out.insert(
+        "handle-claim-uppercase.json",
+        with(claim_inputs, json!({
+            "description": "The claim with an upper-case letter in its handle: not a handle (one spelling per name).", "claim": h(&upper), "expect": "Malformed"
+        })),
+    );
     out
+}
+
+fn check_handle_claim(v: &Value) -> String {
+    let device = device_of(&v["device"]);
+    let stored = unh(&v["claim"]);
+    let claim = match HandleClaim::verify(&stored, |id| (*id == device.id()).then(|| device.public().clone())) {
+        Ok(c) => c,
+        Err(e) => return error_name(&e),
+    };
+    assert_eq!(claim.handle, v["handle"].as_str().unwrap());
+    assert_eq!(claim.account, AccountId(unh16(&v["account"])));
+    assert_eq!(claim.time_ms, v["time_ms"].as_i64().unwrap());
+    assert_eq!(h(ObjectId::of(&stored).as_bytes()), v["claim_id"].as_str().unwrap());
+    "ok".into()
 }
 
 fn vectors_dir() -> PathBuf {
@@ -514,6 +558,7 @@ fn every_vector_file_verifies() {
             "member-list" => check_member_list(&v),
             "key-grant" => check_key_grant(&v),
             "share-response" => check_share_response(&v),
+            "handle-claim" => check_handle_claim(&v),
             other => panic!("{}: unknown kind {other}", path.display()),
         };
         assert_eq!(got, v["expect"].as_str().unwrap(), "{}", path.display());

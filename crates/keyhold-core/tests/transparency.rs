@@ -569,6 +569,14 @@ fn generate() -> BTreeMap<&'static str, Value> {
             "seq": 5, "hash": h(&[0x55; 32]), "value": h(&value.to_bytes()), "expect": "ok"
         }),
     );
+    out.insert(
+        "directory-label-handle.json",
+        json!({
+            "description": "A handle's label: 0x03 then the handle's bytes (sharing.md, \"Handles\"); an upper-case handle is not a label.",
+            "handle": "bob.smith", "handle_label": h(&DirectoryLabel::Handle("bob.smith".into()).to_bytes()),
+            "bad_label": h(b"\x03Bob"), "expect": "ok"
+        }),
+    );
 
     // A log of 7 epoch entries (epochs 1..=7), cosigned at size 7.
     let entries: Vec<Vec<u8>> = (0..7).map(|i| entry(i, 0)).collect();
@@ -713,6 +721,11 @@ fn every_vector_file_verifies() {
                     (Err(KtError::Malformed(_)), "Malformed") => {}
                     (r, _) => panic!("{name}: {r:?}"),
                 }
+            }
+            "directory-label-handle.json" => {
+                let label = DirectoryLabel::from_bytes(&unh(&v["handle_label"])).unwrap();
+                assert_eq!(label, DirectoryLabel::Handle(v["handle"].as_str().unwrap().into()));
+                assert!(DirectoryLabel::from_bytes(&unh(&v["bad_label"])).is_err());
             }
             "directory-label-value.json" => {
                 let a = DirectoryLabel::from_bytes(&unh(&v["account_label"])).unwrap();

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 pub use keyhold_core::{AccountId, CollectionId, DeviceId, ObjectId};
 
+pub mod links;
+
 /// Prefix of every versioned route.
 pub const API_PREFIX: &str = "/v1";
 /// The header that carries a session token.
@@ -597,6 +599,23 @@ pub struct SharedCollection {
     pub owner: String,
 }
 
+/// `PUT /v1/handles/{handle}`: the signed-in account claims a handle.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutHandle {
+    /// The stored claim, signed by the signed-in device.
+    pub claim: Bytes,
+}
+
+/// `GET /v1/handles/{handle}`: who claimed a handle (the server's claim:
+/// clients check it against the key directory).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandleRecord {
+    /// The claiming account (hex).
+    pub account: String,
+    /// The stored, signed claim.
+    pub claim: Bytes,
+}
+
 /// Stable error codes.
 pub mod code {
     /// Malformed request.
@@ -630,6 +649,8 @@ pub mod code {
     pub const READ_ONLY: &str = "read_only";
     /// The member list moved since the client read it.
     pub const MEMBERS_MOVED: &str = "members_moved";
+    /// The link expired or was revoked.
+    pub const GONE: &str = "gone";
     /// Server-side failure.
     pub const INTERNAL: &str = "internal";
 }

@@ -23,7 +23,7 @@ pub struct Disclosed {
     pub region: String,
     /// Rows written, all tables.
     pub rows: u64,
-    /// Packs written.
+    /// Packs (and link objects) written.
     pub packs: u64,
     /// Bytes written (rows as JSON, and packs).
     pub bytes: u64,
@@ -65,6 +65,10 @@ pub async fn disclose(config: &Config, account: &str, out: &Path, legal_basis: &
     for (table, table_rows) in region.meta.export_account(account).await? {
         if table == "packs" {
             pack_ids.extend(table_rows.iter().filter_map(|r| r.get("pack_id")?.as_str().map(str::to_owned)));
+        }
+        // Link objects live in the blob store beside packs (links.rs).
+        if table == "links" {
+            pack_ids.extend(table_rows.iter().filter_map(|r| r.get("object_id")?.as_str().map(str::to_owned)));
         }
         rows += u64::try_from(table_rows.len()).unwrap_or(u64::MAX);
         let json = serde_json::to_vec_pretty(&table_rows).map_err(|e| ServeError::Setup(e.to_string()))?;
@@ -148,9 +152,9 @@ pub async fn suspend(config: &Config, account: &str, reason: Option<&str>) -> Re
     Ok(region.name.clone())
 }
 
-/// Deletes an account's data (packs, revisions, folders' keys) and records
-/// it in the account's event log; its devices can still sign in to read
-/// why. Returns the region and the number of packs removed.
+/// Deletes an account's data (packs, revisions, folders' keys, its handle)
+/// and records it in the account's event log; its devices can still sign
+/// in to read why. Returns the region and the number of packs removed.
 pub async fn delete(config: &Config, account: &str, reason: &str) -> Result<(String, usize), ServeError> {
     if reason.trim().is_empty() {
         return Err(ServeError::Setup("state the reason (--reason): the account's devices are told".into()));
@@ -162,6 +166,10 @@ pub async fn delete(config: &Config, account: &str, reason: &str) -> Result<(Str
     let packs = region.meta.delete_account_data(account, at).await?;
     for pack in &packs {
         region.blobs.delete(account, *pack).await?;
+    }
+    // Its link objects too (links_store.rs); the links then answer 410.
+    for object in region.meta.delete_account_links(account).await? {
+        region.blobs.delete(account, object).await?;
     }
     Ok((region.name.clone(), packs.len()))
 }

@@ -41,6 +41,7 @@ use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::regions::{Region, Regions};
+use crate::share_routes::collection_owner;
 use crate::store::{
     Appended, AttemptRow, ChainAppend, Commit, MetaStore, NewAccount, NewDevice, NewEpoch, PackAdded, PairingStepKind,
     SlotOpened, StepWritten, WrapFiled,
@@ -86,7 +87,7 @@ pub struct Peer(pub IpAddr);
 
 type Shared = State<Arc<AppState>>;
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
@@ -104,7 +105,7 @@ fn nonzero(v: u32) -> NonZeroU32 {
     NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN)
 }
 
-fn parse_id<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, ApiError> {
+pub(crate) fn parse_id<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T, ApiError> {
     // Ids are fixed-length hex: anything else (`..`, `/`, NUL, overlong) is refused here.
     if text.len() > 64 {
         return Err(ApiError::BadRequest("id too long"));
@@ -176,6 +177,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/collections/{collection}/packs", get(packs))
         .route("/v1/packs/{id}", put(put_pack).get(get_pack))
         .merge(crate::kt_routes::routes())
+        .merge(crate::links::routes())
+        .merge(crate::share_routes::routes())
+        .merge(crate::handles::routes())
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(state.clone(), limit_requests))
         .route("/healthz", get(|| async { "ok" }))
@@ -258,9 +262,10 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
 /// An authenticated device, from `Authorization: Bearer <token>`.
 pub struct Authed {
     pub(crate) account: AccountId,
-    device: DeviceId,
-    /// The region that holds the account: every read and write goes there.
-    region: Arc<Region>,
+    pub(crate) device: DeviceId,
+    /// The region that holds the account: every read and write of its own
+    /// goes there (a shared collection's go to its owner's, `share_routes`).
+    pub(crate) region: Arc<Region>,
     /// The operator suspended the account or deleted its data (read with the
     /// session, so checking it costs no query of its own).
     suspended: bool,
@@ -269,7 +274,7 @@ pub struct Authed {
 
 impl Authed {
     /// Refuses a write to an account the operator suspended or emptied.
-    fn may_write(&self) -> Result<(), ApiError> {
+    pub(crate) fn may_write(&self) -> Result<(), ApiError> {
         match (self.suspended, self.deleted) {
             (_, true) => Err(ApiError::AccountBlocked(
                 "the server's operator deleted this account's data; nothing can be written to it (see `keyhold status`)",
@@ -866,26 +871,29 @@ async fn put_collection_key(
     }
 }
 
-async fn head(who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<HeadRecord>, ApiError> {
+async fn head(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<HeadRecord>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
-    let (seq, id) = who.region.meta.head(who.account, collection).await?.ok_or(ApiError::NotFound)?;
+    let access = collection_owner(&state, &who, collection).await?;
+    let (seq, id) = access.region.meta.head(access.owner, collection).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(HeadRecord { seq, id: HexId(id) }))
 }
 
 async fn revisions(
+    State(state): Shared,
     who: Authed,
     ApiPath(collection): ApiPath<String>,
     ApiQuery(query): ApiQuery<RevisionsQuery>,
 ) -> Result<Json<Revisions>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
-    let mut list = who.region.meta.revisions(who.account, collection, query.after, REVISIONS_PER_PAGE + 1).await?;
+    let access = collection_owner(&state, &who, collection).await?;
+    let mut list = access.region.meta.revisions(access.owner, collection, query.after, REVISIONS_PER_PAGE + 1).await?;
     let more = list.len() > usize::try_from(REVISIONS_PER_PAGE).unwrap_or(usize::MAX);
     list.truncate(usize::try_from(REVISIONS_PER_PAGE).unwrap_or(usize::MAX));
     Ok(Json(Revisions { revisions: list.into_iter().map(B64).collect(), more }))
 }
 
 /// Reads a request body within the upload slots that bound server memory.
-async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
     let _slot = state.upload_slots.acquire().await.map_err(|_| ApiError::BadRequest("server shutting down"))?;
     axum::body::to_bytes(body, state.limits.max_body_bytes).await.map_err(|_| ApiError::TooLarge)
 }
@@ -926,6 +934,10 @@ async fn commit_revision(
 ) -> Result<Response, ApiError> {
     who.may_write()?;
     let collection = parse_id(&collection, CollectionId::from_hex)?;
+    // A shared collection's head is its owner's: members commit to it,
+    // through the same compare-and-swap.
+    let access = collection_owner(&state, &who, collection).await?;
+    access.check_write().await?;
     let body = read_body(&state, req.into_body()).await?;
     if body.len() != keyhold_core::REVISION_LEN {
         return Err(ApiError::BadRequest("not a revision"));
@@ -940,23 +952,38 @@ async fn commit_revision(
         _ => return Err(ApiError::BadRequest("revision links are inconsistent")),
     };
     let id = ObjectId::of(&body);
-    match who.region.meta.commit_revision(who.account, collection, header.seq, prev, id, &body, now()).await? {
+    match access.region.meta.commit_revision(access.owner, collection, header.seq, prev, id, &body, now()).await? {
         Commit::Committed => Ok((StatusCode::CREATED, Json(HeadRecord { seq: header.seq, id: HexId(id) })).into_response()),
         Commit::HeadMoved(current) => Err(ApiError::HeadMoved(current)),
         Commit::OverQuota => Err(ApiError::QuotaExceeded),
     }
 }
 
-async fn packs(who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<Packs>, ApiError> {
+async fn packs(State(state): Shared, who: Authed, ApiPath(collection): ApiPath<String>) -> Result<Json<Packs>, ApiError> {
     let collection = parse_id(&collection, CollectionId::from_hex)?;
-    let packs = who.region.meta.packs(who.account, collection).await?;
+    let access = collection_owner(&state, &who, collection).await?;
+    let packs = access.region.meta.packs(access.owner, collection).await?;
     Ok(Json(Packs { packs: packs.into_iter().map(|(id, size)| PackRecord { id: HexId(id), size }).collect() }))
 }
 
 async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String>, req: Request) -> Result<StatusCode, ApiError> {
     who.may_write()?;
     let id = parse_id(&id, ObjectId::from_hex)?;
-    let upload = receive(&state, req.into_body(), PACK_PREFIX_LEN).await?;
+    store_pack(&state, who.account, &who.region, None, id, req.into_body()).await
+}
+
+/// Files pack `id` from `body` under `owner`'s account in `region` (the
+/// owner's), charged to its quota: "Pack uploads" in protocol.md. With
+/// `scope`, the pack must be of that collection.
+pub(crate) async fn store_pack(
+    state: &AppState,
+    owner: AccountId,
+    region: &Region,
+    scope: Option<CollectionId>,
+    id: ObjectId,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    let upload = receive(state, body, PACK_PREFIX_LEN).await?;
     if upload.id != id {
         return Err(ApiError::DigestMismatch);
     }
@@ -965,21 +992,24 @@ async fn put_pack(State(state): Shared, who: Authed, ApiPath(id): ApiPath<String
     }
     let collection =
         upload.head.get(7..23).and_then(|b| b.try_into().ok()).map(CollectionId).ok_or(ApiError::BadRequest("not a pack"))?;
+    if scope.is_some_and(|c| c != collection) {
+        return Err(ApiError::BadRequest("a pack of another collection"));
+    }
     let size = u64::try_from(upload.len).map_err(|_| ApiError::TooLarge)?;
-    if who.region.meta.pack_size(who.account, id).await?.is_some() {
+    if region.meta.pack_size(owner, id).await?.is_some() {
         return Ok(StatusCode::OK);
     }
     // Refuse what cannot fit before writing it: an over-quota pack must not
     // stay behind as an uncounted blob (G5). `add_pack` checks again,
     // atomically, for concurrent uploads.
-    let (used, quota) = who.region.meta.usage(who.account).await?;
+    let (used, quota) = region.meta.usage(owner).await?;
     if used.saturating_add(size) > quota {
         return Err(ApiError::QuotaExceeded);
     }
     // Blob first, then the row: a row never names a missing blob (F3). A
     // crash in between leaves an unreferenced blob, reclaimed later.
-    who.region.blobs.put(who.account, id, upload.frames).await?;
-    match who.region.meta.add_pack(who.account, collection, id, size, now()).await? {
+    region.blobs.put(owner, id, upload.frames).await?;
+    match region.meta.add_pack(owner, collection, id, size, now()).await? {
         PackAdded::Added => Ok(StatusCode::CREATED),
         PackAdded::AlreadyThere => Ok(StatusCode::OK),
         PackAdded::OverQuota => Err(ApiError::QuotaExceeded),
@@ -1002,9 +1032,26 @@ fn parse_range(headers: &HeaderMap, size: u64) -> Result<Option<Range<u64>>, Api
 
 async fn get_pack(who: Authed, ApiPath(id): ApiPath<String>, headers: HeaderMap) -> Result<Response, ApiError> {
     let id = parse_id(&id, ObjectId::from_hex)?;
-    let size = who.region.meta.pack_size(who.account, id).await?.ok_or(ApiError::NotFound)?;
-    let range = parse_range(&headers, size)?;
-    let bytes = who.region.blobs.get(who.account, id, range.clone()).await?;
+    serve_pack(who.account, &who.region, None, id, &headers).await
+}
+
+/// Answers pack `id` of `owner`'s account in `region` (with `scope`, only
+/// if filed under that collection), whole or the range `headers` ask for:
+/// "Pack reads" in protocol.md.
+pub(crate) async fn serve_pack(
+    owner: AccountId,
+    region: &Region,
+    scope: Option<CollectionId>,
+    id: ObjectId,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let size = match scope {
+        Some(collection) => region.meta.pack_size_in(owner, collection, id).await?,
+        None => region.meta.pack_size(owner, id).await?,
+    };
+    let size = size.ok_or(ApiError::NotFound)?;
+    let range = parse_range(headers, size)?;
+    let bytes = region.blobs.get(owner, id, range.clone()).await?;
     let mut response = Response::new(Body::from(bytes));
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
     if let Some(r) = range {

@@ -101,6 +101,17 @@ impl BlobStore {
         }
     }
 
+    /// Reads a whole object as a stream of frames, with its length (a
+    /// large object is served without being held in memory).
+    pub async fn stream(
+        &self,
+        account: AccountId,
+        id: ObjectId,
+    ) -> Result<(u64, futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>), BlobError> {
+        let found = self.store.get(&location(account, id)).await.map_err(not_found)?;
+        Ok((found.meta.size, found.into_stream()))
+    }
+
     /// Reads an object, or a byte range of it.
     pub async fn get(&self, account: AccountId, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes, BlobError> {
         let path = location(account, id);

@@ -29,6 +29,10 @@ pub enum ApiError {
     /// Exists already with other content.
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// Exists already with other content; the message names what (say,
+    /// the handle an account holds already).
+    #[error("conflict: {0}")]
+    ConflictOwned(String),
     /// The operator suspended the account or deleted its data.
     #[error("account blocked: {0}")]
     AccountBlocked(&'static str),
@@ -38,6 +42,15 @@ pub enum ApiError {
     /// The device chain moved: the entry does not extend its current head.
     #[error("chain moved")]
     ChainMoved,
+    /// The signed-in account may read this shared collection, not write it.
+    #[error("read only")]
+    ReadOnly,
+    /// The member list moved: the entry does not extend its current head.
+    #[error("members moved")]
+    MembersMoved,
+    /// A link that expired or was revoked (`410 Gone`).
+    #[error("gone")]
+    Gone,
     /// The body does not hash to its id.
     #[error("digest mismatch")]
     DigestMismatch,
@@ -84,11 +97,23 @@ impl IntoResponse for ApiError {
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, code::NOT_FOUND, "no such object".into()),
             ApiError::Conflict(why) => (StatusCode::CONFLICT, code::CONFLICT, format!("conflict: {why}")),
+            ApiError::ConflictOwned(why) => (StatusCode::CONFLICT, code::CONFLICT, format!("conflict: {why}")),
             ApiError::HeadMoved(_) => {
                 (StatusCode::CONFLICT, code::HEAD_MOVED, "the collection changed; fetch the new head and retry".into())
             }
             ApiError::ChainMoved => {
                 (StatusCode::CONFLICT, code::CHAIN_MOVED, "the device chain changed; fetch it again, verify it and retry".into())
+            }
+            ApiError::ReadOnly => (
+                StatusCode::FORBIDDEN,
+                code::READ_ONLY,
+                "this shared collection is read-only for this account: its owner admitted it as a reader".into(),
+            ),
+            ApiError::MembersMoved => {
+                (StatusCode::CONFLICT, code::MEMBERS_MOVED, "the member list changed; fetch it again, verify it and retry".into())
+            }
+            ApiError::Gone => {
+                (StatusCode::GONE, code::GONE, "this link has expired or was revoked by the person who shared it".into())
             }
             ApiError::DigestMismatch => {
                 (StatusCode::UNPROCESSABLE_ENTITY, code::DIGEST_MISMATCH, "the body does not hash to the id in the URL".into())

@@ -251,7 +251,7 @@ pub(crate) fn to_u64(v: i64, what: &'static str) -> Result<u64> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(what))
 }
 
-fn to_u32(v: i64, what: &'static str) -> Result<u32> {
+pub(crate) fn to_u32(v: i64, what: &'static str) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(what))
 }
 
@@ -259,7 +259,7 @@ pub(crate) fn array<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u
     v.try_into().map_err(|_| StoreError::Corrupt(what))
 }
 
-fn len_u64(bytes: &[u8]) -> u64 {
+pub(crate) fn len_u64(bytes: &[u8]) -> u64 {
     u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
@@ -310,6 +310,24 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         "key transparency log",
         include_str!("../migrations/sqlite/0006_transparency_log.sql"),
         include_str!("../migrations/postgres/0006_transparency_log.sql"),
+    ),
+    (
+        7,
+        "link shares",
+        include_str!("../migrations/sqlite/0007_links.sql"),
+        include_str!("../migrations/postgres/0007_links.sql"),
+    ),
+    (
+        8,
+        "collections shared between accounts",
+        include_str!("../migrations/sqlite/0008_sharing.sql"),
+        include_str!("../migrations/postgres/0008_sharing.sql"),
+    ),
+    (
+        9,
+        "human handles",
+        include_str!("../migrations/sqlite/0009_handles.sql"),
+        include_str!("../migrations/postgres/0009_handles.sql"),
     ),
 ];
 
@@ -1168,12 +1186,24 @@ impl MetaStore {
             "revisions",
             "heads",
             "account_events",
+            "links",
+            "shared_collections",
+            "share_entries",
+            "share_members",
+            "share_grants",
+            "handles",
         ];
         let mut out = Vec::new();
-        let queries = BY_ACCOUNT.iter().map(|t| (*t, format!("SELECT * FROM {t} WHERE account_id = $1"))).chain([(
-            "pairing_attempts",
-            "SELECT * FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE account_id = $1)".to_owned(),
-        )]);
+        let queries = BY_ACCOUNT.iter().map(|t| (*t, format!("SELECT * FROM {t} WHERE account_id = $1"))).chain([
+            (
+                "pairing_attempts",
+                "SELECT * FROM pairing_attempts WHERE slot IN (SELECT slot FROM pairing_slots WHERE account_id = $1)".to_owned(),
+            ),
+            // Other accounts' shared collections this one was admitted to,
+            // and the grants addressed to it (in this region).
+            ("share_memberships", "SELECT * FROM share_members WHERE member_id = $1".to_owned()),
+            ("share_grants_received", "SELECT * FROM share_grants WHERE member_id = $1".to_owned()),
+        ]);
         for (table, sql) in queries {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account.as_bytes().as_slice()).fetch_all(&self.pool).await?;
             out.push((table, rows.iter().map(row_json).collect()));
@@ -1225,7 +1255,8 @@ impl MetaStore {
     }
 
     /// Deletes an account's data — packs, revisions, heads, collection
-    /// wraps, pairing slots — in one transaction, and marks it deleted. The
+    /// wraps, pairing slots, the member lists and grants of the collections
+    /// it shares, its handle — in one transaction, and marks it deleted. The
     /// account row, its devices, device chain and event log stay, so that its
     /// devices can still sign in and learn what happened. Returns the ids of
     /// the packs whose blobs are to be removed.
@@ -1244,7 +1275,22 @@ impl MetaStore {
             .bind(a)
             .execute(&mut *tx)
             .await?;
-        for table in ["pairing_slots", "packs", "revisions", "heads", "collection_wraps"] {
+        // The collections it shares go with their member lists and grants
+        // (children first): their members lose access with them.
+        for table in [
+            "pairing_slots",
+            "packs",
+            "revisions",
+            "heads",
+            "collection_wraps",
+            "share_grants",
+            "share_members",
+            "share_entries",
+            "shared_collections",
+            // Its handle is free again; the key directory keeps the last
+            // claim it published for it (handles.rs).
+            "handles",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE account_id = $1")))
                 .bind(a)
                 .execute(&mut *tx)
@@ -1391,7 +1437,7 @@ fn row_json(row: &sqlx::any::AnyRow) -> serde_json::Map<String, serde_json::Valu
 /// Takes the account's row lock for the rest of the transaction, so that a
 /// count-then-insert on its rows is not raced by another server process
 /// (PostgreSQL; SQLite's writer lock does the same).
-async fn lock_account(tx: &mut sqlx::AnyConnection, account: AccountId) -> Result<()> {
+pub(crate) async fn lock_account(tx: &mut sqlx::AnyConnection, account: AccountId) -> Result<()> {
     sqlx::query("UPDATE accounts SET quota_bytes = quota_bytes WHERE account_id = $1")
         .bind(account.as_bytes().as_slice())
         .execute(&mut *tx)
@@ -1400,7 +1446,7 @@ async fn lock_account(tx: &mut sqlx::AnyConnection, account: AccountId) -> Resul
 }
 
 /// Adds `bytes` to the account's usage, whatever the quota.
-async fn charge_unchecked(tx: &mut sqlx::AnyConnection, account: AccountId, bytes: u64) -> Result<()> {
+pub(crate) async fn charge_unchecked(tx: &mut sqlx::AnyConnection, account: AccountId, bytes: u64) -> Result<()> {
     sqlx::query("UPDATE accounts SET used_bytes = used_bytes + $1 WHERE account_id = $2")
         .bind(to_i64(bytes, "size")?)
         .bind(account.as_bytes().as_slice())
@@ -1410,7 +1456,7 @@ async fn charge_unchecked(tx: &mut sqlx::AnyConnection, account: AccountId, byte
 }
 
 /// Adds `bytes` to the account's usage if it stays within quota.
-async fn charge(tx: &mut sqlx::AnyConnection, account: AccountId, bytes: u64) -> Result<bool> {
+pub(crate) async fn charge(tx: &mut sqlx::AnyConnection, account: AccountId, bytes: u64) -> Result<bool> {
     let bytes = to_i64(bytes, "size")?;
     let charged =
         sqlx::query("UPDATE accounts SET used_bytes = used_bytes + $1 WHERE account_id = $2 AND used_bytes + $3 <= quota_bytes")

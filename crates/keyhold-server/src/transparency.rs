@@ -1,6 +1,7 @@
 //! Key transparency on the server (docs/spec/transparency.md): a key
-//! directory (akd) maps every account to the head of its device chain and
-//! every collection to its committed head; each directory epoch's root is
+//! directory (akd) maps every account to the head of its device chain,
+//! every collection to its committed head and every handle to the id of
+//! its claim (`handles.rs`); each directory epoch's root is
 //! appended to a C2SP log whose checkpoints the log key signs and
 //! independent witnesses cosign. One process publishes at a time (a lease
 //! in the database); every process serves what was published.
@@ -8,7 +9,8 @@
 //! Nothing here is trusted by a client: it checks every answer against the
 //! log key, witness keys and auditor keys it pinned itself.
 
-use std::collections::HashMap;
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,9 +18,11 @@ use akd::directory::Directory;
 use akd::ecvrf::{VRFKeyStorage, VrfError};
 use akd::storage::StorageManager;
 use akd::{AkdLabel, AkdValue, AzksParallelismConfig};
+use keyhold_core::share::validate_handle;
 use keyhold_core::transparency::{
     self as kt, AddCheckpoint, Checkpoint, DirectoryLabel, DirectoryValue, KtConfig, LogEntry, MerkleLog, NoteKey,
 };
+use keyhold_proto::ObjectId;
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
@@ -340,11 +344,14 @@ impl Transparency {
     }
 
     /// Labels whose value differs from what the directory last published:
-    /// every account's device chain head and every collection's head, in
-    /// every region.
+    /// every account's device chain head, every collection's head and
+    /// every handle's claim, in every region.
     async fn changes(&self, regions: &Regions) -> Result<Vec<(DirectoryLabel, DirectoryValue)>, KtServerError> {
         let published: HashMap<Vec<u8>, Vec<u8>> = self.store.kt_published().await?.into_iter().collect();
         let mut out = Vec::new();
+        // Handle → id of its claim; `None` for a handle two regions hold
+        // (a claim being withdrawn, handles.rs): published once one is left.
+        let mut handles: BTreeMap<String, Option<[u8; 32]>> = BTreeMap::new();
         for region in regions.all() {
             for (account, seq, id) in region.meta.kt_chain_heads().await? {
                 let label = DirectoryLabel::Account(account);
@@ -359,6 +366,29 @@ impl Transparency {
                 if published.get(&label.to_bytes()) != Some(&value.to_bytes()) {
                     out.push((label, value));
                 }
+            }
+            for (handle, claim) in region.meta.kt_handles().await? {
+                if validate_handle(&handle).is_err() {
+                    tracing::error!(region = %region.name, "a stored handle is not a valid handle; not published");
+                    continue;
+                }
+                match handles.entry(handle) {
+                    Entry::Vacant(e) => {
+                        e.insert(Some(ObjectId::of(&claim).0));
+                    }
+                    Entry::Occupied(mut e) => {
+                        tracing::warn!(handle = %e.key(), "two regions hold one handle; not published until one does");
+                        e.insert(None);
+                    }
+                }
+            }
+        }
+        for (handle, hash) in handles {
+            let Some(hash) = hash else { continue };
+            let label = DirectoryLabel::Handle(handle);
+            let value = DirectoryValue { seq: 0, hash };
+            if published.get(&label.to_bytes()) != Some(&value.to_bytes()) {
+                out.push((label, value));
             }
         }
         Ok(out)

@@ -134,7 +134,7 @@ pub fn check_version(last_seen: Option<u64>, served: u64) -> Result<(), KtError>
 }
 
 /// A label of the akd directory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DirectoryLabel {
     /// An account's device chain: `0x01 ‖ account id` (17 bytes).
     Account(AccountId),
@@ -143,6 +143,10 @@ pub enum DirectoryLabel {
     /// are chosen by clients: another account reusing an id must neither
     /// overwrite this collection's entry nor collide with it.
     Collection(AccountId, CollectionId),
+    /// A handle's claim: `0x03 ‖ handle` (4 to 33 bytes; the handle as
+    /// [`crate::share::validate_handle`] accepts it). Its value is
+    /// `(0, id of the stored claim)`.
+    Handle(String),
 }
 
 impl DirectoryLabel {
@@ -164,11 +168,16 @@ impl DirectoryLabel {
                 out.extend_from_slice(&a.0);
                 out.extend_from_slice(&c.0);
             }
+            DirectoryLabel::Handle(h) => {
+                out.push(0x03);
+                out.extend_from_slice(h.as_bytes());
+            }
         }
         out
     }
 
-    /// Parses a label: exactly 17 bytes for an account, 33 for a collection.
+    /// Parses a label: exactly 17 bytes for an account, 33 for a
+    /// collection, `0x03` and a valid handle for a handle.
     pub fn from_bytes(b: &[u8]) -> Result<Self, KtError> {
         let malformed = || KtError::Malformed("directory label");
         let (tag, rest) = b.split_first().ok_or_else(malformed)?;
@@ -177,6 +186,11 @@ impl DirectoryLabel {
             0x02 => {
                 let (account, collection) = rest.split_first_chunk::<16>().ok_or_else(malformed)?;
                 Ok(DirectoryLabel::Collection(AccountId(*account), CollectionId(collection.try_into().map_err(|_| malformed())?)))
+            }
+            0x03 => {
+                let handle = core::str::from_utf8(rest).map_err(|_| malformed())?;
+                crate::share::validate_handle(handle).map_err(|_| malformed())?;
+                Ok(DirectoryLabel::Handle(handle.to_owned()))
             }
             _ => Err(malformed()),
         }
