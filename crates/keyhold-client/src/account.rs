@@ -160,3 +160,25 @@ pub async fn recover(home: &Home, server: &str, recovery_text: &str, name: &str)
     home.save(&config, &DeviceKeys { account, epoch, root, device })?;
     Ok(account)
 }
+
+/// Claims `handle` for this device's account: a claim signed by this
+/// device, which the key directory then publishes (`docs/spec/sharing.md`,
+/// "Handles").
+pub async fn claim_handle(home: &Home, handle: &str) -> Result<()> {
+    keyhold_core::share::validate_handle(handle).map_err(|_| {
+        ClientError::Usage(format!(
+            "{handle:?} is not a handle: 3 to 32 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ))
+    })?;
+    let (config, keys) = home.load()?;
+    let mut api = Api::new(&config.server)?;
+    api.sign_in(keys.account, &keys.device).await?;
+    let claim = keyhold_core::share::HandleClaim {
+        handle: handle.to_owned(),
+        account: keys.account,
+        device: keys.device.id(),
+        time_ms: now_ms(),
+    }
+    .seal(&keys.device)?;
+    api.put_handle(handle, claim).await?.map_err(|why| ClientError::Usage(format!("handle {handle}: {why}")))
+}

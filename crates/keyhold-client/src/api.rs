@@ -307,15 +307,17 @@ impl Api {
         self.json(self.request(Method::GET, &format!("/v1/collections/{collection}/packs"))).await
     }
 
-    /// Uploads a pack (idempotent).
-    pub async fn put_pack(&self, id: ObjectId, bytes: Bytes) -> Result<()> {
-        self.send(self.request(Method::PUT, &format!("/v1/packs/{id}")).body(bytes)).await.map(drop)
+    /// Uploads a pack of `collection` (idempotent). Packs go through the
+    /// collection's path so that a shared collection's packs reach its
+    /// owner's store.
+    pub async fn put_pack(&self, collection: CollectionId, id: ObjectId, bytes: Bytes) -> Result<()> {
+        self.send(self.request(Method::PUT, &format!("/v1/collections/{collection}/packs/{id}")).body(bytes)).await.map(drop)
     }
 
     /// Downloads a pack, or a byte range of it; a range answer must have
     /// exactly the requested length.
-    pub async fn get_pack(&self, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes> {
-        let mut rb = self.request(Method::GET, &format!("/v1/packs/{id}"));
+    pub async fn get_pack(&self, collection: CollectionId, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes> {
+        let mut rb = self.request(Method::GET, &format!("/v1/collections/{collection}/packs/{id}"));
         if let Some(r) = &range {
             rb = rb.header(reqwest::header::RANGE, format!("bytes={}-{}", r.start, r.end.saturating_sub(1)));
         }
@@ -336,7 +338,118 @@ impl Api {
     }
 
     /// A suffix range (the last `n` bytes) of a pack of known size.
-    pub async fn get_pack_tail(&self, id: ObjectId, size: u64, n: u64) -> Result<Bytes> {
-        self.get_pack(id, Some(size.saturating_sub(n)..size)).await
+    pub async fn get_pack_tail(&self, collection: CollectionId, id: ObjectId, size: u64, n: u64) -> Result<Bytes> {
+        self.get_pack(collection, id, Some(size.saturating_sub(n)..size)).await
+    }
+}
+
+/// Sharing between accounts.
+impl Api {
+    /// Another account's device chain, as the server shows it (checked
+    /// against key transparency before use).
+    pub async fn account_chain(&self, account: AccountId) -> Result<Vec<Vec<u8>>> {
+        let path = format!("/v1/accounts/{}/chain", account.to_hex());
+        let body: DeviceChainEntries = self.json(self.request(Method::GET, &path)).await?;
+        Ok(body.entries.into_iter().map(|e| e.0).collect())
+    }
+
+    /// A shared collection's member list; `None` if the collection is not
+    /// shared (or not visible to this account).
+    pub async fn members(&self, collection: CollectionId) -> Result<Option<keyhold_proto::MemberLog>> {
+        match self.json(self.request(Method::GET, &format!("/v1/collections/{collection}/members"))).await {
+            Ok(log) => Ok(Some(log)),
+            Err(ClientError::Server { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends a member-list entry with its grants; `false` if the list
+    /// moved since it was read.
+    pub async fn append_member(&self, collection: CollectionId, entry: Vec<u8>, grants: Vec<Vec<u8>>) -> Result<bool> {
+        let body = keyhold_proto::AppendMember { entry: B64(entry), grants: grants.into_iter().map(B64).collect() };
+        let rb = self.request(Method::POST, &format!("/v1/collections/{collection}/members")).json(&body);
+        match self.send(rb).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Server { status: 409, code, .. }) if code == keyhold_proto::code::MEMBERS_MOVED => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every key grant addressed to this account.
+    pub async fn grants(&self) -> Result<Vec<keyhold_proto::GrantRecord>> {
+        let body: keyhold_proto::Grants = self.json(self.request(Method::GET, "/v1/grants")).await?;
+        Ok(body.grants)
+    }
+
+    /// Files this device's signed answer to a grant.
+    pub async fn respond_to_grant(&self, grant: ObjectId, response: Vec<u8>) -> Result<()> {
+        let body = keyhold_proto::PostShareResponse { response: B64(response) };
+        let path = format!("/v1/grants/{}/response", grant.to_hex());
+        self.send(self.request(Method::POST, &path).json(&body)).await.map(drop)
+    }
+
+    /// The shared collections this account owns or has joined (the
+    /// server's claim).
+    pub async fn shared(&self) -> Result<Vec<keyhold_proto::SharedCollection>> {
+        let body: keyhold_proto::SharedCollections = self.json(self.request(Method::GET, "/v1/shared")).await?;
+        Ok(body.collections)
+    }
+}
+
+/// Link shares (docs/spec/links.md, "HTTP").
+impl Api {
+    /// Files a sealed link object that the server serves until
+    /// `expires_at` (Unix seconds).
+    pub async fn create_link(&self, object: Vec<u8>, expires_at: i64) -> Result<()> {
+        let rb = self
+            .request(Method::POST, "/v1/links")
+            .query(&[("expires_at", expires_at)])
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(object);
+        self.send(rb).await.map(drop)
+    }
+
+    /// The account's links, newest first.
+    pub async fn links(&self) -> Result<Vec<keyhold_proto::links::LinkRecord>> {
+        let body: keyhold_proto::links::Links = self.json(self.request(Method::GET, "/v1/links")).await?;
+        Ok(body.links)
+    }
+
+    /// Revokes one of the account's links; `false` if it has none of that id.
+    pub async fn revoke_link(&self, id: keyhold_core::LinkId) -> Result<bool> {
+        match self.send(self.request(Method::DELETE, &format!("/v1/links/{id}"))).await {
+            Ok(_) => Ok(true),
+            Err(ClientError::Server { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts fetching a link's object (no session needed): the response,
+    /// whose body the caller reads chunk by chunk.
+    pub async fn link_object(&self, id: keyhold_core::LinkId) -> Result<reqwest::Response> {
+        self.send(self.request(Method::GET, &format!("/v1/links/{id}/object"))).await
+    }
+}
+
+/// Handles.
+impl Api {
+    /// Claims a handle for the signed-in account; `false` if it is taken
+    /// (or the account has another).
+    pub async fn put_handle(&self, handle: &str, claim: Vec<u8>) -> Result<std::result::Result<(), String>> {
+        let body = keyhold_proto::PutHandle { claim: B64(claim) };
+        match self.send(self.request(Method::PUT, &format!("/v1/handles/{handle}")).json(&body)).await {
+            Ok(_) => Ok(Ok(())),
+            Err(ClientError::Server { status: 409, message, .. }) => Ok(Err(message)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Who claimed a handle (checked against the key directory by the caller).
+    pub async fn handle(&self, handle: &str) -> Result<Option<keyhold_proto::HandleRecord>> {
+        match self.json(self.request(Method::GET, &format!("/v1/handles/{handle}"))).await {
+            Ok(record) => Ok(Some(record)),
+            Err(ClientError::Server { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }

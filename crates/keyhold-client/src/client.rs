@@ -62,6 +62,9 @@ pub struct Collection {
     pub current_epoch: u32,
     /// Where each blob is.
     pub index: HashMap<BlobId, BlobLocation>,
+    /// For a shared collection: its verified member list and the device
+    /// chains of everyone who may write to it.
+    pub shared: Option<Arc<crate::share::SharedView>>,
 }
 
 impl Collection {
@@ -260,15 +263,48 @@ impl Client {
     /// Every key epoch of a collection, each wrap opened with the root key
     /// of the account epoch it names (authenticated by the opening).
     pub(crate) fn collection_keys(&self, id: CollectionId) -> Result<HashMap<u32, Arc<CollectionKeys>>> {
-        let mut keys = HashMap::new();
+        Ok(self
+            .collection_raw_keys(id)?
+            .into_iter()
+            .map(|(epoch, key)| (epoch, Arc::new(CollectionKeys::derive(&key, id, epoch))))
+            .collect())
+    }
+
+    /// The collection keys themselves, by epoch.
+    pub(crate) fn collection_raw_keys(&self, id: CollectionId) -> Result<BTreeMap<u32, CollectionKey>> {
+        let mut keys = BTreeMap::new();
         for (cid, epoch, wrap) in self.collection_wraps.iter().filter(|(c, _, _)| *c == id) {
             let account_epoch = collection_wrap_account_epoch(wrap).ok_or(keyhold_core::Error::Truncated)?;
             let ctx =
                 CollectionWrapContext { account: self.keys.account, collection: *cid, collection_epoch: *epoch, account_epoch };
-            let key = unwrap_collection_key(wrap, self.root_of(account_epoch)?, &ctx)?;
-            keys.insert(*epoch, Arc::new(CollectionKeys::derive(&key, id, *epoch)));
+            keys.insert(*epoch, unwrap_collection_key(wrap, self.root_of(account_epoch)?, &ctx)?);
         }
         Ok(keys)
+    }
+
+    /// The key epochs of a collection this account has filed, ascending.
+    pub(crate) fn collection_raw_epochs(&self, id: CollectionId) -> Vec<u32> {
+        let mut epochs: Vec<u32> = self.collection_wraps.iter().filter(|(c, _, _)| *c == id).map(|(_, e, _)| *e).collect();
+        epochs.sort_unstable();
+        epochs.dedup();
+        epochs
+    }
+
+    /// The root key of the current account epoch.
+    pub(crate) fn current_root(&self) -> &AccountRootKey {
+        self.root()
+    }
+
+    /// Remembers a collection key wrap this device just filed.
+    pub(crate) fn add_collection_wrap(&mut self, id: CollectionId, epoch: u32, wrap: Vec<u8>) {
+        self.collection_wraps.push((id, epoch, wrap));
+    }
+
+    /// Opens an existing collection by id, with its member list if shared.
+    pub async fn open_collection_by_id(&self, id: CollectionId) -> Result<Collection> {
+        let mut coll = self.collection_by_id(id)?;
+        coll.shared = self.shared_view(id).await?.map(Arc::new);
+        Ok(coll)
     }
 
     /// Opens an existing collection by id.
@@ -276,7 +312,7 @@ impl Client {
         let keys = self.collection_keys(id)?;
         let current_epoch = keys.keys().copied().max().ok_or_else(|| ClientError::Usage("no such collection".into()))?;
         let index = self.state.blob_index(id)?;
-        Ok(Collection { id, keys, current_epoch, index })
+        Ok(Collection { id, keys, current_epoch, index, shared: None })
     }
 
     /// Collections that have a key filed, with their newest key epoch.
@@ -289,9 +325,35 @@ impl Client {
         out
     }
 
-    /// Opens (creating on first use) the collection named `name`.
+    /// Opens (creating on first use) the collection named `name`, or the
+    /// shared collection named `NAME@OWNER` this account joined.
     pub async fn collection(&mut self, name: &str) -> Result<Collection> {
-        self.collection_attempt(name, 0).await
+        if let Some((_, owner)) = name.rsplit_once('@') {
+            if let Some(joined) = self.joined_collection(name).await? {
+                return Ok(joined);
+            }
+            // NAME@OWNER names someone else's collection: never create one.
+            if keyhold_core::AccountId::from_hex(owner).is_some_and(|o| o != self.keys.account) {
+                return Err(ClientError::Usage(format!(
+                    "no shared collection {name} has been accepted on this account (see `keyhold invitations`)"
+                )));
+            }
+        }
+        let mut coll = self.collection_attempt(name, 0).await?;
+        if let Some(mut view) = self.shared_view(coll.id).await? {
+            if view.list.owner() != self.keys.account {
+                return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("owner of an own collection")));
+            }
+            // A member's device was revoked since the key epoch began: new
+            // data goes under a key it never held (SECURITY A7).
+            if self.member_device_revoked_since_epoch(&view) {
+                self.start_shared_epoch(&coll, &view, None).await?;
+                view = self.shared_view(coll.id).await?.ok_or_else(|| ClientError::Withheld("the member list".into()))?;
+                coll = self.collection_by_id(coll.id)?;
+            }
+            coll.shared = Some(Arc::new(view));
+        }
+        Ok(coll)
     }
 
     async fn collection_attempt(&mut self, name: &str, attempt: u32) -> Result<Collection> {
@@ -322,7 +384,7 @@ impl Client {
         }
         let current_epoch = keys.keys().copied().max().unwrap_or(0);
         let index = self.state.blob_index(id)?;
-        Ok(Collection { id, keys, current_epoch, index })
+        Ok(Collection { id, keys, current_epoch, index, shared: None })
     }
 
     /// Verifies the collection's history up to the server's head against the
@@ -382,6 +444,15 @@ impl Client {
     pub(crate) fn open_revision(&self, coll: &Collection, stored: &[u8]) -> Result<VerifiedRevision> {
         let header = keyhold_core::RevisionHeader::parse(stored)?;
         let keys = coll.keys_for(header.epoch)?;
+        if let Some(view) = &coll.shared {
+            // A shared collection: any member that may write, through a
+            // device of its proven chain (SECURITY D3, A7).
+            let verified = open_revision(keys, stored, |id| view.device(id))?;
+            if !view.may_author(&verified.revision.author, coll.id, verified.revision.seq) {
+                return Err(ClientError::Integrity(keyhold_core::Error::UnknownAuthor));
+            }
+            return Ok(verified);
+        }
         let verified = open_revision(keys, stored, |id| self.chain.device(id).map(|d| &d.public))?;
         // A revoked device's revisions count only up to the cutoff its
         // revocation recorded (SECURITY A7).
@@ -410,7 +481,7 @@ impl Client {
         let mut damaged = Vec::new();
         for pack in listed.packs.into_iter().filter(|p| !known.contains(&p.id.0)) {
             let (id, size) = (pack.id.0, pack.size);
-            let entries = match read_pack_index(&self.api, id, size, |epoch| coll.keys_for(epoch).cloned()).await {
+            let entries = match read_pack_index(&self.api, coll.id, id, size, |epoch| coll.keys_for(epoch).cloned()).await {
                 Ok(entries) => entries,
                 Err(e @ (ClientError::Http(_) | ClientError::Io { .. } | ClientError::State(_))) => return Err(e),
                 Err(e) => {
@@ -439,7 +510,7 @@ impl Client {
     /// Fetches the ciphertexts of `ids` (see [`fetch_located`]).
     pub async fn fetch_blobs(&self, coll: &mut Collection, ids: &[BlobId]) -> Result<HashMap<BlobId, Vec<u8>>> {
         let located = self.locate(coll, ids).await?;
-        fetch_located(&self.api, located).await
+        fetch_located(&self.api, coll.id, located).await
     }
 
     /// Reads and authenticates a whole tree (every listing; manifests are
@@ -529,7 +600,11 @@ const COALESCE_GAP: u64 = 1 << 20;
 
 /// Fetches located blobs: per pack, runs of nearby blobs in one range
 /// request each, a few requests at a time.
-pub async fn fetch_located(api: &Api, located: Vec<(BlobId, BlobLocation)>) -> Result<HashMap<BlobId, Vec<u8>>> {
+pub async fn fetch_located(
+    api: &Api,
+    collection: CollectionId,
+    located: Vec<(BlobId, BlobLocation)>,
+) -> Result<HashMap<BlobId, Vec<u8>>> {
     let mut by_pack: HashMap<ObjectId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
     let mut seen = HashSet::new();
     for (id, loc) in located {
@@ -555,7 +630,7 @@ pub async fn fetch_located(api: &Api, located: Vec<(BlobId, BlobLocation)>) -> R
         async move {
             let (Some((_, first)), Some((_, last))) = (run.first(), run.last()) else { return Ok(Vec::new()) };
             let start = first.offset;
-            let bytes = api.get_pack(pack, Some(start..last.offset.saturating_add(last.len))).await?;
+            let bytes = api.get_pack(collection, pack, Some(start..last.offset.saturating_add(last.len))).await?;
             run.into_iter()
                 .map(|(id, loc)| {
                     let from = usize::try_from(loc.offset - start).unwrap_or(usize::MAX);
@@ -593,6 +668,7 @@ pub struct Uploader {
 /// names.
 async fn read_pack_index(
     api: &Api,
+    collection: CollectionId,
     id: ObjectId,
     size: u64,
     keys_for: impl Fn(u32) -> Result<Arc<CollectionKeys>>,
@@ -600,14 +676,14 @@ async fn read_pack_index(
     if size < u64::try_from(PACK_PREFIX_LEN + PACK_TRAILER_LEN).unwrap_or(u64::MAX) {
         return Err(ClientError::Protocol(format!("pack {id} is too small to be a pack")));
     }
-    let prefix = api.get_pack(id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))).await?;
+    let prefix = api.get_pack(collection, id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))).await?;
     let epoch = prefix.get(23..27).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
     let keys = keys_for(epoch)?;
-    let trailer = api.get_pack_tail(id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)).await?;
+    let trailer = api.get_pack_tail(collection, id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)).await?;
     let len = usize::try_from(size).map_err(|_| ClientError::Protocol("pack size".into()))?;
     let (offset, index_len) = open_trailer(&keys, &prefix, &trailer, len)?;
     let start = u64::try_from(offset).unwrap_or(0);
-    let sealed = api.get_pack(id, Some(start..start + u64::try_from(index_len).unwrap_or(0))).await?;
+    let sealed = api.get_pack(collection, id, Some(start..start + u64::try_from(index_len).unwrap_or(0))).await?;
     Ok(open_index(&keys, &prefix, &sealed, offset)?)
 }
 
@@ -628,7 +704,7 @@ async fn verify_stored(
         tracing::error!(pack = %id, why, "the server acknowledged a pack it does not return intact");
         ClientError::Integrity(keyhold_core::Error::ContentMismatch)
     };
-    match read_pack_index(api, id, size, |_| Ok(keys.clone())).await {
+    match read_pack_index(api, keys.collection(), id, size, |_| Ok(keys.clone())).await {
         Ok(read) if read == entries => Ok(()),
         Ok(_) => Err(lost("index differs")),
         Err(ClientError::Server { status: 404 | 416, .. }) => Err(lost("missing")),
@@ -732,7 +808,7 @@ impl Uploader {
             let mut attempt = 0;
             loop {
                 // Uploads are idempotent: a retry after a dropped connection is safe (F3).
-                match api.put_pack(id, bytes.clone()).await {
+                match api.put_pack(collection, id, bytes.clone()).await {
                     Ok(()) => {
                         drop(bytes);
                         verify_stored(&api, &keys, id, size, &entries).await?;

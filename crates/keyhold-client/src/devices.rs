@@ -301,6 +301,11 @@ impl Client {
         }
         let mut collection_wraps = Vec::new();
         for (collection, newest) in self.collection_ids() {
+            // A shared collection's key epochs are the owner's to start, in
+            // its member list, so every member can check them (sharing.md).
+            if self.api.members(collection).await?.is_some() {
+                continue;
+            }
             let collection_epoch = newest.checked_add(1).ok_or(ClientError::Usage("collection key epoch overflow".into()))?;
             let key = CollectionKey::generate(&mut rng);
             let ctx = CollectionWrapContext { account, collection, collection_epoch, account_epoch: epoch };
@@ -340,7 +345,7 @@ impl Client {
         // verified now; anything it signs later is refused by every client.
         let mut cutoffs = BTreeMap::new();
         for collection in self.collection_ids().into_keys() {
-            let coll = self.collection_by_id(collection)?;
+            let coll = self.open_collection_by_id(collection).await?;
             if let Some(head) = self.verified_head(&coll).await? {
                 cutoffs.insert(collection, head.revision.seq);
             }
@@ -351,6 +356,9 @@ impl Client {
         let recovery_wrap = wrap_to_device(&new_root, self.chain.recovery(), self.keys.account, epoch, &mut os_rng())?;
         let change = ChainChange::RevokeDevice { device: target, root_commitment: commitment, cutoffs };
         self.rotate(change, new_root, recovery_wrap, None).await?;
+        // Shared collections' epochs are in their member lists: start a new
+        // one in each this account owns, sealed to the members' devices.
+        self.rotate_owned_shared().await?;
         list(self)
             .into_iter()
             .find(|d| d.id == target.to_hex())

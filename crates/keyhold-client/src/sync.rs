@@ -654,8 +654,8 @@ async fn fetch_all(
         located.push(client.locate(coll, &ids).await?);
     }
     let downloads = located.into_iter().map(|run| {
-        let api = client.api.clone();
-        tokio::spawn(async move { fetch_located(&api, run).await })
+        let (api, collection) = (client.api.clone(), coll.id);
+        tokio::spawn(async move { fetch_located(&api, collection, run).await })
     });
     let mut downloads = futures::stream::iter(downloads).buffered(2);
     for batch in batches {
@@ -947,8 +947,8 @@ pub(crate) async fn write_verified(
     let mut decryptor = FileDecryptor::new(&keys, manifest);
     // Spawned, so downloads progress while this task decrypts and writes.
     let runs = located.chunks(RUN).map(|run| {
-        let (api, wanted) = (client.api.clone(), run.to_vec());
-        tokio::spawn(async move { fetch_located(&api, wanted).await }).map(move |r| (run, r))
+        let (api, wanted, collection) = (client.api.clone(), run.to_vec(), coll.id);
+        tokio::spawn(async move { fetch_located(&api, collection, wanted).await }).map(move |r| (run, r))
     });
     let mut runs = futures::stream::iter(runs).buffered(IN_FLIGHT);
     while let Some((run, fetched)) = runs.next().await {

@@ -494,7 +494,10 @@ impl Client {
         let Some(file) = load_policy(&home)? else { return Ok(None) };
         let policy = file.policy();
         let vrf = file.vrf_key()?;
-        let label = DirectoryLabel::Collection(self.keys.account, coll.id);
+        // A shared collection lives in its owner's account: the directory
+        // labels its head with the owner's id.
+        let owner = coll.shared.as_ref().map_or(self.keys.account, |view| view.list.owner());
+        let label = DirectoryLabel::Collection(owner, coll.id);
         let Some(proof) = self.api.kt_proof(&label.to_bytes(), false).await? else { return Ok(None) };
         let note = proof.checkpoint.0.clone();
         let mut state = load_state(&home)?;
@@ -686,14 +689,6 @@ pub struct ContactVersion {
     pub head: String,
 }
 
-/// A contact as `ACCOUNT` or `ACCOUNT@SERVER` (the server part is the
-/// device's own server for now).
-pub fn parse_contact(text: &str) -> Result<keyhold_core::AccountId> {
-    let id = text.split('@').next().unwrap_or_default();
-    keyhold_core::AccountId::from_hex(id)
-        .ok_or_else(|| ClientError::Usage(format!("{text:?} is not an account id (32 hex digits, optionally @server)")))
-}
-
 /// An account's identity: the first directory value of its current device
 /// chain, i.e. after the last reset (a value whose seq does not grow).
 /// `history` is sorted by version.
@@ -796,5 +791,102 @@ impl Client {
                 .collect(),
             safety_number: number,
         })
+    }
+}
+
+impl Client {
+    /// The account a handle names, as the key directory proves it: the
+    /// directory's history of the handle (under a fresh, witnessed
+    /// checkpoint) holds exactly one claim, the one the server serves, and a
+    /// device of the claiming account's proven chain signed it. A handle
+    /// that was ever bound to another claim is refused loudly: that is what
+    /// a server re-pointing a name at an account of its own looks like.
+    pub async fn verify_handle(&self, handle: &str) -> Result<keyhold_core::AccountId> {
+        keyhold_core::share::validate_handle(handle)
+            .map_err(|_| ClientError::Usage(format!("{handle:?} is not a handle (3 to 32 of a-z, 0-9, '.', '_', '-')")))?;
+        let home = self.home().clone();
+        let file = load_policy(&home)?.ok_or_else(|| {
+            ClientError::Usage("no key transparency policy is pinned on this device (keyhold verify --pin-policy FILE)".into())
+        })?;
+        let policy = file.policy();
+        let vrf = file.vrf_key()?;
+        let record =
+            self.api.handle(handle).await?.ok_or_else(|| ClientError::Usage(format!("no account has the handle {handle}")))?;
+        let label = DirectoryLabel::Handle(handle.to_owned());
+        let proof = self.api.kt_proof(&label.to_bytes(), true).await?.ok_or_else(|| {
+            ClientError::Usage(format!("the handle {handle} is not in the key directory yet; try again after the next epoch"))
+        })?;
+        let note = proof.checkpoint.0.clone();
+        let mut state = load_state(&home)?;
+        let verified = self.accept_checkpoint(&policy, &mut state, &note).await?;
+        let max_age = file.key_change_max_age_secs.min(file.max_age_secs);
+        kt::check_fresh(&verified, now_secs(), max_age, MAX_SKEW_SECS).map_err(|e| ClientError::Transparency {
+            reason: format!("{e}: a handle is trusted only under a fresh log"),
+            evidence: None,
+        })?;
+        let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(&home, e, &[&note]))?;
+        state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
+        let history = kt::verify_history(&vrf, root, epoch, &label, &proof.proof.0)
+            .map_err(|e| fail(&home, format!("the directory's history of the handle {handle} does not verify: {e}"), &[&note]))?;
+        save_state(&home, &state)?;
+        let claim_id = keyhold_core::ObjectId::of(&record.claim.0);
+        let mut hashes: Vec<[u8; 32]> = history.iter().map(|(_, _, v)| v.hash).collect();
+        hashes.dedup();
+        match hashes.as_slice() {
+            [only] if *only == claim_id.0 => {}
+            [_] => {
+                return Err(fail(
+                    &home,
+                    format!(
+                        "the server's claim of the handle {handle} is not the one the key directory holds: it substitutes an account"
+                    ),
+                    &[&note],
+                ));
+            }
+            _ => {
+                return Err(fail(
+                    &home,
+                    format!(
+                        "the handle {handle} was bound to {} different claims over time: it was re-pointed at another account. \
+                         Ask its owner, out of band, for their account id and use that",
+                        hashes.len()
+                    ),
+                    &[&note],
+                ));
+            }
+        }
+        let (claim, _) = keyhold_core::share::HandleClaim::parse(&record.claim.0)?;
+        if claim.handle != handle || claim.account.to_hex() != record.account {
+            return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("handle claim")));
+        }
+        let chain =
+            if claim.account == self.keys.account { self.chain.clone() } else { self.proven_contact(claim.account).await?.chain };
+        keyhold_core::share::HandleClaim::verify(&record.claim.0, |d| chain.device(d).map(|d| d.public.clone()))?;
+        Ok(claim.account)
+    }
+
+    /// A contact as the command line names it: an account id (32 hex
+    /// digits), or a handle, optionally `handle@server` (this device's
+    /// server: accounts of other servers cannot be reached).
+    pub async fn resolve_contact(&self, text: &str) -> Result<keyhold_core::AccountId> {
+        let text = text.trim();
+        let (name, server) = match text.split_once('@') {
+            Some((name, server)) => (name, Some(server)),
+            None => (text, None),
+        };
+        if let Some(id) = keyhold_core::AccountId::from_hex(name) {
+            return Ok(id);
+        }
+        if let Some(server) = server {
+            let own = self.config.server.trim_end_matches('/');
+            let host = own.split("://").nth(1).unwrap_or(own);
+            if server != host && server != own {
+                return Err(ClientError::Usage(format!(
+                    "{text}: that account is on another server ({server}); this device's server is {host}, and sharing \
+                     across servers is not supported"
+                )));
+            }
+        }
+        self.verify_handle(name).await
     }
 }

@@ -146,7 +146,7 @@ async fn client(url: String, home: std::path::PathBuf, until: Instant, seed: u64
             let (id, bytes, _) = builder.finish(&coll_keys).unwrap();
             let size = bytes.len() as u64;
             let started = Instant::now();
-            match api.put_pack(id, bytes.into()).await {
+            match api.put_pack(collection, id, bytes.into()).await {
                 Ok(()) => {
                     tally.put.push(started.elapsed());
                     mine.push((id, size));
@@ -156,7 +156,7 @@ async fn client(url: String, home: std::path::PathBuf, until: Instant, seed: u64
         } else {
             let (id, size) = mine[(x as usize / 10) % mine.len()];
             let start = (x / 100) % (size / 2);
-            match api.get_pack(id, Some(start..start + 4096.min(size - start))).await {
+            match api.get_pack(collection, id, Some(start..start + 4096.min(size - start))).await {
                 Ok(_) => tally.get.push(started.elapsed()),
                 Err(e) => tally.errors.push(format!("get: {e}")),
             }

@@ -81,6 +81,10 @@ enum Command {
         /// auditors; see `keyhold verify --help`).
         #[arg(long, env = "KEYHOLD_TRANSPARENCY_POLICY")]
         transparency_policy: Option<PathBuf>,
+        /// A human handle others can share with (3 to 32 of a-z, 0-9, '.',
+        /// '_', '-'), bound to this account in the transparency log.
+        #[arg(long)]
+        handle: Option<String>,
     },
     /// Join an existing account on this device with its recovery key.
     Recover {
@@ -157,6 +161,46 @@ enum Command {
         /// Print the auditor's verifier key and exit.
         #[arg(long)]
         print_key: bool,
+    },
+    /// Claim a human handle for this account (one per account; others then
+    /// share with `HANDLE` or `HANDLE@SERVER`), bound in the transparency log.
+    Handle {
+        /// The handle: 3 to 32 of a-z, 0-9, '.', '_', '-'.
+        name: String,
+    },
+    /// The collections this account owns or joined, with their members.
+    Collections,
+    /// Share a collection with another account: its devices are looked up
+    /// through key transparency and its device chain, never taken from the
+    /// server alone; the collection's keys are sealed to each of them.
+    Share {
+        /// The collection, as `sync --collection` names it.
+        collection: String,
+        /// The other account: its handle (`bob` or `bob@SERVER`) or id (32 hex digits).
+        account: String,
+        /// The member may read but not write.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Remove a member: the collection moves to a new key epoch sealed to
+    /// the remaining members' devices only.
+    Unshare {
+        /// The collection.
+        collection: String,
+        /// The member: its handle or account id.
+        account: String,
+    },
+    /// Invitations to other accounts' collections, verified.
+    Invitations,
+    /// Accept an invitation; then `keyhold sync DIR --collection NAME@OWNER`.
+    Accept {
+        /// The invitation id (at least 8 hex digits) from `keyhold invitations`.
+        id: String,
+    },
+    /// Decline an invitation.
+    Decline {
+        /// The invitation id.
+        id: String,
     },
     /// The account's devices; add or revoke one.
     Devices {
@@ -242,6 +286,13 @@ enum Command {
         sample: u8,
         #[arg(long, default_value = DEFAULT_COLLECTION)]
         collection: String,
+    },
+    /// Share a local file or folder by link: whoever has the URL opens it,
+    /// in a browser or with `keyhold link fetch`, until it expires or is
+    /// revoked. The server never sees the key.
+    Link {
+        #[command(subcommand)]
+        action: LinkAction,
     },
 }
 
@@ -347,6 +398,166 @@ enum RecoveryKeyAction {
         #[arg(long)]
         recovery_key_file: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum LinkAction {
+    /// Seal a local file or folder into a link and print its URL.
+    ///
+    /// The key is in the URL's fragment (after `#`), which browsers and
+    /// this client never send to a server: whoever holds the URL can open
+    /// the link, the server cannot. With --password, opening also needs the
+    /// password, and the server holds nothing it could guess it from. A
+    /// link holds at most 64 MiB; symbolic links and special files in a
+    /// folder are left out (and listed).
+    Create {
+        /// The file or folder to share.
+        path: PathBuf,
+        /// How long the link opens: 30m, 12h, 7d, 4w, … (at least 1m, at most 365d).
+        #[arg(long, default_value = "7d", value_parser = parse_link_lifetime)]
+        expires: Duration,
+        /// Protect the link with a password as well (asked for on standard input).
+        #[arg(long)]
+        password: bool,
+        /// Read the password from the first line of this file (implies --password).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// List this account's links: id, state, stored size, creation and expiry.
+    List,
+    /// Revoke a link: it stops opening at once, and the server deletes it.
+    Revoke {
+        /// The link's id (from `keyhold link list`) or its URL.
+        id: String,
+    },
+    /// Open a link and write its file or folder to DEST; needs no account.
+    ///
+    /// DEST is a new path, or an existing folder to write the link's file
+    /// or folder into (by its own name). Nothing is written unless the
+    /// whole link verifies, and nothing existing is ever replaced.
+    Fetch {
+        /// The link's URL, including the part after `#`.
+        url: String,
+        /// Where to write it.
+        dest: PathBuf,
+        /// For a password link: read the password from the first line of this file (else it is asked for).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+/// `--expires`: a duration such as 30m, 12h, 7d or 4w, from one minute to 365 days.
+fn parse_link_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = humantime::parse_duration(text).map_err(|e| format!("{e} (write it like 30m, 12h, 7d or 4w)"))?;
+    if lifetime < Duration::from_secs(60) {
+        return Err("a link lives at least one minute".into());
+    }
+    if lifetime > keyhold_client::link::MAX_LINK_LIFETIME {
+        return Err("a link lives at most 365 days".into());
+    }
+    Ok(lifetime)
+}
+
+/// A link's password: the first line of `file`, else a line typed on
+/// standard input (twice when creating on a terminal). Only the line's end
+/// is stripped: the password is the rest, byte for byte, as in a browser.
+fn link_password(file: Option<&Path>, confirm: bool) -> anyhow::Result<keyhold_client::link::Zeroizing<String>> {
+    use keyhold_client::link::Zeroizing;
+    fn first_line(text: &str) -> &str {
+        let line = text.split('\n').next().unwrap_or_default();
+        line.strip_suffix('\r').unwrap_or(line)
+    }
+    if let Some(file) = file {
+        let text = Zeroizing::new(std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?);
+        return Ok(Zeroizing::new(first_line(&text).to_owned()));
+    }
+    let ask = |prompt: &str| -> anyhow::Result<Zeroizing<String>> {
+        if std::io::stdin().is_terminal() {
+            eprint!("{prompt}");
+        }
+        let mut line = Zeroizing::new(String::new());
+        std::io::stdin().read_line(&mut line)?;
+        Ok(Zeroizing::new(first_line(&line).to_owned()))
+    };
+    let password = ask("Link password: ")?;
+    if confirm && std::io::stdin().is_terminal() && *ask("Repeat the password: ")? != *password {
+        bail!("the two passwords differ; nothing was shared");
+    }
+    Ok(password)
+}
+
+fn unix_time(secs: i64) -> String {
+    let secs = u64::try_from(secs).unwrap_or(0);
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+/// `keyhold link list|create|revoke` (fetch needs no account: see `run`).
+async fn link(home: &Home, action: LinkAction, json: bool) -> anyhow::Result<()> {
+    match action {
+        LinkAction::Create { path, expires, password, password_file } => {
+            let password = match (password, &password_file) {
+                (false, None) => None,
+                (_, file) => Some(link_password(file.as_deref(), true)?),
+            };
+            let client = open_client(home).await?;
+            let created = keyhold_client::link::create(&client, &path, expires, password).await?;
+            for (p, why) in &created.skipped {
+                eprintln!("left out {p}: {why}");
+            }
+            emit(json, &created, |c| {
+                let who = if c.password { "Anyone with this URL and the password" } else { "Anyone with this URL" };
+                eprintln!(
+                    "Link to {} {} ({} file(s), {} bytes) made; it opens until {}. {who} can open it:",
+                    c.kind,
+                    path.display(),
+                    c.files,
+                    c.bytes,
+                    unix_time(c.expires_at)
+                );
+                println!("{}", c.url);
+            });
+        }
+        LinkAction::List => {
+            let client = open_client(home).await?;
+            let links = keyhold_client::link::list(&client).await?;
+            emit(json, &links, |links| {
+                if links.is_empty() {
+                    println!("no links (make one with `keyhold link create PATH`)");
+                }
+                for l in links {
+                    println!(
+                        "{}  {:<7}  {:>10} bytes  created {}  expires {}",
+                        l.id,
+                        l.state,
+                        l.size,
+                        unix_time(l.created_at),
+                        unix_time(l.expires_at)
+                    );
+                }
+            });
+        }
+        LinkAction::Revoke { id } => {
+            let client = open_client(home).await?;
+            let revoked = keyhold_client::link::revoke(&client, &id).await?;
+            emit(json, &serde_json::json!({ "revoked": revoked }), |_| {
+                eprintln!("Link {revoked} revoked: it no longer opens, and the server deleted it.")
+            });
+        }
+        LinkAction::Fetch { .. } => unreachable!("handled before the home is located"),
+    }
+    Ok(())
+}
+
+/// `keyhold link fetch`: needs no account and no home.
+async fn link_fetch(url: &str, dest: &Path, password_file: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let fetched = keyhold_client::link::fetch(url, dest, || {
+        link_password(password_file, false).map_err(|e| ClientError::Usage(format!("{e:#}")))
+    })
+    .await?;
+    emit(json, &fetched, |f| {
+        eprintln!("Wrote the {} {} ({} file(s), {} bytes) to {}.", f.kind, f.name, f.files, f.bytes, f.path.display())
+    });
+    Ok(())
 }
 
 /// The terminal side of the pairing ceremony.
@@ -483,11 +694,83 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = keyhold_client::audit::AuditOptions { state: of.state(), log: of.log, key: of.key, name: of.name };
             return audit(&options, watch, interval, print_key, cli.json).await;
         }
+        Command::Link { action: LinkAction::Fetch { url, dest, password_file } } => {
+            return link_fetch(&url, &dest, password_file.as_deref(), cli.json).await;
+        }
         _ => {}
     }
     let home = Home::locate(cli.home.clone())?;
     match cli.command {
         Command::Witness { .. } | Command::Audit { .. } => unreachable!("handled above"),
+        Command::Handle { name } => {
+            keyhold_client::account::claim_handle(&home, &name).await?;
+            eprintln!(
+                "handle {name} claimed; once the transparency log publishes it (an epoch or two), others can share with {name}"
+            );
+        }
+        Command::Collections => {
+            let mut client = open_client(&home).await?;
+            let list = client.collections().await?;
+            emit(cli.json, &list, |list| {
+                for c in list {
+                    let name = if c.name.is_empty() { "(unshared; named by its folders)".to_owned() } else { c.name.clone() };
+                    println!("{name}  {}  {}  owner {}", c.collection, c.role, c.owner);
+                    for (member, role) in &c.members {
+                        println!("    member {member} ({role})");
+                    }
+                }
+            });
+        }
+        Command::Share { collection, account, read_only } => {
+            let mut client = open_client(&home).await?;
+            let contact = client.resolve_contact(&account).await?;
+            let role = if read_only { keyhold_core::share::Role::Reader } else { keyhold_core::share::Role::Writer };
+            let report = client.share(&collection, contact, role).await?;
+            emit(cli.json, &report, |r| {
+                println!("shared {collection} with {} as {}; its keys are sealed to these devices,", r.member, r.role);
+                println!("as the key transparency log proves them:");
+                for (id, name) in &r.devices {
+                    println!("    {id}  {name}");
+                }
+                println!("safety number: {} (compare it with them out of band: keyhold verify {})", r.safety_number, r.member);
+            });
+        }
+        Command::Unshare { collection, account } => {
+            let mut client = open_client(&home).await?;
+            let contact = client.resolve_contact(&account).await?;
+            client.unshare(&collection, contact).await?;
+            eprintln!("removed {account} from {collection}; what is written from now on uses a new key it never had");
+        }
+        Command::Invitations => {
+            let client = open_client(&home).await?;
+            let (list, alarms) = client.invitations().await?;
+            for alarm in &alarms {
+                eprintln!("keyhold: ALARM: {alarm}");
+            }
+            emit(cli.json, &list, |list| {
+                if list.is_empty() {
+                    println!("no invitations");
+                }
+                for i in list {
+                    println!(
+                        "{}  {}  {} from {} ({})  safety number {}",
+                        i.id, i.status, i.name, i.owner, i.role, i.safety_number
+                    );
+                }
+            });
+        }
+        Command::Accept { id } => {
+            let mut client = open_client(&home).await?;
+            let name = client.accept(&id).await?;
+            emit(cli.json, &serde_json::json!({"collection": name}), |_| {
+                println!("accepted; sync it with: keyhold sync DIR --collection {name}");
+            });
+        }
+        Command::Decline { id } => {
+            let client = open_client(&home).await?;
+            client.decline(&id).await?;
+            eprintln!("declined");
+        }
         Command::Verify { contact, pin_policy } => {
             if let Some(policy) = &pin_policy {
                 keyhold_client::transparency::pin_policy(&home, policy)?;
@@ -495,7 +778,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             verify(&home, contact, cli.json).await?;
         }
         Command::Serve { .. } => unreachable!("handled above"),
-        Command::Init { server, recovery_key_file, name, region, transparency_policy } => {
+        Command::Init { server, recovery_key_file, name, region, transparency_policy, handle } => {
             if let Some(policy) = &transparency_policy {
                 keyhold_client::transparency::pin_policy(&home, policy)?;
             }
@@ -512,6 +795,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => {
                     eprintln!("Account {account} created. Your recovery key (shown once; write it down and keep it offline):");
                     println!("{}", recovery.as_str());
+                }
+            }
+            if let Some(handle) = &handle {
+                // The account exists whatever happens to the handle: say how
+                // to claim one later rather than fail the whole init.
+                match keyhold_client::account::claim_handle(&home, handle).await {
+                    Ok(()) => eprintln!("Handle {handle} claimed for this account."),
+                    Err(e) => eprintln!("keyhold: the handle was not claimed ({e}); claim one later with `keyhold handle NAME`"),
                 }
             }
             if cli.json {
@@ -766,6 +1057,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Err(ClientError::Damaged(report.problems.len()).into());
             }
         }
+        Command::Link { action } => link(&home, action, cli.json).await?,
     }
     Ok(())
 }
@@ -860,7 +1152,7 @@ async fn audit(
 async fn verify(home: &Home, contact: Option<String>, json: bool) -> anyhow::Result<()> {
     let client = open_client(home).await?;
     if let Some(contact) = contact {
-        let id = keyhold_client::transparency::parse_contact(&contact)?;
+        let id = client.resolve_contact(&contact).await?;
         let report = client.verify_contact(id).await?;
         emit(json, &report, |r| {
             println!("account {}: {}", r.account, r.status);

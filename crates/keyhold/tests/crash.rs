@@ -331,7 +331,7 @@ fn f3_a_sync_cut_off_mid_upload_resumes_without_resending_what_arrived() {
     // Two pack uploads get through; then the network fails for the rest.
     let uploads = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = uploads.clone();
-    proxy.rewrite_response("PUT", "/v1/packs/*", move |_, resp| {
+    proxy.rewrite_response("PUT", "/v1/collections/*/packs/*", move |_, resp| {
         if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
             // Late enough for the two acknowledged packs to be read back.
             std::thread::sleep(Duration::from_secs(3));
@@ -342,7 +342,7 @@ fn f3_a_sync_cut_off_mid_upload_resumes_without_resending_what_arrived() {
     assert!(!out.status.success(), "the sync should have failed mid-upload");
     let arrived: Vec<usize> = proxy
         .log()
-        .matching("PUT", "/v1/packs/*")
+        .matching("PUT", "/v1/collections/*/packs/*")
         .into_iter()
         .filter(|e| e.response.is_success())
         .map(|e| e.request.body.len())
@@ -357,7 +357,7 @@ fn f3_a_sync_cut_off_mid_upload_resumes_without_resending_what_arrived() {
     // file's size; resuming leaves out the packs that arrived and were read
     // back (both, unless the machine is so slow that one was still being
     // read back when the sync gave up).
-    let resent: usize = proxy.log().matching("PUT", "/v1/packs/*").iter().map(|e| e.request.body.len()).sum();
+    let resent: usize = proxy.log().matching("PUT", "/v1/collections/*/packs/*").iter().map(|e| e.request.body.len()).sum();
     assert!(
         resent + (4 << 20) < big.len(),
         "the retry sent {} MiB again of a {} MiB file, though {} MiB had arrived",
@@ -387,7 +387,7 @@ fn f3_a_connection_cut_mid_transfer_by_a_live_server_loses_nothing_and_resumes()
     // again, and the server keeps one copy.
     let uploads = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = uploads.clone();
-    let cut = proxy.rewrite_response("PUT", "/v1/packs/*", move |_, resp| {
+    let cut = proxy.rewrite_response("PUT", "/v1/collections/*/packs/*", move |_, resp| {
         if counter.fetch_add(1, Ordering::SeqCst) == 2 {
             resp.cut_after = Some(0);
         }
@@ -397,7 +397,7 @@ fn f3_a_connection_cut_mid_transfer_by_a_live_server_loses_nothing_and_resumes()
     assert!(out.status.success(), "{err}");
     assert!(err.contains("pack upload failed; retrying"), "{err}");
     assert!(cut.hits() >= 3, "the cut never happened");
-    let puts = proxy.log().matching("PUT", "/v1/packs/*");
+    let puts = proxy.log().matching("PUT", "/v1/collections/*/packs/*");
     let distinct: std::collections::BTreeSet<String> = puts.iter().map(|e| e.request.path.clone()).collect();
     assert!(puts.len() > distinct.len(), "nothing was sent twice");
     assert_eq!(server.count("SELECT count(*) FROM packs"), u64::try_from(distinct.len()).unwrap());
@@ -409,22 +409,22 @@ fn f3_a_connection_cut_mid_transfer_by_a_live_server_loses_nothing_and_resumes()
     proxy.clear();
     proxy.log().clear();
     let counter = std::sync::Arc::new(AtomicUsize::new(0));
-    proxy.rewrite_response("PUT", "/v1/packs/*", move |_, resp| {
+    proxy.rewrite_response("PUT", "/v1/collections/*/packs/*", move |_, resp| {
         if counter.fetch_add(1, Ordering::SeqCst) >= 2 {
             resp.cut_after = Some(0);
         }
     });
-    proxy.rewrite_response("GET", "/v1/packs/*", |_, resp| resp.cut_after = Some(0));
+    proxy.rewrite_response("GET", "/v1/collections/*/packs/*", |_, resp| resp.cut_after = Some(0));
     let out = a.run(&["sync", a.folder.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "a cut connection is not an integrity failure: {err}");
     assert!(err.contains("cannot reach the server"), "unclear message: {err}");
     let arrived: std::collections::BTreeSet<String> =
-        proxy.log().matching("PUT", "/v1/packs/*").iter().map(|e| e.request.path.clone()).collect();
+        proxy.log().matching("PUT", "/v1/collections/*/packs/*").iter().map(|e| e.request.path.clone()).collect();
     proxy.clear();
     proxy.log().clear();
     a.sync();
-    let resent: usize = proxy.log().matching("PUT", "/v1/packs/*").iter().map(|e| e.request.body.len()).sum();
+    let resent: usize = proxy.log().matching("PUT", "/v1/collections/*/packs/*").iter().map(|e| e.request.body.len()).sum();
     // Packs that arrived, even those whose answer was lost, are listed by
     // the server; the client reads their index instead of sending them.
     assert!(
@@ -441,7 +441,7 @@ fn f3_a_connection_cut_mid_transfer_by_a_live_server_loses_nothing_and_resumes()
     std::fs::create_dir_all(&b.folder).unwrap();
     b.write("local.txt", b"b's own file");
     let before = snapshot(&b.folder);
-    let cut = proxy.rewrite_response("GET", "/v1/packs/*", |req, resp| {
+    let cut = proxy.rewrite_response("GET", "/v1/collections/*/packs/*", |req, resp| {
         if req.range().is_some_and(|r| r.end - r.start > 1 << 20) {
             resp.cut_after = Some(resp.body.len() / 2);
         }

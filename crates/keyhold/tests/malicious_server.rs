@@ -75,7 +75,7 @@ fn sync_refused(device: &Device, what: &str, message: &str) {
 /// cleared: no pack uploaded, no revision committed (through the proxy),
 /// and the server's stores hold what they held (`stored`).
 fn assert_wrote_nothing(log: &Log, server: &Server, stored: &(String, String), what: &str) {
-    assert_eq!(log.count("PUT", "/v1/packs/*"), 0, "{what}: a pack was uploaded");
+    assert_eq!(log.count("PUT", "/v1/collections/*/packs/*"), 0, "{what}: a pack was uploaded");
     assert_eq!(log.count("POST", "/v1/collections/*/revisions"), 0, "{what}: a revision was committed");
     assert_eq!(&stored_objects(server), stored, "{what}: the server stores new objects");
 }
@@ -155,8 +155,8 @@ impl Layout {
     fn read(log: &Log, server: &Server, owner: &Device) -> Layout {
         let (_, keys) = collection_keys(server, owner);
         let mut blobs = Vec::new();
-        for upload in log.matching("PUT", "/v1/packs/*") {
-            let pack = ObjectId::from_hex(upload.request.segment(2).unwrap()).unwrap();
+        for upload in log.matching("PUT", "/v1/collections/*/packs/*") {
+            let pack = ObjectId::from_hex(upload.request.segment(4).unwrap()).unwrap();
             for entry in open_pack(&keys, &upload.request.body).unwrap() {
                 let bytes = entry.slice(&upload.request.body).unwrap().to_vec();
                 blobs.push(Blob { pack, entry, bytes });
@@ -216,7 +216,7 @@ fn present(proxy: &Proxy, at: &Blob, bytes: Vec<u8>) -> Arc<AtomicUsize> {
     let applied = Arc::new(AtomicUsize::new(0));
     let counter = applied.clone();
     let (start, end) = (at.start(), at.end());
-    proxy.rewrite_response("GET", &format!("/v1/packs/{}", at.pack.to_hex()), move |req, resp| {
+    proxy.rewrite_response("GET", &format!("/v1/collections/*/packs/{}", at.pack.to_hex()), move |req, resp| {
         let Some(range) = req.range() else { return };
         let (from, to) = (usize::try_from(range.start).unwrap(), usize::try_from(range.end).unwrap());
         if resp.status.as_u16() != 206 || start < from || end > to {
@@ -561,7 +561,7 @@ fn a4_a_revision_or_pack_of_another_format_version_or_suite_is_refused() {
         ("older format version", 4, 0u8, "unsupported format version 0"),
         ("other cipher suite", 5, 7, "unsupported cipher suite 0x07"),
     ] {
-        let rule = proxy.rewrite_response("GET", "/v1/packs/*", move |req, resp| {
+        let rule = proxy.rewrite_response("GET", "/v1/collections/*/packs/*", move |req, resp| {
             if req.range().is_some_and(|r| r.start == 0) {
                 resp.body[byte] = value;
             }
@@ -582,7 +582,7 @@ fn a5_a_pack_presented_as_a_revision_is_refused() {
     let (a, b, _) = account(dir.path(), &server, &proxy);
     a.write("doc.txt", b"hello");
     a.sync();
-    let pack = proxy.log().last("PUT", "/v1/packs/*").unwrap().request.body;
+    let pack = proxy.log().last("PUT", "/v1/collections/*/packs/*").unwrap().request.body;
     let rule = proxy.rewrite_json("GET", "/v1/collections/*/revisions", move |_, list: &mut Revisions| {
         list.revisions.iter_mut().for_each(|r| r.0 = pack[..REVISION_LEN].to_vec());
     });
@@ -598,7 +598,7 @@ fn a5_a_revision_or_a_chunk_presented_as_part_of_a_pack_is_refused() {
     let (_a, b, layout) = content(dir.path(), &server, &proxy);
     // The pack's header read answered with a revision's first bytes.
     let revision = last_commit(&proxy.log());
-    let rule = proxy.rewrite_response("GET", "/v1/packs/*", move |req, resp| {
+    let rule = proxy.rewrite_response("GET", "/v1/collections/*/packs/*", move |req, resp| {
         if req.range().is_some_and(|r| r.start == 0) {
             let n = resp.body.len();
             resp.body = revision[..n].to_vec();
@@ -655,7 +655,7 @@ fn b1_a_flipped_byte_in_a_chunk_read_is_detected() {
         proxy.clear();
     }
     // So are flips in the pack's own index and trailer.
-    let rule = proxy.rewrite_response("GET", "/v1/packs/*", |_, resp| flip_last(&mut resp.body));
+    let rule = proxy.rewrite_response("GET", "/v1/collections/*/packs/*", |_, resp| flip_last(&mut resp.body));
     sync_detected(&b, "index or trailer", "authenticated decryption failed");
     assert!(rule.hits() > 0);
     proxy.clear();
@@ -756,7 +756,7 @@ fn b4_a_truncated_read_or_a_pack_listed_shorter_is_detected() {
     let (pack, cut, end) = (last.pack.to_hex(), u64::try_from(last.start()).unwrap(), u64::try_from(last.end()).unwrap());
     let applied = Arc::new(AtomicUsize::new(0));
     let counter = applied.clone();
-    proxy.rewrite_response("GET", &format!("/v1/packs/{pack}"), move |req, resp| {
+    proxy.rewrite_response("GET", &format!("/v1/collections/*/packs/{pack}"), move |req, resp| {
         if let Some(range) = req.range().filter(|r| r.start <= cut && r.end >= end) {
             resp.body.truncate(usize::try_from(cut - range.start).unwrap());
             counter.fetch_add(1, Ordering::SeqCst);
@@ -1047,11 +1047,14 @@ fn f4_a_pack_lost_after_it_was_acknowledged_fails_closed_and_costs_no_local_copy
     a.sync();
     // The server accepted (and returned) the pack; now it drops it, and
     // says so to no one: it is no longer listed, and reads of it fail.
-    let lost = ObjectId::from_hex(proxy.log().last("PUT", "/v1/packs/*").unwrap().request.segment(2).unwrap()).unwrap();
+    let lost =
+        ObjectId::from_hex(proxy.log().last("PUT", "/v1/collections/*/packs/*").unwrap().request.segment(4).unwrap()).unwrap();
     let unlisted = proxy.rewrite_json("GET", "/v1/collections/*/packs", move |_, packs: &mut Packs| {
         packs.packs.retain(|p| p.id.0 != lost);
     });
-    proxy.answer("GET", &format!("/v1/packs/{}", lost.to_hex()), |_| ResponseParts::error(404, "not_found", "no such pack"));
+    proxy.answer("GET", &format!("/v1/collections/*/packs/{}", lost.to_hex()), |_| {
+        ResponseParts::error(404, "not_found", "no such pack")
+    });
     // Another device fails closed and says what is missing (exit 1: data
     // missing, not data altered).
     sync_refused(&b, "lost pack", "is not stored on the server");
@@ -1073,7 +1076,7 @@ fn f4_the_writer_detects_a_dropped_pack_upload_before_marking_the_file_synced() 
     let proxy = Proxy::start(&server);
     let (a, b, _) = account(dir.path(), &server, &proxy);
     // Every pack upload is answered 201 and never reaches the server.
-    let dropped = proxy.answer("PUT", "/v1/packs/*", |_| ResponseParts::new(201, Vec::new()));
+    let dropped = proxy.answer("PUT", "/v1/collections/*/packs/*", |_| ResponseParts::new(201, Vec::new()));
     a.write("precious.txt", b"the only copy");
     sync_detected(&a, "dropped pack", "integrity check failed");
     assert!(dropped.hits() > 0);
@@ -1176,8 +1179,9 @@ fn f6_check_lists_every_blob_of_a_lost_pack_and_only_those() {
     expected.sort();
     // Still listed, but never served. A device that knows the pack's index
     // finds out only by reading the data.
-    let refused =
-        proxy.answer("GET", &format!("/v1/packs/{}", lost.to_hex()), |_| ResponseParts::error(404, "not_found", "no such pack"));
+    let refused = proxy.answer("GET", &format!("/v1/collections/*/packs/{}", lost.to_hex()), |_| {
+        ResponseParts::error(404, "not_found", "no such pack")
+    });
     let (code, report) = check_report(&a, &[]);
     assert_eq!(code, Some(0), "check without --read-data reads no chunk: {report}");
     let (code, report) = check_report(&a, &["--read-data"]);

@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod kt;
 pub mod proxy;
 
 #[path = "../../../keyhold-server/tests/support/postgres.rs"]
