@@ -7,6 +7,7 @@
 //! `tests/fuzz_corpus.rs` (replays `corpus/wire/` in `cargo test`) with
 //! `#[path]`.
 
+use keyhold_proto::links::{LinkCreated, Links};
 use keyhold_proto::{
     AccountKeys, Challenge, DeviceChainEntries, ErrorBody, HeadRecord, Packs, PairingAttempt, PairingAttemptId, PairingAttempts,
     PairingSlot, RecoveryInfo, Revisions, Session, Usage,
@@ -23,11 +24,11 @@ fn parse<T: Serialize + DeserializeOwned>(json: &[u8]) {
     assert!(encoded == encoded_again, "body encoding is not stable");
 }
 
-/// The entry function: the first byte (mod 14) picks the response type (in
+/// The entry function: the first byte (mod 16) picks the response type (in
 /// the order of the `match`), the rest is parsed as it.
 pub fn wire(data: &[u8]) {
     let Some((&selector, json)) = data.split_first() else { return };
-    match selector % 14 {
+    match selector % 16 {
         0 => parse::<AccountKeys>(json),
         1 => parse::<DeviceChainEntries>(json),
         2 => parse::<RecoveryInfo>(json),
@@ -41,6 +42,8 @@ pub fn wire(data: &[u8]) {
         10 => parse::<ErrorBody>(json),
         11 => parse::<Usage>(json),
         12 => parse::<Challenge>(json),
-        _ => parse::<Session>(json),
+        13 => parse::<Session>(json),
+        14 => parse::<Links>(json),
+        _ => parse::<LinkCreated>(json),
     }
 }

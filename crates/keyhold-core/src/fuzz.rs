@@ -881,6 +881,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("share_member_list", share_member_list),
     ("share_key_grant", share_key_grant),
     ("share_response", share_response),
+    ("share_handle_claim", share_handle_claim),
 ];
 
 /// The sharing targets use the keys of `docs/spec/sharing-vectors/`, so the
@@ -940,5 +941,15 @@ pub fn share_response(data: &[u8]) {
     use crate::share::{SHARE_RESPONSE_LEN, ShareResponse};
     if ShareResponse::parse(data).is_ok() {
         assert_eq!(data.len(), SHARE_RESPONSE_LEN, "share response of the wrong length accepted");
+    }
+}
+
+/// [`crate::share::HandleClaim::parse`]: what parses names a valid handle
+/// and re-encodes to exactly the input.
+pub fn share_handle_claim(data: &[u8]) {
+    use crate::share::{HandleClaim, validate_handle};
+    if let Ok((claim, _)) = HandleClaim::parse(data) {
+        assert!(validate_handle(&claim.handle).is_ok(), "an invalid handle parsed");
+        assert_eq!(data.get(7).copied().map(usize::from), Some(claim.handle.len()), "handle length mismatch");
     }
 }
