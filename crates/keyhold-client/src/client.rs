@@ -303,7 +303,11 @@ impl Client {
     /// Opens an existing collection by id, with its member list if shared.
     pub async fn open_collection_by_id(&self, id: CollectionId) -> Result<Collection> {
         let mut coll = self.collection_by_id(id)?;
-        coll.shared = self.shared_view(id).await?.map(Arc::new);
+        let owner = self.joined_collections().await?.into_iter().find(|(c, _)| *c == id).map_or(self.keys.account, |(_, o)| o);
+        if let Some(view) = self.shared_view(id, owner).await? {
+            coll.current_epoch = view.list.key_epoch();
+            coll.shared = Some(Arc::new(view));
+        }
         Ok(coll)
     }
 
@@ -340,17 +344,25 @@ impl Client {
             }
         }
         let mut coll = self.collection_attempt(name, 0).await?;
-        if let Some(mut view) = self.shared_view(coll.id).await? {
-            if view.list.owner() != self.keys.account {
-                return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("owner of an own collection")));
-            }
-            // A member's device was revoked since the key epoch began: new
-            // data goes under a key it never held (SECURITY A7).
+        let me = self.keys.account;
+        if let Some(mut view) = self.shared_view(coll.id, me).await? {
+            // A device of a member (or of this account) was revoked since the
+            // key epoch began: new data goes under a key it never held (A7).
             if self.member_device_revoked_since_epoch(&view) {
-                self.start_shared_epoch(&coll, &view, None).await?;
-                view = self.shared_view(coll.id).await?.ok_or_else(|| ClientError::Withheld("the member list".into()))?;
+                // A list that moved meanwhile is read again just below; the
+                // next open tries again if the revocation still calls for it.
+                let _started = self.start_shared_epoch(&coll, &view, None).await?;
+                view = self.shared_view(coll.id, me).await?.ok_or_else(|| ClientError::Withheld("the member list".into()))?;
                 coll = self.collection_by_id(coll.id)?;
             }
+            // Only keys the list committed to are used: a key of an epoch a
+            // failed rotation filed but never committed stays unused.
+            for (epoch, key) in &self.collection_raw_keys(coll.id)? {
+                if *epoch <= view.list.key_epoch() {
+                    view.list.check_key(*epoch, key)?;
+                }
+            }
+            coll.current_epoch = view.list.key_epoch();
             coll.shared = Some(Arc::new(view));
         }
         Ok(coll)

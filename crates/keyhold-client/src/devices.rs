@@ -300,10 +300,12 @@ impl Client {
             device_wraps.push(WrapRecord { id: d.public.id().to_hex(), epoch, wrap: B64(wrap) });
         }
         let mut collection_wraps = Vec::new();
+        // A shared collection's key epochs are the owner's to start, in its
+        // member list, so every member can check them (sharing.md): the
+        // owned ones get theirs after this entry, the joined ones none.
+        let (owned, joined) = self.shared_collection_ids().await?;
         for (collection, newest) in self.collection_ids() {
-            // A shared collection's key epochs are the owner's to start, in
-            // its member list, so every member can check them (sharing.md).
-            if self.api.members(collection).await?.is_some() {
+            if owned.contains(&collection) || joined.contains(&collection) {
                 continue;
             }
             let collection_epoch = newest.checked_add(1).ok_or(ClientError::Usage("collection key epoch overflow".into()))?;
@@ -324,7 +326,11 @@ impl Client {
         self.keys.root = new_root;
         self.keys.epoch = epoch;
         self.home().save(&self.config, &self.keys)?;
-        self.load_account_keys().await
+        self.load_account_keys().await?;
+        // The owned shared collections' new epochs, sealed to their members'
+        // devices (a failure here is retried when the collection is next
+        // opened: its owner's revoked device counts as a reason to rotate).
+        self.rotate_owned_shared(&owned).await
     }
 
     /// Revokes a device: it is dropped from the account at once (its
@@ -345,9 +351,25 @@ impl Client {
         // verified now; anything it signs later is refused by every client.
         let mut cutoffs = BTreeMap::new();
         for collection in self.collection_ids().into_keys() {
-            let coll = self.open_collection_by_id(collection).await?;
-            if let Some(head) = self.verified_head(&coll).await? {
-                cutoffs.insert(collection, head.revision.seq);
+            let head = match self.open_collection_by_id(collection).await {
+                Ok(coll) => self.verified_head(&coll).await.map(|h| h.map(|r| r.revision.seq)),
+                Err(e) => Err(e),
+            };
+            match head {
+                Ok(Some(seq)) => {
+                    cutoffs.insert(collection, seq);
+                }
+                Ok(None) => {}
+                // A shared collection this account was removed from answers
+                // no more: the last head this device verified bounds what
+                // the revoked device can have written there.
+                Err(e) if self.state.member_list_head(collection)?.is_some() => {
+                    tracing::warn!(%collection, error = %e, "a shared collection no longer answers; its cutoff is this device's last verified head");
+                    if let Some(seen) = self.state.verified_head(collection)? {
+                        cutoffs.insert(collection, seen.seq);
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         let new_root = AccountRootKey::generate(&mut os_rng());
@@ -356,9 +378,6 @@ impl Client {
         let recovery_wrap = wrap_to_device(&new_root, self.chain.recovery(), self.keys.account, epoch, &mut os_rng())?;
         let change = ChainChange::RevokeDevice { device: target, root_commitment: commitment, cutoffs };
         self.rotate(change, new_root, recovery_wrap, None).await?;
-        // Shared collections' epochs are in their member lists: start a new
-        // one in each this account owns, sealed to the members' devices.
-        self.rotate_owned_shared().await?;
         list(self)
             .into_iter()
             .find(|d| d.id == target.to_hex())

@@ -46,9 +46,20 @@ pub struct SharedView {
 }
 
 impl SharedView {
-    /// The account whose chain enrolled `device`, if any.
+    /// The account whose chain enrolled `device`: the owner's chain first;
+    /// otherwise the one member chain that lists it. A device no chain
+    /// lists, or several members' chains list (adding a device needs no
+    /// proof that one holds its keys), is nobody's.
     pub fn account_of(&self, device: &DeviceId) -> Option<(&AccountId, &DeviceChain)> {
-        self.chains.iter().find(|(_, chain)| chain.device(device).is_some())
+        let owner = self.list.owner();
+        if let Some((account, chain)) = self.chains.get_key_value(&owner).filter(|(_, c)| c.device(device).is_some()) {
+            return Some((account, chain));
+        }
+        let mut listing = self.chains.iter().filter(|(a, chain)| **a != owner && chain.device(device).is_some());
+        match (listing.next(), listing.next()) {
+            (Some(one), None) => Some(one),
+            _ => None,
+        }
     }
 
     /// Whether `device` may have signed revision `seq`: a device of an
@@ -175,15 +186,26 @@ impl Client {
         if account == self.keys.account { Ok(self.chain.clone()) } else { Ok(self.proven_contact(account).await?.chain) }
     }
 
-    /// The verified member list of `collection` and the chains of everyone
-    /// in it; `None` if the collection is not shared.
-    pub async fn shared_view(&self, collection: CollectionId) -> Result<Option<SharedView>> {
+    /// The verified member list of `collection`, owned by `owner`, and the
+    /// chains of everyone in it; `None` if the collection is not shared. The
+    /// list must contain the newest entry this device verified before (a
+    /// server cannot roll a removal back).
+    pub async fn shared_view(&self, collection: CollectionId, owner: AccountId) -> Result<Option<SharedView>> {
         let Some(log) = self.api.members(collection).await? else { return Ok(None) };
-        let owner = parse_account(&log.owner).map_err(|_| ClientError::Protocol("member list owner".into()))?;
+        if log.owner != owner.to_hex() {
+            return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("member list owner")));
+        }
         let owner_chain = self.chain_of(owner).await?;
         let list = MemberList::verify(collection, owner, log.entries.iter().map(|e| e.0.as_slice()), |d| {
             owner_chain.device(d).map(|d| d.public.clone())
         })?;
+        if let Some(pinned) = self.state.member_list_head(collection)? {
+            let at = usize::try_from(pinned.seq).ok().and_then(|i| log.entries.get(i));
+            if at.map(|e| ObjectId::of(&e.0)) != Some(pinned.id) {
+                return Err(ClientError::Integrity(keyhold_core::Error::Rollback { seen: pinned.seq, served: list.head().seq }));
+            }
+        }
+        self.state.set_member_list_head(collection, keyhold_core::Head { seq: list.head().seq, id: list.head().id })?;
         let mut chains = BTreeMap::new();
         chains.insert(owner, owner_chain);
         for account in list.members().keys() {
@@ -217,11 +239,14 @@ impl Client {
             }
         }
         let proven = self.proven_contact(contact).await?;
-        let keys = self.raw_keys(coll.id)?;
+        let mut keys = self.raw_keys(coll.id)?;
         let mut list = match coll.shared.as_ref() {
             Some(view) => view.list.clone(),
             None => self.create_member_list(coll.id, name, &keys).await?,
         };
+        // A key of an epoch the list has not started (a rotation that did
+        // not finish) is not the member's to have.
+        keys.truncate(usize::try_from(list.key_epoch()).unwrap_or(usize::MAX).saturating_add(1));
         let recipients: Vec<&DevicePublicKeys> = proven.chain.active_devices().map(|d| &d.public).collect();
         let entry = MemberEntry {
             collection: coll.id,
@@ -310,16 +335,38 @@ impl Client {
         if !view.list.is_member(&contact) {
             return Err(ClientError::Usage(format!("{} is not a member of {name}", contact.to_hex())));
         }
-        self.start_shared_epoch(&coll, &view, Some(contact)).await
+        let (mut coll, mut view) = (coll, view);
+        // A member's write that lands after the head read here moves the
+        // head: the server refuses the removal then, and it is made again
+        // with the new head as its cutoff.
+        for _ in 0..3 {
+            if self.start_shared_epoch(&coll, &view, Some(contact)).await? {
+                return Ok(());
+            }
+            coll = self.collection(name).await?;
+            view = coll.shared.clone().ok_or_else(|| ClientError::Withheld("the member list".into()))?;
+            if !view.list.is_member(&contact) {
+                return Ok(());
+            }
+        }
+        Err(ClientError::Usage("the collection kept changing while removing the member; run the command again".into()))
     }
 
     /// Whether a device of a current member was revoked after the current
     /// key epoch began: it may hold the key, so the owner starts a new one.
+    ///
+    /// Times are the signers' claims: a revocation dated in the future counts
+    /// only once that time has come, so a member cannot make the owner
+    /// rotate on every open. The owner's own chain counts too (a rotation
+    /// the revoking device could not finish is finished here).
     pub(crate) fn member_device_revoked_since_epoch(&self, view: &SharedView) -> bool {
-        view.list.members().iter().filter(|(_, m)| m.cutoff.is_none()).any(|(account, _)| {
-            view.chains.get(account).is_some_and(|chain| {
-                chain.devices().values().any(|d| d.revoked.as_ref().is_some_and(|r| r.time_ms > view.list.epoch_started_ms()))
-            })
+        let now = now_ms();
+        let owner = view.list.owner();
+        view.chains.iter().filter(|(account, _)| **account == owner || view.list.is_member(account)).any(|(_, chain)| {
+            chain
+                .devices()
+                .values()
+                .any(|d| d.revoked.as_ref().is_some_and(|r| r.time_ms > view.list.epoch_started_ms() && r.time_ms <= now))
         })
     }
 
@@ -329,12 +376,13 @@ impl Client {
     /// member, whose writes then count up to the head verified now) or a
     /// rotate entry, and sealed to every remaining member's proven active
     /// devices. Whoever is not among them never holds it (SECURITY A7).
+    /// `false` if the member list or the head moved meanwhile.
     pub(crate) async fn start_shared_epoch(
         &mut self,
         coll: &Collection,
         view: &SharedView,
         removed: Option<AccountId>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let epoch = view.list.key_epoch().checked_add(1).ok_or(keyhold_core::Error::LimitExceeded("key epochs"))?;
         self.new_epoch_key(coll.id, epoch).await?;
         let keys = self.raw_keys(coll.id)?;
@@ -372,6 +420,10 @@ impl Client {
             }
             let proven = self.proven_contact(*member).await?;
             let recipients: Vec<&DevicePublicKeys> = proven.chain.active_devices().map(|d| &d.public).collect();
+            if recipients.is_empty() {
+                tracing::warn!(member = %member.to_hex(), "a member with no active device gets no key of the new epoch");
+                continue;
+            }
             grants.push(KeyGrant::seal(
                 coll.id,
                 self.keys.account,
@@ -385,21 +437,41 @@ impl Client {
                 &mut os_rng(),
             )?);
         }
-        if !self.api.append_member(coll.id, stored, grants).await? {
-            return Err(ClientError::Usage("the member list changed meanwhile; run the command again".into()));
-        }
-        Ok(())
+        self.api.append_member(coll.id, stored, grants).await
     }
 
-    /// Starts a new key epoch of every collection this account owns and
-    /// shares (after one of its devices was revoked).
-    pub(crate) async fn rotate_owned_shared(&mut self) -> Result<()> {
+    /// The collections this account holds keys of that are shared, split
+    /// into those it owns and those it joined, from verified member lists
+    /// (and, for a list the server no longer shows, from this device's pin).
+    pub(crate) async fn shared_collection_ids(&self) -> Result<(Vec<CollectionId>, Vec<CollectionId>)> {
+        let joined: HashMap<CollectionId, AccountId> = self.joined_collections().await?.into_iter().collect();
+        let (mut owned, mut others) = (Vec::new(), Vec::new());
         for collection in self.collection_ids().into_keys() {
-            let coll = self.open_collection_by_id(collection).await?;
-            if let Some(view) = coll.shared.clone() {
-                if view.list.owner() == self.keys.account {
-                    self.start_shared_epoch(&coll, &view, None).await?;
-                }
+            if let Some(owner) = joined.get(&collection) {
+                self.shared_view(collection, *owner).await?;
+                others.push(collection);
+            } else if self.api.members(collection).await?.is_some() {
+                // Listed as shared: it must be a list of this account's.
+                self.shared_view(collection, self.keys.account).await?;
+                owned.push(collection);
+            } else if self.state.member_list_head(collection)?.is_some() {
+                // Shared once, no longer shown (a removal): never mint its epochs.
+                others.push(collection);
+            }
+        }
+        Ok((owned, others))
+    }
+
+    /// Starts a new key epoch of each of `owned`, collections this account
+    /// owns and shares (after one of its devices was revoked).
+    pub(crate) async fn rotate_owned_shared(&mut self, owned: &[CollectionId]) -> Result<()> {
+        for collection in owned {
+            let coll = self.open_collection_by_id(*collection).await?;
+            let view = coll.shared.clone().ok_or_else(|| ClientError::Withheld(format!("the member list of {collection}")))?;
+            if !self.start_shared_epoch(&coll, &view, None).await? {
+                return Err(ClientError::Usage(format!(
+                    "the member list of {collection} changed meanwhile: its new key epoch is started when it is next synced"
+                )));
             }
         }
         Ok(())
@@ -490,13 +562,9 @@ impl Client {
         if grant.owner != owner || grant.member != self.keys.account || grant.collection.to_hex() != record.collection {
             return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("grant")));
         }
-        let log = self.api.members(grant.collection).await?.ok_or_else(|| ClientError::Withheld("the member list".into()))?;
-        if log.owner != owner.to_hex() {
-            return Err(ClientError::Integrity(keyhold_core::Error::ContextMismatch("owner")));
-        }
-        let list = MemberList::verify(grant.collection, owner, log.entries.iter().map(|e| e.0.as_slice()), |d| {
-            proven.chain.device(d).map(|d| d.public.clone())
-        })?;
+        let view =
+            self.shared_view(grant.collection, owner).await?.ok_or_else(|| ClientError::Withheld("the member list".into()))?;
+        let list = view.list;
         if list.role(&self.keys.account) != Some(grant.role) {
             return Err(ClientError::Usage("the owner withdrew this invitation (or changed its role)".into()));
         }
@@ -504,7 +572,7 @@ impl Client {
         for (epoch, key) in granted.keys.iter().enumerate() {
             list.check_key(u32::try_from(epoch).map_err(|_| keyhold_core::Error::LimitExceeded("key epochs"))?, key)?;
         }
-        Ok(VerifiedGrant { grant, name: granted.name, keys: granted.keys, safety_number: proven.safety_number })
+        Ok(VerifiedGrant { grant, name: granted.name, keys: granted.keys, safety_number: proven.safety_number, list })
     }
 
     async fn find_grant(&self, id: &str) -> Result<keyhold_proto::GrantRecord> {
@@ -526,8 +594,12 @@ impl Client {
         let verified = self.verify_grant(&record).await?;
         let collection = verified.grant.collection;
         let own = self.collection_raw_epochs(collection);
-        if !own.is_empty() && self.api.members(collection).await?.is_none() {
-            return Err(ClientError::Usage("this account already has a collection with that id".into()));
+        // Keys this account already holds under that id must be the
+        // owner's (a re-accept): another collection of its own is refused.
+        for (epoch, key) in &self.collection_raw_keys(collection)? {
+            verified.list.check_key(*epoch, key).map_err(|_| {
+                ClientError::Usage("this account already has a collection with that id; the invitation is refused".into())
+            })?;
         }
         for (epoch, key) in verified.keys.iter().enumerate() {
             let epoch = u32::try_from(epoch).map_err(|_| keyhold_core::Error::LimitExceeded("key epochs"))?;
@@ -591,7 +663,7 @@ impl Client {
             if o != owner {
                 continue;
             }
-            let view = self.shared_view(collection).await?.ok_or_else(|| {
+            let view = self.shared_view(collection, owner).await?.ok_or_else(|| {
                 ClientError::Usage(format!("{qualified}: the server no longer shows this collection's member list"))
             })?;
             let first =
@@ -610,6 +682,7 @@ impl Client {
             for (epoch, keys) in &self.collection_raw_keys(collection)? {
                 view.list.check_key(*epoch, keys)?;
             }
+            coll.current_epoch = view.list.key_epoch();
             coll.shared = Some(Arc::new(view));
             return Ok(Some(coll));
         }
@@ -659,7 +732,8 @@ impl Client {
         let mut out = Vec::new();
         let joined: HashMap<CollectionId, AccountId> = self.joined_collections().await?.into_iter().collect();
         for (collection, _) in self.collection_ids() {
-            let view = self.shared_view(collection).await?;
+            let owner = joined.get(&collection).copied().unwrap_or(self.keys.account);
+            let view = self.shared_view(collection, owner).await?;
             let first = self.collection_raw_keys(collection)?.remove(&0);
             let (name, owner, role) = match (&view, joined.get(&collection)) {
                 (Some(view), Some(owner)) => {
@@ -704,6 +778,7 @@ impl Client {
 }
 
 struct VerifiedGrant {
+    list: MemberList,
     grant: KeyGrant,
     name: String,
     keys: Vec<CollectionKey>,

@@ -20,6 +20,7 @@ use crate::error::{ClientError, Result};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS heads (collection_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS member_heads (collection_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (root TEXT PRIMARY KEY, collection_id BLOB NOT NULL, head_seq INTEGER, head_id BLOB);
 CREATE TABLE IF NOT EXISTS base (
     root TEXT NOT NULL, path TEXT NOT NULL, is_dir INTEGER NOT NULL,
@@ -248,6 +249,27 @@ impl State {
             })
             .optional()?;
         row.map(|(seq, id)| Ok(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) })).transpose()
+    }
+
+    /// The newest entry of a shared collection's member list this device
+    /// verified: every list the server serves later must contain it.
+    pub fn member_list_head(&self, collection: CollectionId) -> Result<Option<Head>> {
+        let row = self
+            .db()
+            .query_row("SELECT seq, id FROM member_heads WHERE collection_id = ?", [collection.as_bytes().as_slice()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .optional()?;
+        row.map(|(seq, id)| Ok(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) })).transpose()
+    }
+
+    /// Records the newest verified member-list entry.
+    pub fn set_member_list_head(&self, collection: CollectionId, head: Head) -> Result<()> {
+        self.db().execute(
+            "INSERT INTO member_heads (collection_id, seq, id) VALUES (?, ?, ?) ON CONFLICT (collection_id) DO UPDATE SET seq = excluded.seq, id = excluded.id",
+            params![collection.as_bytes().as_slice(), i64_of(head.seq), head.id.as_bytes().as_slice()],
+        )?;
+        Ok(())
     }
 
     /// Records a newly verified head (and pins it, see [`State::with_pins`]).

@@ -874,9 +874,6 @@ impl Client {
             Some((name, server)) => (name, Some(server)),
             None => (text, None),
         };
-        if let Some(id) = keyhold_core::AccountId::from_hex(name) {
-            return Ok(id);
-        }
         if let Some(server) = server {
             let own = self.config.server.trim_end_matches('/');
             let host = own.split("://").nth(1).unwrap_or(own);
@@ -886,6 +883,9 @@ impl Client {
                      across servers is not supported"
                 )));
             }
+        }
+        if let Some(id) = keyhold_core::AccountId::from_hex(name) {
+            return Ok(id);
         }
         self.verify_handle(name).await
     }

@@ -268,7 +268,7 @@ fn signed(context: &[u8], unsigned: &[u8]) -> Vec<u8> {
 }
 
 /// A member as the verified list shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// Its role.
     pub role: Role,
@@ -278,6 +278,9 @@ pub struct Member {
     pub chain: ChainHead,
     /// Set once removed: the last revision its writes count up to.
     pub cutoff: Option<u64>,
+    /// Earlier memberships (before a removal and a new add): the role and
+    /// the cutoff of each, so writes made then keep counting.
+    pub earlier: Vec<(Role, u64)>,
 }
 
 /// The verifier of one collection's member list, and what it proves.
@@ -386,7 +389,14 @@ impl MemberList {
         match &entry.change {
             MemberChange::Create { .. } => {}
             MemberChange::Add { account, role, chain } => {
-                self.members.insert(*account, Member { role: *role, added: entry.seq, chain: *chain, cutoff: None });
+                let mut earlier = Vec::new();
+                if let Some(before) = self.members.remove(account) {
+                    earlier = before.earlier;
+                    if let Some(cutoff) = before.cutoff {
+                        earlier.push((before.role, cutoff));
+                    }
+                }
+                self.members.insert(*account, Member { role: *role, added: entry.seq, chain: *chain, cutoff: None, earlier });
             }
             MemberChange::Remove { account, cutoff, commitment } => {
                 if let Some(m) = self.members.get_mut(account) {
@@ -458,11 +468,13 @@ impl MemberList {
         if *account == self.owner {
             return true;
         }
-        match self.members.get(account) {
-            Some(Member { role: Role::Writer, cutoff: None, .. }) => true,
-            Some(Member { role: Role::Writer, cutoff: Some(cutoff), .. }) => seq <= *cutoff,
-            _ => false,
-        }
+        let Some(member) = self.members.get(account) else { return false };
+        let now = match (member.role, member.cutoff) {
+            (Role::Writer, None) => true,
+            (Role::Writer, Some(cutoff)) => seq <= cutoff,
+            (Role::Reader, _) => false,
+        };
+        now || member.earlier.iter().any(|(role, cutoff)| *role == Role::Writer && seq <= *cutoff)
     }
 
     /// Checks a collection key against the owner's commitment to its epoch.
@@ -985,6 +997,33 @@ mod tests {
         list.check_key(1, &new_key).unwrap();
         assert!(list.check_key(1, &w.keys[0]).is_err());
         assert_eq!(open_shared_name(&w.keys[0], w.collection, w.alice, list.sealed_name()).unwrap(), "Photos");
+    }
+
+    #[test]
+    fn a_member_removed_and_added_again_as_reader_keeps_its_earlier_writes() {
+        let mut w = World::new();
+        let create = w.create();
+        let add = w.add_bob(&create, Role::Writer);
+        let key = CollectionKey::generate(&mut w.rng);
+        let remove = w
+            .entry(
+                2,
+                ObjectId::of(&add),
+                1,
+                MemberChange::Remove { account: w.bob, cutoff: 4, commitment: key_commitment(&key, w.collection, 1) },
+            )
+            .seal(&w.alice_phone)
+            .unwrap();
+        let chain = ChainHead { seq: 3, id: ObjectId([3; 32]) };
+        let again = w
+            .entry(3, ObjectId::of(&remove), 1, MemberChange::Add { account: w.bob, role: Role::Reader, chain })
+            .seal(&w.alice_phone)
+            .unwrap();
+        let list = MemberList::verify(w.collection, w.alice, [&create[..], &add[..], &remove[..], &again[..]], w.owner_device())
+            .unwrap();
+        assert!(list.may_write(&w.bob, 4), "a write made as a writer before the removal");
+        assert!(!list.may_write(&w.bob, 5));
+        assert_eq!(list.role(&w.bob), Some(Role::Reader));
     }
 
     #[test]

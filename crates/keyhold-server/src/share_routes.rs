@@ -94,6 +94,11 @@ impl Access {
 /// not active (invited, declined or removed: its access ends at once);
 /// otherwise the session's own.
 pub(crate) async fn collection_owner(state: &AppState, who: &Authed, collection: CollectionId) -> Result<Access, ApiError> {
+    // An account's own collection stays its own: a list another account
+    // made for the same id never redirects it.
+    if who.region.meta.collection_in_use(collection, who.account, false).await? {
+        return Ok(Access { owner: who.account, region: who.region.clone(), role: None });
+    }
     for region in state.regions.all() {
         if let Some(m) = region.meta.membership(collection, who.account).await? {
             return match m.state {
@@ -278,6 +283,15 @@ async fn append_member(
         return Err(ApiError::BadRequest("a member list entry of another collection"));
     }
     let create = matches!(entry.change, MemberChange::Create { .. });
+    // Another account's collection under this id (ids are keyed hashes, but
+    // device revocations list them): never turned into a share of this one.
+    if create {
+        for region in state.regions.all() {
+            if region.meta.collection_in_use(collection, who.account, true).await? {
+                return Err(ApiError::Conflict("this collection id is not available"));
+            }
+        }
+    }
     // A collection id is shared by one account: another's list answers a
     // creation with 409, and anything else as if there were no list.
     let stored = match share_of(&state, collection).await? {
@@ -337,6 +351,10 @@ async fn append_member(
         body: &body,
         effect,
         grants: checked.grants.iter().zip(&grants).map(|((id, member), g)| (*id, *member, g.0.as_slice())).collect(),
+        cutoff: match checked.entry.change {
+            MemberChange::Remove { cutoff, .. } => Some(cutoff),
+            _ => None,
+        },
         charge,
         charge_beyond_quota: matches!(effect, MemberEffect::Remove { .. }),
     };

@@ -109,6 +109,11 @@ pub struct MemberAppend<'a> {
     pub effect: MemberEffect,
     /// Verified grants tied to it: (grant id, member, stored grant).
     pub grants: Vec<(ObjectId, AccountId, &'a [u8])>,
+    /// For a removal: the head its cutoff names. The entry is appended only
+    /// while the collection's head is still there, so no write of the
+    /// removed member can land between the head the owner verified and the
+    /// removal (every client would refuse it, for good).
+    pub cutoff: Option<u64>,
     /// Bytes to charge to the owner's quota.
     pub charge: u64,
     /// Charge even beyond the quota: removing a member must never be
@@ -178,6 +183,30 @@ fn grant_row(r: &sqlx::any::AnyRow) -> Result<GrantRow> {
 }
 
 impl MetaStore {
+    /// Whether `account` stores data of its own under `collection` (a head
+    /// or a pack; a member's key wraps of a joined collection do not
+    /// count), or, with `others`, whether any other account stores a head,
+    /// a pack or a key wrap under it.
+    pub async fn collection_in_use(&self, collection: CollectionId, account: AccountId, others: bool) -> Result<bool> {
+        const OWN: [&str; 2] = [
+            "SELECT 1 FROM heads WHERE collection_id = $1 AND account_id = $2 LIMIT 1",
+            "SELECT 1 FROM packs WHERE collection_id = $1 AND account_id = $2 LIMIT 1",
+        ];
+        const OTHERS: [&str; 3] = [
+            "SELECT 1 FROM heads WHERE collection_id = $1 AND account_id <> $2 LIMIT 1",
+            "SELECT 1 FROM packs WHERE collection_id = $1 AND account_id <> $2 LIMIT 1",
+            "SELECT 1 FROM collection_wraps WHERE collection_id = $1 AND account_id <> $2 LIMIT 1",
+        ];
+        let statements: &[&'static str] = if others { &OTHERS } else { &OWN };
+        let (c, a) = (collection.as_bytes().as_slice(), account.as_bytes().as_slice());
+        for statement in statements {
+            if sqlx::query(*statement).bind(c).bind(a).fetch_optional(self.pool()).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The owner of a shared collection, if this region holds its member list.
     pub async fn share_owner(&self, collection: CollectionId) -> Result<Option<AccountId>> {
         sqlx::query("SELECT account_id FROM shared_collections WHERE collection_id = $1")
@@ -250,6 +279,21 @@ impl MetaStore {
                 .await?
                 .is_some();
             if !owned {
+                return Ok(MemberAppended::Moved);
+            }
+        }
+        if let Some(cutoff) = append.cutoff {
+            let head: Option<i64> = sqlx::query("SELECT seq FROM heads WHERE account_id = $1 AND collection_id = $2")
+                .bind(a)
+                .bind(c)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.get(0));
+            let at_cutoff = match head {
+                Some(seq) => u64::try_from(seq).ok() == Some(cutoff),
+                None => cutoff == 0,
+            };
+            if !at_cutoff {
                 return Ok(MemberAppended::Moved);
             }
         }

@@ -822,6 +822,16 @@ async fn a7_a_removed_member_loses_access_at_once() {
     };
     // Keys for the removed member are refused.
     append(&srv, &alice.token, &share.coll, &remove, &[seal(bob.id, Role::Writer)]).await.expect_error(400, "bad_request");
+    // A removal whose cutoff is not the collection's head (a write landed
+    // after the head the owner verified) is refused: the owner reads the
+    // head again and signs a new removal.
+    let stale = share.next(
+        alice.id,
+        &alice.device,
+        1,
+        MemberChange::Remove { account: bob.id, cutoff: head.seq + 1, commitment: key_commitment(&new_key, share.coll.id, 1) },
+    );
+    append(&srv, &alice.token, &share.coll, &stale, &[]).await.expect_error(409, "members_moved");
     let carol_grant = seal(carol.id, Role::Reader);
     append(&srv, &alice.token, &share.coll, &remove, std::slice::from_ref(&carol_grant)).await.expect(201);
     share.entries.push(remove);
@@ -963,7 +973,26 @@ async fn a_share_reaches_across_residency_regions_and_lives_in_the_owners() {
     append(&srv, &alice.token, &share.coll, &again, &[]).await.expect_error(409, "conflict");
 }
 
+/// Mallory learns the id of one of Bob's collections (device revocations
+/// list them) and makes a member list for it, adding Bob: refused, and Bob's
+/// own collection stays his.
+async fn g1_an_account_cannot_take_over_anothers_collection_id() {
+    let srv = start().await;
+    let bob = create_account(&srv).await;
+    let mallory = create_account(&srv).await;
+    let coll = new_collection();
+    let (pack_id, pack, blob) = pack_of(&coll.keys, b"bob's own data");
+    srv.put_bytes(&path(&coll, &format!("/packs/{}", pack_id.to_hex())), &bob.token, pack).await.expect(201);
+    let (_, rev0) = revision(&coll, &bob.device, 0, GENESIS_PREV, blob);
+    srv.post_bytes(&path(&coll, "/revisions"), &bob.token, rev0).await.expect(201);
+    let create = create_entry(mallory.id, &mallory.device, &coll);
+    append(&srv, &mallory.token, &coll, &create, &[]).await.expect_error(409, "conflict");
+    let head: HeadRecord = srv.get(&path(&coll, "/head"), &bob.token).await.expect(200).json();
+    assert_eq!(head.seq, 0);
+}
+
 on_both_engines!(
+    g1_an_account_cannot_take_over_anothers_collection_id,
     a3_a_contacts_device_chain_is_served_to_any_signed_in_account,
     d2_d3_a_member_accepts_then_reads_and_writes_the_owners_collection,
     a_reader_reads_and_its_writes_are_refused_read_only,

@@ -376,6 +376,16 @@ fn a7_after_unshare_bobs_keys_open_nothing_written_afterwards() {
     // Carol, still a member, takes the new key from Alice's grant.
     sync(&p.carol, &carol_joined);
     assert_eq!(std::fs::read(p.carol.path("after.txt")).unwrap(), b"bob must not read this");
+    // The server shows Carol the member list as it was before Bob's
+    // removal: her client, which verified the removal, refuses it.
+    let rule = proxy.rewrite_json::<MemberLog>("GET", "/v1/collections/*/members", |_, log| {
+        log.entries.pop();
+    });
+    let (code, stderr) = stderr_of(&p.carol, &["sync", p.carol.folder.to_str().unwrap(), "--collection", &carol_joined]);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("rollback"), "{stderr}");
+    assert!(rule.hits() > 0);
+    proxy.remove(&rule);
     // The server refuses Bob at once; his client says why.
     let (code, stderr) = stderr_of(&p.bob, &["sync", p.bob.folder.to_str().unwrap(), "--collection", &joined]);
     assert_ne!(code, Some(0));
