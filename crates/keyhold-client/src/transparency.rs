@@ -722,36 +722,9 @@ impl Client {
     /// is refused until the two people compare safety numbers (K9).
     pub async fn verify_contact(&self, contact: keyhold_core::AccountId) -> Result<ContactReport> {
         let home = self.home().clone();
-        let file = load_policy(&home)?.ok_or_else(|| {
-            ClientError::Usage("no key transparency policy is pinned on this device (keyhold verify --pin-policy FILE)".into())
-        })?;
-        let policy = file.policy();
-        let vrf = file.vrf_key()?;
-        let mut state = load_state(&home)?;
         let label = DirectoryLabel::Account(contact);
-        let proof = self
-            .api
-            .kt_proof(&label.to_bytes(), true)
-            .await?
-            .ok_or_else(|| ClientError::Usage(format!("account {} is not in the key directory", contact.to_hex())))?;
-        let note = proof.checkpoint.0.clone();
-        let verified = self.accept_checkpoint(&policy, &mut state, &note).await?;
-        let max_age = file.key_change_max_age_secs.min(file.max_age_secs);
-        kt::check_fresh(&verified, now_secs(), max_age, MAX_SKEW_SECS).map_err(|e| ClientError::Transparency {
-            reason: format!("{e}: a contact's keys are trusted only under a fresh log"),
-            evidence: None,
-        })?;
-        let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(&home, e, &[&note]))?;
-        state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
-        let mut history = kt::verify_history(&vrf, root, epoch, &label, &proof.proof.0).map_err(|e| {
-            fail(&home, format!("the directory's history of {} does not verify: {e}", contact.to_hex()), &[&note])
-        })?;
-        history.sort_by_key(|(_, version, _)| *version);
-        let key = hex(&label.to_bytes());
-        if let Some((_, version, _)) = history.last() {
-            kt::check_version(state.versions.get(&key).copied(), *version)
-                .map_err(|e| fail(&home, format!("the key directory rolled {}'s entry back: {e}", contact.to_hex()), &[&note]))?;
-        }
+        let what = format!("account {}", contact.to_hex());
+        let FreshHistory { history, note, verified, mut state, key } = self.fresh_history(&label, &what).await?;
         let anchor = identity_anchor(&history).ok_or_else(|| ClientError::Usage("empty history".into()))?;
         // This run's own check (Client::open) verified this account's history.
         let own = self.transparency.as_ref().and_then(|v| v.anchor).ok_or_else(|| ClientError::Transparency {
@@ -794,6 +767,58 @@ impl Client {
     }
 }
 
+/// A label's complete history, verified under a fresh, witnessed checkpoint.
+struct FreshHistory {
+    /// `(epoch, version, value)`, by version.
+    history: Vec<(u64, u64, DirectoryValue)>,
+    /// The checkpoint's signed note (evidence).
+    note: Vec<u8>,
+    /// The checkpoint as verified.
+    verified: VerifiedCheckpoint,
+    /// The client's key transparency state, to save once the caller's own
+    /// checks pass (with the newest version recorded under `key`).
+    state: KtState,
+    /// The label's key in `state.versions`.
+    key: String,
+}
+
+impl Client {
+    /// K1–K5 and K10 for someone else's label (a contact's account, a
+    /// handle): the checkpoint verifies, is fresh enough for a key change,
+    /// includes the proof's epoch, and the label's history verifies and does
+    /// not go back behind the version this device saw before.
+    async fn fresh_history(&self, label: &DirectoryLabel, what: &str) -> Result<FreshHistory> {
+        let home = self.home().clone();
+        let file = load_policy(&home)?.ok_or_else(|| {
+            ClientError::Usage("no key transparency policy is pinned on this device (keyhold verify --pin-policy FILE)".into())
+        })?;
+        let policy = file.policy();
+        let vrf = file.vrf_key()?;
+        let mut state = load_state(&home)?;
+        let proof = self.api.kt_proof(&label.to_bytes(), true).await?.ok_or_else(|| {
+            ClientError::Usage(format!("{what} is not in the key directory (yet: try again after the next epoch)"))
+        })?;
+        let note = proof.checkpoint.0.clone();
+        let verified = self.accept_checkpoint(&policy, &mut state, &note).await?;
+        let max_age = file.key_change_max_age_secs.min(file.max_age_secs);
+        kt::check_fresh(&verified, now_secs(), max_age, MAX_SKEW_SECS).map_err(|e| ClientError::Transparency {
+            reason: format!("{e}: another account's keys are trusted only under a fresh log"),
+            evidence: None,
+        })?;
+        let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(&home, e, &[&note]))?;
+        state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
+        let mut history = kt::verify_history(&vrf, root, epoch, label, &proof.proof.0)
+            .map_err(|e| fail(&home, format!("the directory's history of {what} does not verify: {e}"), &[&note]))?;
+        history.sort_by_key(|(_, version, _)| *version);
+        let key = hex(&label.to_bytes());
+        if let Some((_, version, _)) = history.last() {
+            kt::check_version(state.versions.get(&key).copied(), *version)
+                .map_err(|e| fail(&home, format!("the key directory rolled the entry of {what} back: {e}"), &[&note]))?;
+        }
+        Ok(FreshHistory { history, note, verified, state, key })
+    }
+}
+
 impl Client {
     /// The account a handle names, as the key directory proves it: the
     /// directory's history of the handle (under a fresh, witnessed
@@ -805,29 +830,14 @@ impl Client {
         keyhold_core::share::validate_handle(handle)
             .map_err(|_| ClientError::Usage(format!("{handle:?} is not a handle (3 to 32 of a-z, 0-9, '.', '_', '-')")))?;
         let home = self.home().clone();
-        let file = load_policy(&home)?.ok_or_else(|| {
-            ClientError::Usage("no key transparency policy is pinned on this device (keyhold verify --pin-policy FILE)".into())
-        })?;
-        let policy = file.policy();
-        let vrf = file.vrf_key()?;
         let record =
             self.api.handle(handle).await?.ok_or_else(|| ClientError::Usage(format!("no account has the handle {handle}")))?;
         let label = DirectoryLabel::Handle(handle.to_owned());
-        let proof = self.api.kt_proof(&label.to_bytes(), true).await?.ok_or_else(|| {
-            ClientError::Usage(format!("the handle {handle} is not in the key directory yet; try again after the next epoch"))
-        })?;
-        let note = proof.checkpoint.0.clone();
-        let mut state = load_state(&home)?;
-        let verified = self.accept_checkpoint(&policy, &mut state, &note).await?;
-        let max_age = file.key_change_max_age_secs.min(file.max_age_secs);
-        kt::check_fresh(&verified, now_secs(), max_age, MAX_SKEW_SECS).map_err(|e| ClientError::Transparency {
-            reason: format!("{e}: a handle is trusted only under a fresh log"),
-            evidence: None,
-        })?;
-        let (epoch, root) = included_epoch(&verified, &proof).map_err(|e| fail(&home, e, &[&note]))?;
-        state.accept_epoch(epoch).map_err(|e| fail(&home, e, &[&note]))?;
-        let history = kt::verify_history(&vrf, root, epoch, &label, &proof.proof.0)
-            .map_err(|e| fail(&home, format!("the directory's history of the handle {handle} does not verify: {e}"), &[&note]))?;
+        let FreshHistory { history, note, mut state, key, .. } =
+            self.fresh_history(&label, &format!("the handle {handle}")).await?;
+        if let Some((_, version, _)) = history.last() {
+            state.versions.insert(key, *version);
+        }
         save_state(&home, &state)?;
         let claim_id = keyhold_core::ObjectId::of(&record.claim.0);
         let mut hashes: Vec<[u8; 32]> = history.iter().map(|(_, _, v)| v.hash).collect();

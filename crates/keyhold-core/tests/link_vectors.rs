@@ -27,12 +27,10 @@ const SECRET: [u8; 32] = [0x42; 32];
 const ID: LinkId = LinkId([0x5a; 16]);
 const PASSWORD: &str = "correct horse battery staple";
 
-fn h(b: &[u8]) -> String {
-    hex::encode(b)
-}
-fn unh(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
+#[path = "support/vector_files.rs"]
+mod vector_files;
+
+use vector_files::{check_generated, h, unh};
 
 fn xof(spec: &str) -> Vec<u8> {
     let mut parts = spec.splitn(3, ':');
@@ -445,25 +443,7 @@ fn vectors_dir() -> PathBuf {
 
 #[test]
 fn generated_vectors_match_the_files() {
-    let dir = vectors_dir();
-    let update = std::env::var_os("KEYHOLD_UPDATE_VECTORS").is_some();
-    let generated = generate();
-    for (name, value) in &generated {
-        let path = dir.join(name);
-        let rendered = serde_json::to_string_pretty(value).unwrap() + "\n";
-        if update {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, rendered).unwrap();
-        } else {
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {name}: KEYHOLD_UPDATE_VECTORS=1"));
-            assert_eq!(on_disk, rendered, "{name} differs from what the code generates");
-        }
-    }
-    let mut files: Vec<String> =
-        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    files.sort();
-    let names: Vec<String> = generated.keys().map(|k| (*k).to_owned()).collect();
-    assert_eq!(files, names, "docs/spec/link-vectors/ holds exactly the generated files");
+    check_generated(&vectors_dir(), &generate());
 }
 
 /// Each file checked from its own contents only.

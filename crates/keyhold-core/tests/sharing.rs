@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use chacha20::ChaCha20Rng;
 use keyhold_core::share::{
     HandleClaim, KeyGrant, MEMBER_GENESIS_PREV, MemberChange, MemberEntry, MemberList, Role, ShareResponse, key_commitment,
     open_shared_name, seal_shared_name,
@@ -16,75 +15,12 @@ use keyhold_core::share::{
 use keyhold_core::{
     AccountId, ChainHead, CollectionId, CollectionKey, DeviceId, DevicePublicKeys, DeviceSecret, Error, ObjectId,
 };
-use rand_core::utils::next_word_via_fill;
-use rand_core::{SeedableRng, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
+use vector_files::{RecordingRng, ReplayRng, check_generated, h, unh, unh16, unh32};
 
-struct RecordingRng {
-    inner: ChaCha20Rng,
-    drawn: Vec<u8>,
-}
+#[path = "support/vector_files.rs"]
+mod vector_files;
 
-impl RecordingRng {
-    fn new(seed: u8) -> Self {
-        RecordingRng { inner: ChaCha20Rng::from_seed([seed; 32]), drawn: Vec::new() }
-    }
-    fn take(&mut self) -> String {
-        hex::encode(std::mem::take(&mut self.drawn))
-    }
-}
-
-impl TryRng for RecordingRng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        self.inner.try_fill_bytes(dst)?;
-        self.drawn.extend_from_slice(dst);
-        Ok(())
-    }
-}
-impl TryCryptoRng for RecordingRng {}
-
-struct ReplayRng {
-    bytes: Vec<u8>,
-    pos: usize,
-}
-
-impl TryRng for ReplayRng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        let end = self.pos + dst.len();
-        assert!(end <= self.bytes.len(), "vector's recorded randomness exhausted");
-        dst.copy_from_slice(&self.bytes[self.pos..end]);
-        self.pos = end;
-        Ok(())
-    }
-}
-impl TryCryptoRng for ReplayRng {}
-
-fn h(b: &[u8]) -> String {
-    hex::encode(b)
-}
-fn unh(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
-fn unh16(v: &Value) -> [u8; 16] {
-    unh(v).try_into().unwrap()
-}
-fn unh32(v: &Value) -> [u8; 32] {
-    unh(v).try_into().unwrap()
-}
 fn error_name(e: &Error) -> String {
     format!("{e:?}").split(['(', ' ', '{']).next().unwrap().to_owned()
 }
@@ -422,19 +358,7 @@ fn vectors_dir() -> PathBuf {
 
 #[test]
 fn generated_vectors_match_the_files() {
-    let dir = vectors_dir();
-    let update = std::env::var_os("KEYHOLD_UPDATE_VECTORS").is_some();
-    for (name, value) in generate() {
-        let path = dir.join(name);
-        let rendered = serde_json::to_string_pretty(&value).unwrap() + "\n";
-        if update {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, rendered).unwrap();
-        } else {
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {name}: KEYHOLD_UPDATE_VECTORS=1"));
-            assert_eq!(on_disk, rendered, "{name} differs from what the code generates");
-        }
-    }
+    check_generated(&vectors_dir(), &generate());
 }
 
 fn owner_devices(v: &Value) -> impl Fn(&DeviceId) -> Option<DevicePublicKeys> {
@@ -479,7 +403,7 @@ fn check_member_list(v: &Value) -> String {
         .collect();
     assert_eq!(Value::Array(members), v["members"]);
     // The sealed name replays from the recorded nonce.
-    let mut replay = ReplayRng { bytes: unh(&v["randomness"]), pos: 0 };
+    let mut replay = ReplayRng::new(&v["randomness"]);
     let resealed = seal_shared_name(&keys[0], collection, owner, v["name"].as_str().unwrap(), &mut replay).unwrap();
     assert_eq!(resealed, list.sealed_name());
     "ok".into()
@@ -512,7 +436,7 @@ fn check_key_grant(v: &Value) -> String {
         let publics: Vec<&DevicePublicKeys> = devices.iter().map(DeviceSecret::public).collect();
         let keys = keys_of(v);
         let key_refs: Vec<&CollectionKey> = keys.iter().collect();
-        let mut replay = ReplayRng { bytes: unh(&v["randomness"]), pos: 0 };
+        let mut replay = ReplayRng::new(&v["randomness"]);
         let again = KeyGrant::seal(
             grant.collection,
             grant.owner,

@@ -23,6 +23,10 @@ use keyhold_core::transparency::{
 };
 use keyhold_core::{AccountId, CollectionId};
 use serde_json::{Value, json};
+use vector_files::{check_generated, h, unh, unh32};
+
+#[path = "support/vector_files.rs"]
+mod vector_files;
 use signed_note::{Note, NoteError, StandardSigner, StandardVerifier, VerifierList};
 
 const ORIGIN: &str = "kt.keyhold.example/epoch-roots";
@@ -516,15 +520,6 @@ fn vectors_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/spec/transparency-vectors")
 }
 
-fn h(b: &[u8]) -> String {
-    hex::encode(b)
-}
-fn unh(v: &Value) -> Vec<u8> {
-    hex::decode(v.as_str().unwrap()).unwrap()
-}
-fn unh32(v: &Value) -> [u8; 32] {
-    unh(v).try_into().unwrap()
-}
 fn text(v: &Value) -> Vec<u8> {
     v.as_str().unwrap().as_bytes().to_vec()
 }
@@ -668,19 +663,7 @@ fn generate() -> BTreeMap<&'static str, Value> {
 
 #[test]
 fn generated_vectors_match_the_files() {
-    let dir = vectors_dir();
-    let update = std::env::var_os("KEYHOLD_UPDATE_VECTORS").is_some();
-    for (name, value) in generate() {
-        let path = dir.join(name);
-        let rendered = serde_json::to_string_pretty(&value).unwrap() + "\n";
-        if update {
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, rendered).unwrap();
-        } else {
-            let on_disk = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing {name}: KEYHOLD_UPDATE_VECTORS=1"));
-            assert_eq!(on_disk, rendered, "{name} differs from what the code generates");
-        }
-    }
+    check_generated(&vectors_dir(), &generate());
 }
 
 fn policy_of(keys: &Value) -> Policy {

@@ -7,20 +7,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::type_complexity, missing_docs)]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::{Coll, new_account, new_collection, now_ms};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use keyhold_core::pack::{PackBuilder, open_pack};
 use keyhold_core::{
-    AccountId, AccountRootKey, BlobId, BlobRef, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, CollectionId, CollectionKey,
-    CollectionKeys, CollectionWrapContext, DeviceChain, DeviceId, DeviceSecret, GENESIS_PREV, KdfParams, ObjectId, ObjectType,
-    REVISION_LEN, RecoveryKey, Revision, Signer, open_revision, os_rng, root_commitment, seal_revision, unwrap_collection_key,
-    unwrap_on_device, unwrap_previous_root, wrap_collection_key, wrap_previous_root, wrap_to_device,
+    AccountId, AccountRootKey, BlobId, BlobRef, ChainChange, ChainEntry, CollectionKey, CollectionKeys, CollectionWrapContext,
+    DeviceChain, DeviceId, DeviceSecret, GENESIS_PREV, KdfParams, ObjectId, ObjectType, REVISION_LEN, RecoveryKey, Revision,
+    Signer, open_revision, os_rng, root_commitment, seal_revision, unwrap_collection_key, unwrap_on_device, unwrap_previous_root,
+    wrap_collection_key, wrap_previous_root, wrap_to_device,
 };
 use keyhold_proto::{
-    AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, CreateAccount, DeviceChainEntries, EnrollDevice,
-    ErrorBody, HeadRecord, Packs, PairingAttempt, PairingAttemptId, PairingAttempts, PairingHello, PairingSlot, PairingStep,
+    AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, DeviceChainEntries, EnrollDevice, ErrorBody,
+    HeadRecord, Packs, PairingAttempt, PairingAttemptId, PairingAttempts, PairingHello, PairingSlot, PairingStep,
     PutCollectionKey, RecoveryInfo, Revisions, Session, SessionRequest, Usage, WrapRecord,
 };
 use keyhold_server::{Config, Limits};
@@ -243,47 +247,8 @@ struct Account {
     token: String,
 }
 
-fn now_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-/// A fresh account and the body that creates it (all crypto done here, client side).
-fn new_account() -> (AccountId, DeviceSecret, AccountRootKey, RecoveryKey, CreateAccount) {
-    let mut rng = os_rng();
-    let id = AccountId::generate(&mut rng);
-    let device = DeviceSecret::generate(&mut rng);
-    let root = AccountRootKey::generate(&mut rng);
-    let recovery = RecoveryKey::generate(&mut rng);
-    let genesis = ChainEntry {
-        account: id,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: now_ms(),
-        account_epoch: 0,
-        signer: Signer::Device(device.id()),
-        change: ChainChange::Create {
-            device: device.public().clone(),
-            name: "first".into(),
-            recovery: recovery.device().public().clone(),
-            root_commitment: root_commitment(&root, id, 0),
-        },
-    }
-    .seal(&device)
-    .unwrap();
-    let body = CreateAccount {
-        account_id: id.to_hex(),
-        chain_entry: B64(genesis),
-        device_wrap: B64(wrap_to_device(&root, device.public(), id, 0, &mut rng).unwrap()),
-        recovery_locator: B64(recovery.locator().to_vec()),
-        // The cheapest parameters a client accepts: the server never runs Argon2id.
-        recovery_wrap: B64(recovery.wrap(&root, id, 0, KdfParams::FLOOR, &mut rng).unwrap()),
-        region: None,
-    };
-    (id, device, root, recovery, body)
-}
-
 async fn create_account(srv: &TestServer) -> Account {
-    let (id, device, root, recovery, body) = new_account();
+    let (id, device, root, recovery, body) = new_account(None);
     srv.post_json("/v1/accounts", None, &body).await.expect(201);
     let token = sign_in(srv, id, &device).await;
     Account { id, device, root, recovery, recovery_wrap: body.recovery_wrap.0, token }
@@ -410,20 +375,6 @@ async fn sign_in(srv: &TestServer, account: AccountId, device: &DeviceSecret) ->
     sign_in_with(srv, &srv.http, account, device).await
 }
 
-struct Coll {
-    id: CollectionId,
-    key: CollectionKey,
-    keys: CollectionKeys,
-}
-
-fn new_collection() -> Coll {
-    let mut rng = os_rng();
-    let id = CollectionId::generate(&mut rng);
-    let key = CollectionKey::generate(&mut rng);
-    let keys = CollectionKeys::derive(&key, id, 0);
-    Coll { id, key, keys }
-}
-
 fn collection_wrap(account: &Account, coll: &Coll) -> Vec<u8> {
     let ctx = CollectionWrapContext { account: account.id, collection: coll.id, collection_epoch: 0, account_epoch: 0 };
     wrap_collection_key(&coll.key, &account.root, &ctx, &mut os_rng()).unwrap()
@@ -543,7 +494,7 @@ async fn healthz_answers() {
 
 async fn happy_path_keys_packs_ranges_revisions_and_head_compare_and_swap() {
     let srv = start_default().await;
-    let (id, device, root, recovery, body) = new_account();
+    let (id, device, root, recovery, body) = new_account(None);
     srv.post_json("/v1/accounts", None, &body).await.expect(201);
     // The same account again: refused, nothing changes.
     srv.post_json("/v1/accounts", None, &body).await.expect_error(409, "conflict");
@@ -918,7 +869,7 @@ async fn g6_ids_with_traversal_separators_nul_or_bad_length_are_rejected() {
         }
     }
     // Ids inside JSON bodies too.
-    let (_, device, _, _, mut body) = new_account();
+    let (_, device, _, _, mut body) = new_account(None);
     body.account_id = "../../x".into();
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
     let r =
@@ -1097,21 +1048,21 @@ async fn b1_g8_digest_mismatch_non_packs_malformed_json_and_foreign_revisions_ar
         assert_eq!(code, "bad_request", "{method} {path} {body:?}");
     }
     // Well-formed JSON with values of the wrong size.
-    let (_, _, _, _, mut body) = new_account();
+    let (_, _, _, _, mut body) = new_account(None);
     body.recovery_locator = B64(vec![1; 31]);
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
-    let (_, _, _, _, mut body) = new_account();
+    let (_, _, _, _, mut body) = new_account(None);
     body.chain_entry = B64(vec![7; 100]);
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
-    let (_, _, _, _, mut body) = new_account();
+    let (_, _, _, _, mut body) = new_account(None);
     body.recovery_wrap = B64(vec![7; 5000]);
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
     // A creation entry for another account: 400.
-    let (_, _, _, _, mut body) = new_account();
+    let (_, _, _, _, mut body) = new_account(None);
     body.account_id = AccountId::generate(&mut os_rng()).to_hex();
     srv.post_json("/v1/accounts", None, &body).await.expect_error(400, "bad_request");
     // A creation entry whose signature does not verify: 401, no account.
-    let (id, device, _, _, mut body) = new_account();
+    let (id, device, _, _, mut body) = new_account(None);
     *body.chain_entry.0.last_mut().unwrap() ^= 1;
     srv.post_json("/v1/accounts", None, &body).await.expect_error(401, "unauthorized");
     let ch: Challenge = challenge_with(&srv, &srv.http, id, device.id()).await.expect(200).json();

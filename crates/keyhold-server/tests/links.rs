@@ -7,16 +7,17 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "support/fixtures.rs"]
+mod fixtures;
+
+use fixtures::new_account;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keyhold_core::{
-    AccountId, AccountRootKey, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, DeviceSecret, KdfParams, LinkEntry, LinkEntryKind,
-    LinkFragment, LinkId, LinkKind, LinkMeta, RecoveryKey, Signer, os_rng, root_commitment, seal_link, wrap_to_device,
-};
+use keyhold_core::{LinkEntry, LinkEntryKind, LinkFragment, LinkId, LinkKind, LinkMeta, os_rng, seal_link};
 use keyhold_proto::links::{LinkCreated, Links};
-use keyhold_proto::{Bytes as B64, Challenge, ChallengeRequest, CreateAccount, ErrorBody, Session, SessionRequest, Usage};
+use keyhold_proto::{Bytes as B64, Challenge, ChallengeRequest, ErrorBody, Session, SessionRequest, Usage};
 use keyhold_server::{Config, Limits};
 use reqwest::{Client, Method};
 use tokio::sync::oneshot;
@@ -158,35 +159,7 @@ fn now() -> i64 {
 
 /// Creates an account and signs its device in; returns the session token.
 async fn account(srv: &Srv) -> String {
-    let mut rng = os_rng();
-    let id = AccountId::generate(&mut rng);
-    let device = DeviceSecret::generate(&mut rng);
-    let root = AccountRootKey::generate(&mut rng);
-    let recovery = RecoveryKey::generate(&mut rng);
-    let genesis = ChainEntry {
-        account: id,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: now() * 1000,
-        account_epoch: 0,
-        signer: Signer::Device(device.id()),
-        change: ChainChange::Create {
-            device: device.public().clone(),
-            name: "first".into(),
-            recovery: recovery.device().public().clone(),
-            root_commitment: root_commitment(&root, id, 0),
-        },
-    }
-    .seal(&device)
-    .unwrap();
-    let body = CreateAccount {
-        account_id: id.to_hex(),
-        chain_entry: B64(genesis),
-        device_wrap: B64(wrap_to_device(&root, device.public(), id, 0, &mut rng).unwrap()),
-        recovery_locator: B64(recovery.locator().to_vec()),
-        recovery_wrap: B64(recovery.wrap(&root, id, 0, KdfParams::FLOOR, &mut rng).unwrap()),
-        region: None,
-    };
+    let (id, device, _, _, body) = new_account(None);
     let url = |p: &str| format!("http://{}{p}", srv.addr);
     assert_eq!(srv.http.post(url("/v1/accounts")).json(&body).send().await.unwrap().status(), 201);
     let ids = ChallengeRequest { account_id: id.to_hex(), device_id: device.id().to_hex() };

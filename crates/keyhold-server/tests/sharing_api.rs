@@ -8,262 +8,28 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::type_complexity, missing_docs)]
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use keyhold_core::pack::PackBuilder;
 use keyhold_core::share::{
     KeyGrant, MEMBER_GENESIS_PREV, MemberChange, MemberEntry, MemberList, Role, ShareResponse, key_commitment, seal_shared_name,
 };
 use keyhold_core::{
-    AccountRootKey, BlobId, BlobRef, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, ChainHead, CollectionKey, CollectionKeys,
-    DeviceChain, DevicePublicKeys, DeviceSecret, GENESIS_PREV, KdfParams, ObjectType, RecoveryKey, Revision, Signer, os_rng,
-    root_commitment, seal_revision, wrap_previous_root, wrap_to_device,
+    AccountRootKey, BlobId, BlobRef, ChainChange, ChainEntry, ChainHead, CollectionKey, CollectionKeys, DeviceChain,
+    DevicePublicKeys, DeviceSecret, GENESIS_PREV, ObjectType, Revision, Signer, os_rng, root_commitment, seal_revision,
+    wrap_previous_root, wrap_to_device,
 };
 use keyhold_proto::{
-    AccountId, AppendChainEntry, AppendMember, Bytes as B64, Challenge, ChallengeRequest, CollectionId, CreateAccount,
-    DeviceChainEntries, ErrorBody, Grants, HeadRecord, MemberLog, ObjectId, Packs, PostShareResponse, Revisions, Session,
-    SessionRequest, SharedCollections, Usage, WrapRecord,
+    AccountId, AppendChainEntry, AppendMember, Bytes as B64, Grants, HeadRecord, MemberLog, ObjectId, Packs, PostShareResponse,
+    Revisions, SharedCollections, Usage, WrapRecord,
 };
-use keyhold_server::config::RegionConfig;
-use keyhold_server::{Config, Limits};
-use reqwest::{Client, Method, RequestBuilder};
-use serde::de::DeserializeOwned;
-use tempfile::TempDir;
-use tokio::sync::oneshot;
+use reqwest::Method;
 
-const PATIENCE: Duration = Duration::from_secs(10);
+#[path = "support/harness.rs"]
+mod harness;
 
-#[path = "support/postgres.rs"]
-mod postgres_cluster;
-
-#[derive(Clone, Copy)]
-enum Engine {
-    Sqlite,
-    Postgres,
-}
-
-tokio::task_local! {
-    static ENGINE: Engine;
-}
-
-/// Defines `sqlite::<name>` and `postgres::<name>` for each test body.
-macro_rules! on_both_engines {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::ENGINE.scope(super::Engine::Sqlite, super::$name()).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::ENGINE.scope(super::Engine::Postgres, super::$name()).await
-                }
-            )*
-        }
-    };
-}
-
-// ---------------------------------------------------------------------------
-// A server under test (as in api.rs).
-// ---------------------------------------------------------------------------
-
-struct TestServer {
-    addr: SocketAddr,
-    _root: TempDir,
-    http: Client,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn database_url() -> Option<String> {
-    match ENGINE.try_with(|e| *e).unwrap_or(Engine::Sqlite) {
-        Engine::Sqlite => None,
-        Engine::Postgres => Some(tokio::task::spawn_blocking(postgres_cluster::database).await.unwrap()),
-    }
-}
-
-async fn start() -> TestServer {
-    start_with_regions(&[]).await
-}
-
-/// A server with the default region and one more region per name.
-async fn start_with_regions(names: &[&str]) -> TestServer {
-    let root = tempfile::tempdir().unwrap();
-    let data_dir = root.path().join("data");
-    let mut regions = Vec::new();
-    for name in names {
-        regions.push(RegionConfig {
-            name: (*name).to_owned(),
-            data_dir: root.path().join(name),
-            database_url: database_url().await,
-            s3: None,
-        });
-    }
-    let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        data_dir,
-        database_url: database_url().await,
-        regions,
-        limits: Limits::default(),
-        ..Config::default()
-    };
-    let server = keyhold_server::bind(&config).await.unwrap();
-    let addr = server.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = Client::builder().no_proxy().pool_max_idle_per_host(0).timeout(PATIENCE).build().unwrap();
-    TestServer { addr, _root: root, http, stop: Some(stop) }
-}
-
-impl TestServer {
-    fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
-        let builder = self.http.request(method, format!("http://{}{path}", self.addr));
-        match token {
-            Some(t) => builder.bearer_auth(t),
-            None => builder,
-        }
-    }
-
-    async fn get(&self, path: &str, token: &str) -> Resp {
-        send(self.req(Method::GET, path, Some(token))).await
-    }
-
-    async fn put_bytes(&self, path: &str, token: &str, body: Vec<u8>) -> Resp {
-        send(self.req(Method::PUT, path, Some(token)).header("content-type", "application/octet-stream").body(body)).await
-    }
-
-    async fn post_bytes(&self, path: &str, token: &str, body: Vec<u8>) -> Resp {
-        send(self.req(Method::POST, path, Some(token)).header("content-type", "application/octet-stream").body(body)).await
-    }
-
-    async fn post_json(&self, path: &str, token: Option<&str>, body: &impl serde::Serialize) -> Resp {
-        send(self.req(Method::POST, path, token).json(body)).await
-    }
-}
-
-struct Resp {
-    status: u16,
-    body: Vec<u8>,
-}
-
-async fn send(builder: RequestBuilder) -> Resp {
-    let response = builder.send().await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.bytes().await.unwrap().to_vec();
-    Resp { status, body }
-}
-
-impl Resp {
-    fn json<T: DeserializeOwned>(&self) -> T {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: status {} body {:?}", self.status, String::from_utf8_lossy(&self.body)))
-    }
-
-    #[track_caller]
-    fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
-        self
-    }
-
-    #[track_caller]
-    fn expect_error(&self, status: u16, code: &str) {
-        self.expect(status);
-        assert_eq!(self.json::<ErrorBody>().error.code, code);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Accounts and devices (as in api.rs).
-// ---------------------------------------------------------------------------
-
-struct Account {
-    id: AccountId,
-    device: DeviceSecret,
-    root: AccountRootKey,
-    recovery: RecoveryKey,
-    token: String,
-}
-
-fn now_ms() -> i64 {
-    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
-}
-
-async fn create_account(srv: &TestServer) -> Account {
-    create_account_in(srv, None).await
-}
-
-async fn create_account_in(srv: &TestServer, region: Option<&str>) -> Account {
-    let mut rng = os_rng();
-    let id = AccountId::generate(&mut rng);
-    let device = DeviceSecret::generate(&mut rng);
-    let root = AccountRootKey::generate(&mut rng);
-    let recovery = RecoveryKey::generate(&mut rng);
-    let genesis = ChainEntry {
-        account: id,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: now_ms(),
-        account_epoch: 0,
-        signer: Signer::Device(device.id()),
-        change: ChainChange::Create {
-            device: device.public().clone(),
-            name: "first".into(),
-            recovery: recovery.device().public().clone(),
-            root_commitment: root_commitment(&root, id, 0),
-        },
-    }
-    .seal(&device)
-    .unwrap();
-    let body = CreateAccount {
-        account_id: id.to_hex(),
-        chain_entry: B64(genesis),
-        device_wrap: B64(wrap_to_device(&root, device.public(), id, 0, &mut rng).unwrap()),
-        recovery_locator: B64(recovery.locator().to_vec()),
-        recovery_wrap: B64(recovery.wrap(&root, id, 0, KdfParams::FLOOR, &mut rng).unwrap()),
-        region: region.map(str::to_owned),
-    };
-    srv.post_json("/v1/accounts", None, &body).await.expect(201);
-    let token = sign_in(srv, id, &device).await;
-    Account { id, device, root, recovery, token }
-}
-
-async fn sign_in(srv: &TestServer, account: AccountId, device: &DeviceSecret) -> String {
-    let body = ChallengeRequest { account_id: account.to_hex(), device_id: device.id().to_hex() };
-    let challenge: Challenge = srv.post_json("/v1/auth/challenge", None, &body).await.expect(200).json();
-    let challenge: [u8; 32] = challenge.challenge.array().unwrap();
-    let signature = device.sign_challenge(account, &challenge);
-    let body = SessionRequest {
-        account_id: account.to_hex(),
-        device_id: device.id().to_hex(),
-        challenge: B64(challenge.to_vec()),
-        signature: B64(signature.to_vec()),
-    };
-    let session: Session = srv.post_json("/v1/auth/session", None, &body).await.expect(200).json();
-    session.token
-}
-
-/// Any account's device chain, through the contact route, verified.
-async fn contact_chain(srv: &TestServer, token: &str, account: AccountId) -> DeviceChain {
-    let entries: DeviceChainEntries =
-        srv.get(&format!("/v1/accounts/{}/chain", account.to_hex()), token).await.expect(200).json();
-    DeviceChain::verify(account, entries.entries.iter().map(|b| b.0.as_slice())).unwrap()
-}
+use harness::{
+    Account, Coll, Resp, TestServer, contact_chain, create_account, create_account_in, new_collection, now_ms, send, sign_in,
+    start, start_with_regions,
+};
 
 fn next_chain_entry(chain: &DeviceChain, by: &DeviceSecret, change: ChainChange) -> Vec<u8> {
     let account_epoch = if change.starts_epoch() { chain.epoch() + 1 } else { chain.epoch() };
@@ -332,20 +98,6 @@ async fn revoke_first_device(srv: &TestServer, a: &Account, by: &DeviceSecret, b
 // ---------------------------------------------------------------------------
 // Collections, packs, revisions.
 // ---------------------------------------------------------------------------
-
-struct Coll {
-    id: CollectionId,
-    key: CollectionKey,
-    keys: CollectionKeys,
-}
-
-fn new_collection() -> Coll {
-    let mut rng = os_rng();
-    let id = CollectionId::generate(&mut rng);
-    let key = CollectionKey::generate(&mut rng);
-    let keys = CollectionKeys::derive(&key, id, 0);
-    Coll { id, key, keys }
-}
 
 fn pack_of(keys: &CollectionKeys, plaintext: &[u8]) -> (ObjectId, Vec<u8>, BlobId) {
     let blob = keys.seal_blob(ObjectType::Chunk, plaintext).unwrap();
