@@ -87,9 +87,12 @@ fn at_server(p: &People, handle: &str) -> String {
 
 /// The one pending invitation `device` sees: (id, name).
 fn invitation(device: &Device) -> (String, String) {
-    let list: serde_json::Value = serde_json::from_str(&device.ok(&["--json", "invitations"])).unwrap();
+    let out = device.run(&["--json", "invitations"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pending: Vec<&serde_json::Value> = list.as_array().unwrap().iter().filter(|i| i["status"] == "pending").collect();
-    assert_eq!(pending.len(), 1, "{list}");
+    assert_eq!(pending.len(), 1, "{list} {stderr}");
     (pending[0]["id"].as_str().unwrap().to_owned(), pending[0]["name"].as_str().unwrap().to_owned())
 }
 
@@ -181,7 +184,8 @@ fn d3_alice_and_bob_share_both_edit_and_converge_a_reader_cannot_write_carol_get
 
     // The server colludes with the reader and lets its write in: every
     // other client refuses it, as the signed member list says reader.
-    p.world.server.sql(&format!("UPDATE share_members SET role = 1 WHERE member_id = x'{bob_id}'"));
+    let bob_blob = p.world.server.blob_literal(&bob_id);
+    p.world.server.sql(&format!("UPDATE share_members SET role = 1 WHERE member_id = {bob_blob}"));
     p.bob.ok(&["sync", bob_ro.to_str().unwrap(), "--collection", &ro]);
     let out = p.alice.run(&["sync", ro_dir.to_str().unwrap(), "--collection", "readonly"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -487,11 +491,12 @@ fn a3_a_handle_names_only_the_account_the_log_bound_it_to() {
     // The operator re-points Bob's handle at Carol's account (her claim,
     // her id): the log shows the handle's second claim, and Alice refuses
     // loudly rather than share with whoever the server names.
-    let carol_claim = p.world.server.sql("SELECT hex(claim) FROM handles WHERE handle = 'carol'");
-    let carol_claim = carol_claim.trim().trim_start_matches("[('").trim_end_matches("',)]").to_owned();
+    let server = &p.world.server;
+    let carol_claim = server.sql_value(&format!("SELECT {} FROM handles WHERE handle = 'carol'", server.hex_of("claim")));
     p.world.server.sql("DELETE FROM handles WHERE handle = 'carol'");
     let carol_id = account(&p.carol);
-    p.world.server.sql(&format!("UPDATE handles SET claim = x'{carol_claim}', account_id = x'{carol_id}' WHERE handle = 'bob'"));
+    let (claim, carol) = (server.blob_literal(&carol_claim), server.blob_literal(&carol_id));
+    server.sql(&format!("UPDATE handles SET claim = {claim}, account_id = {carol} WHERE handle = 'bob'"));
     p.world.settle();
     let (code, stderr) = stderr_of(&p.alice, &["share", "trip", "bob"]);
     assert_eq!(code, Some(3), "{stderr}");

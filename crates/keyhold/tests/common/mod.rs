@@ -175,6 +175,23 @@ impl Server {
 
     /// Runs SQL against the server's database (the hostile operator's view;
     /// on the postgres-s3 backend through psql, so only SQL both engines read).
+    /// A byte-string literal of the metadata store's SQL dialect.
+    pub fn blob_literal(&self, hex: &str) -> String {
+        if self.database_url.is_some() { format!("'\\x{hex}'::bytea") } else { format!("x'{hex}'") }
+    }
+
+    /// An expression giving `column`'s bytes as hex, in the store's dialect.
+    pub fn hex_of(&self, column: &str) -> String {
+        if self.database_url.is_some() { format!("encode({column}, 'hex')") } else { format!("hex({column})") }
+    }
+
+    /// The single value a query returned, without the SQLite helper's
+    /// `[('…',)]` framing.
+    pub fn sql_value(&self, statement: &str) -> String {
+        let out = self.sql(statement);
+        out.trim().trim_start_matches("[('").trim_end_matches("',)]").trim().to_owned()
+    }
+
     pub fn sql(&self, statement: &str) -> String {
         if let Some(url) = &self.database_url {
             // PostgreSQL (postgres-s3 backend): only SQL both engines read.
