@@ -10,7 +10,7 @@ use keyhold_core::LinkId;
 use keyhold_proto::{AccountId, ObjectId};
 use sqlx::Row;
 
-use crate::store::{MetaStore, StoreError, array, to_i64, to_u64};
+use crate::store::{MetaStore, StoreError, array, lock_account, to_i64, to_u64};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -158,6 +158,8 @@ impl MetaStore {
         now: i64,
     ) -> Result<Option<Option<ObjectId>>> {
         let mut tx = self.pool().begin().await?;
+        // Write first (see `share_store::append_member`).
+        lock_account(&mut tx, account).await?;
         let found = sqlx::query("SELECT object_id, size FROM links WHERE link_id = $1 AND account_id = $2")
             .bind(link.as_bytes().as_slice())
             .bind(account.as_bytes().as_slice())
@@ -212,6 +214,7 @@ impl MetaStore {
     /// returns the objects to delete from the blob store.
     pub async fn delete_account_links(&self, account: AccountId) -> Result<Vec<ObjectId>> {
         let mut tx = self.pool().begin().await?;
+        lock_account(&mut tx, account).await?;
         let objects = sqlx::query("SELECT object_id FROM links WHERE account_id = $1 AND object_id IS NOT NULL")
             .bind(account.as_bytes().as_slice())
             .fetch_all(&mut *tx)

@@ -13,7 +13,7 @@ use keyhold_core::share::Role;
 use keyhold_proto::{AccountId, CollectionId, ObjectId};
 use sqlx::Row;
 
-use crate::store::{MetaStore, StoreError, array, charge, charge_unchecked, to_i64, to_u64};
+use crate::store::{MetaStore, StoreError, array, charge, charge_unchecked, lock_account, to_i64, to_u64};
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -253,6 +253,10 @@ impl MetaStore {
     pub async fn append_member(&self, append: &MemberAppend<'_>, now: i64) -> Result<MemberAppended> {
         let (a, c) = (append.owner.as_bytes().as_slice(), append.collection.as_bytes().as_slice());
         let mut tx = self.pool().begin().await?;
+        // Write first: a SQLite transaction that reads before its first
+        // write fails at once ("database is locked") when another
+        // connection wrote meanwhile, where a writer waits its turn.
+        lock_account(&mut tx, append.owner).await?;
         if append.effect == MemberEffect::Create {
             let created = sqlx::query(
                 "INSERT INTO shared_collections (collection_id, account_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

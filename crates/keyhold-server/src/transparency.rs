@@ -108,6 +108,12 @@ pub struct Transparency {
     cache: Mutex<LogCache>,
     /// Serialises publishing within this process (the lease does it across processes).
     publishing: Mutex<()>,
+    /// Held shared while a proof is computed and exclusively while akd
+    /// publishes. akd 0.13 lets proofs run during a publish (its own lock
+    /// is taken shared by both), and a proof read through the publisher's
+    /// storage in the middle of its transaction mixes two epochs and does
+    /// not verify (seen as a failed history proof under load).
+    directory_lock: tokio::sync::RwLock<()>,
     /// The size each witness last told us it knows.
     witness_sizes: Mutex<HashMap<String, u64>>,
     http: reqwest::Client,
@@ -157,6 +163,7 @@ impl Transparency {
             store,
             cache: Mutex::new(LogCache::default()),
             publishing: Mutex::new(()),
+            directory_lock: tokio::sync::RwLock::new(()),
             witness_sizes: Mutex::new(HashMap::new()),
             http,
             holder,
@@ -237,7 +244,10 @@ impl Transparency {
         if !changes.is_empty() {
             let updates: Vec<(AkdLabel, AkdValue)> =
                 changes.iter().map(|(l, v)| (AkdLabel(l.to_bytes()), AkdValue(v.to_bytes()))).collect();
-            let published = match akd.publish(updates).await {
+            let publishing = self.directory_lock.write().await;
+            let published = akd.publish(updates).await;
+            drop(publishing);
+            let published = match published {
                 Ok(published) => published,
                 Err(e) => {
                     // Its cache may hold half an epoch: start the next one afresh.
@@ -486,6 +496,7 @@ impl Transparency {
     pub async fn prove(&self, label: &[u8], history: bool) -> Result<Option<keyhold_proto::KtProof>, ProveError> {
         DirectoryLabel::from_bytes(label).map_err(|_| ProveError::BadLabel)?;
         let label = AkdLabel(label.to_vec());
+        let reading = self.directory_lock.read().await;
         let (epoch, proof) = if history {
             match self.directory().key_history(&label, akd::HistoryParams::default()).await {
                 Ok((proof, hash)) => (hash.0, kt::encode_history_proof(&proof)),
@@ -499,6 +510,7 @@ impl Transparency {
                 Err(e) => return Err(ProveError::Server(akd_err(e))),
             }
         };
+        drop(reading);
         let cache = self.refresh().await?;
         let (Some(&index), Some((size, note))) = (cache.epochs.get(&epoch), cache.checkpoint.as_ref()) else {
             return Err(ProveError::NotYetLogged);
@@ -525,6 +537,7 @@ impl Transparency {
     /// `GET /kt/audit/{epoch}`: akd's append-only proof from `epoch - 1`
     /// to `epoch` (protobuf `SingleAppendOnlyProof`).
     pub async fn audit(&self, epoch: u64) -> Result<Option<Vec<u8>>, KtServerError> {
+        let _reading = self.directory_lock.read().await;
         let akd = self.directory();
         let latest = akd.get_epoch_hash().await.map_err(akd_err)?.0;
         if epoch == 0 || epoch > latest {
