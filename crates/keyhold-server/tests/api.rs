@@ -10,17 +10,17 @@
 #[path = "support/fixtures.rs"]
 mod fixtures;
 
-use fixtures::{Coll, new_account, new_collection, now_ms};
+use fixtures::{Coll, new_account, new_collection, now_ms, pack_of, revision};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use keyhold_core::pack::{PackBuilder, open_pack};
+use keyhold_core::pack::open_pack;
 use keyhold_core::{
-    AccountId, AccountRootKey, BlobId, BlobRef, ChainChange, ChainEntry, CollectionKey, CollectionKeys, CollectionWrapContext,
-    DeviceChain, DeviceId, DeviceSecret, GENESIS_PREV, KdfParams, ObjectId, ObjectType, REVISION_LEN, RecoveryKey, Revision,
-    Signer, open_revision, os_rng, root_commitment, seal_revision, unwrap_collection_key, unwrap_on_device, unwrap_previous_root,
-    wrap_collection_key, wrap_previous_root, wrap_to_device,
+    AccountId, AccountRootKey, BlobId, ChainChange, ChainEntry, CollectionKey, CollectionKeys, CollectionWrapContext,
+    DeviceChain, DeviceId, DeviceSecret, GENESIS_PREV, KdfParams, ObjectId, ObjectType, REVISION_LEN, RecoveryKey, Signer,
+    open_revision, os_rng, root_commitment, unwrap_collection_key, unwrap_on_device, unwrap_previous_root, wrap_collection_key,
+    wrap_previous_root, wrap_to_device,
 };
 use keyhold_proto::{
     AccountKeys, AppendChainEntry, Bytes as B64, Challenge, ChallengeRequest, DeviceChainEntries, EnrollDevice, ErrorBody,
@@ -380,15 +380,6 @@ fn collection_wrap(account: &Account, coll: &Coll) -> Vec<u8> {
     wrap_collection_key(&coll.key, &account.root, &ctx, &mut os_rng()).unwrap()
 }
 
-/// A real pack holding one chunk blob of `plaintext`.
-fn pack_of(keys: &CollectionKeys, plaintext: &[u8]) -> (ObjectId, Vec<u8>, BlobId) {
-    let blob = keys.seal_blob(ObjectType::Chunk, plaintext).unwrap();
-    let mut builder = PackBuilder::new(keys, &mut os_rng());
-    builder.push(&blob).unwrap();
-    let (id, bytes, _) = builder.finish(keys).unwrap();
-    (id, bytes, blob.id)
-}
-
 fn random_bytes(len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
     getrandom::fill(&mut out).unwrap();
@@ -398,19 +389,6 @@ fn random_bytes(len: usize) -> Vec<u8> {
 fn random_pack(keys: &CollectionKeys, plaintext_len: usize) -> (ObjectId, Vec<u8>) {
     let (id, bytes, _) = pack_of(keys, &random_bytes(plaintext_len));
     (id, bytes)
-}
-
-fn revision(coll: &Coll, author: &DeviceSecret, seq: u64, prev: ObjectId, root: BlobId) -> (ObjectId, Vec<u8>) {
-    let revision = Revision {
-        collection: coll.id,
-        seq,
-        prev,
-        epoch: 0,
-        root: BlobRef { epoch: 0, id: root },
-        author: author.id(),
-        time_ms: now_ms(),
-    };
-    seal_revision(&coll.keys, &revision, author, &mut os_rng()).unwrap()
 }
 
 fn random_hex_id() -> String {

@@ -8,14 +8,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::type_complexity, missing_docs)]
 
-use keyhold_core::pack::PackBuilder;
 use keyhold_core::share::{
     KeyGrant, MEMBER_GENESIS_PREV, MemberChange, MemberEntry, MemberList, Role, ShareResponse, key_commitment, seal_shared_name,
 };
 use keyhold_core::{
-    AccountRootKey, BlobId, BlobRef, ChainChange, ChainEntry, ChainHead, CollectionKey, CollectionKeys, DeviceChain,
-    DevicePublicKeys, DeviceSecret, GENESIS_PREV, ObjectType, Revision, Signer, os_rng, root_commitment, seal_revision,
-    wrap_previous_root, wrap_to_device,
+    AccountRootKey, BlobId, ChainChange, ChainEntry, ChainHead, CollectionKey, DeviceChain, DevicePublicKeys, DeviceSecret,
+    GENESIS_PREV, Signer, os_rng, root_commitment, wrap_previous_root, wrap_to_device,
 };
 use keyhold_proto::{
     AccountId, AppendChainEntry, AppendMember, Bytes as B64, Grants, HeadRecord, MemberLog, ObjectId, Packs, PostShareResponse,
@@ -27,8 +25,8 @@ use reqwest::Method;
 mod harness;
 
 use harness::{
-    Account, Coll, Resp, TestServer, contact_chain, create_account, create_account_in, new_collection, now_ms, send, sign_in,
-    start, start_with_regions,
+    Account, Coll, Resp, TestServer, contact_chain, create_account, create_account_in, new_collection, now_ms, pack_of, revision,
+    send, sign_in, start, start_with_regions,
 };
 
 fn next_chain_entry(chain: &DeviceChain, by: &DeviceSecret, change: ChainChange) -> Vec<u8> {
@@ -98,27 +96,6 @@ async fn revoke_first_device(srv: &TestServer, a: &Account, by: &DeviceSecret, b
 // ---------------------------------------------------------------------------
 // Collections, packs, revisions.
 // ---------------------------------------------------------------------------
-
-fn pack_of(keys: &CollectionKeys, plaintext: &[u8]) -> (ObjectId, Vec<u8>, BlobId) {
-    let blob = keys.seal_blob(ObjectType::Chunk, plaintext).unwrap();
-    let mut builder = PackBuilder::new(keys, &mut os_rng());
-    builder.push(&blob).unwrap();
-    let (id, bytes, _) = builder.finish(keys).unwrap();
-    (id, bytes, blob.id)
-}
-
-fn revision(coll: &Coll, author: &DeviceSecret, seq: u64, prev: ObjectId, root: BlobId) -> (ObjectId, Vec<u8>) {
-    let revision = Revision {
-        collection: coll.id,
-        seq,
-        prev,
-        epoch: 0,
-        root: BlobRef { epoch: 0, id: root },
-        author: author.id(),
-        time_ms: now_ms(),
-    };
-    seal_revision(&coll.keys, &revision, author, &mut os_rng()).unwrap()
-}
 
 fn path(coll: &Coll, rest: &str) -> String {
     format!("/v1/collections/{}{rest}", coll.id.to_hex())

@@ -6,11 +6,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use keyhold_core::pack::PackBuilder;
 use keyhold_core::{
-    AccountRootKey, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, CollectionKey, CollectionKeys, DeviceSecret, KdfParams,
-    RecoveryKey, Signer, os_rng, root_commitment, wrap_to_device,
+    AccountRootKey, BlobId, BlobRef, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, CollectionKey, CollectionKeys, DeviceSecret,
+    KdfParams, ObjectType, RecoveryKey, Revision, Signer, os_rng, root_commitment, seal_revision, wrap_to_device,
 };
-use keyhold_proto::{AccountId, Bytes as B64, CollectionId, CreateAccount};
+use keyhold_proto::{AccountId, Bytes as B64, CollectionId, CreateAccount, ObjectId};
 
 pub fn now_ms() -> i64 {
     i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap()
@@ -65,4 +66,27 @@ pub fn new_collection() -> Coll {
     let key = CollectionKey::generate(&mut rng);
     let keys = CollectionKeys::derive(&key, id, 0);
     Coll { id, key, keys }
+}
+
+/// A pack holding one chunk of `plaintext`: its id, bytes and the chunk's id.
+pub fn pack_of(keys: &CollectionKeys, plaintext: &[u8]) -> (ObjectId, Vec<u8>, BlobId) {
+    let blob = keys.seal_blob(ObjectType::Chunk, plaintext).unwrap();
+    let mut builder = PackBuilder::new(keys, &mut os_rng());
+    builder.push(&blob).unwrap();
+    let (id, bytes, _) = builder.finish(keys).unwrap();
+    (id, bytes, blob.id)
+}
+
+/// Revision `seq` of `coll` (epoch 0) naming `root`, signed by `author`.
+pub fn revision(coll: &Coll, author: &DeviceSecret, seq: u64, prev: ObjectId, root: BlobId) -> (ObjectId, Vec<u8>) {
+    let revision = Revision {
+        collection: coll.id,
+        seq,
+        prev,
+        epoch: 0,
+        root: BlobRef { epoch: 0, id: root },
+        author: author.id(),
+        time_ms: now_ms(),
+    };
+    seal_revision(&coll.keys, &revision, author, &mut os_rng()).unwrap()
 }

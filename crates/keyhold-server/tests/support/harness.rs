@@ -25,7 +25,7 @@ mod postgres_cluster;
 mod fixtures;
 
 #[allow(unused_imports)] // each suite takes what it needs
-pub use fixtures::{Coll, new_account, new_collection, now_ms};
+pub use fixtures::{Coll, new_account, new_collection, now_ms, pack_of, revision};
 
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
