@@ -9,6 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::S3Config;
+use crate::direct_write::DirectWriter;
 use keyhold_proto::{AccountId, ObjectId};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -31,6 +32,8 @@ pub enum BlobError {
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
+    /// For a local folder: writes packs itself (see `direct_write`).
+    local: Option<Arc<DirectWriter>>,
 }
 
 fn location(account: AccountId, id: ObjectId) -> ObjectPath {
@@ -52,7 +55,11 @@ impl BlobStore {
         // A pack is durable before its row is committed, as on S3: a crash or a
         // power cut never leaves metadata naming a torn pack (F3).
         let store = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
-        Ok(BlobStore { store: Arc::new(store) })
+        // The same folder as `LocalFileSystem` resolved (canonical), so both
+        // name an object by the same file.
+        let root = std::fs::canonicalize(dir)
+            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?;
+        Ok(BlobStore { store: Arc::new(store), local: Some(Arc::new(DirectWriter::new(root))) })
     }
 
     /// A store in an S3-compatible bucket. A successful `PUT` there is
@@ -74,7 +81,7 @@ impl BlobStore {
         if let Some(secret) = &config.secret_access_key {
             builder = builder.with_secret_access_key(secret);
         }
-        Ok(BlobStore { store: Arc::new(builder.build()?) })
+        Ok(BlobStore { store: Arc::new(builder.build()?), local: None })
     }
 
     /// For `keyhold serve --check-config`: lists one object, which needs the
@@ -89,8 +96,16 @@ impl BlobStore {
 
     /// Stores an object (atomically: readers see all of it or nothing).
     pub async fn put(&self, account: AccountId, id: ObjectId, frames: Vec<Bytes>) -> Result<(), BlobError> {
-        self.store.put(&location(account, id), frames.into_iter().collect::<PutPayload>()).await?;
-        Ok(())
+        let path = location(account, id);
+        let Some(local) = &self.local else {
+            self.store.put(&path, frames.into_iter().collect::<PutPayload>()).await?;
+            return Ok(());
+        };
+        let local = local.clone();
+        tokio::task::spawn_blocking(move || local.put(path.as_ref(), &frames))
+            .await
+            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?
+            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))
     }
 
     /// Removes an object (gone already is fine).

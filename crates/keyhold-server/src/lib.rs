@@ -7,6 +7,7 @@ pub mod admin;
 pub mod app;
 pub mod blobs;
 pub mod config;
+mod direct_write;
 pub mod directory_store;
 pub mod error;
 pub mod handles;
