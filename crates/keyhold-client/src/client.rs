@@ -10,7 +10,7 @@ use futures::StreamExt;
 use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
 use keyhold_core::{
     AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceChain, Entry,
-    EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, SealedBlob, VerifiedRevision,
+    EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, Plaintext, SealedBlob, VerifiedRevision,
     collection_wrap_account_epoch, open_revision, os_rng, unwrap_collection_key, unwrap_on_device, unwrap_previous_root,
     wrap_collection_key,
 };
@@ -726,37 +726,108 @@ async fn verify_stored(
     }
 }
 
+/// Buffers of packs already sent, for the next packs: fresh memory costs a
+/// page fault per 4 KiB page on first touch, which was a tenth of a large
+/// push's CPU time. Bounded, so it never holds more than a few packs.
+#[derive(Clone, Default)]
+struct PackBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl PackBuffers {
+    /// Buffers kept: the packs in flight plus one per encryption worker.
+    const KEEP: usize = 8;
+
+    fn take(&self) -> Vec<u8> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default()
+    }
+
+    fn give(&self, buffer: Vec<u8>) {
+        let mut kept = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if kept.len() < Self::KEEP {
+            kept.push(buffer);
+        }
+    }
+
+    /// A pack's bytes, as a body that hands its buffer back once the last
+    /// reference (the HTTP client's included) is dropped.
+    fn body(&self, pack: Vec<u8>) -> Bytes {
+        Bytes::from_owner(PooledPack { bytes: pack, pool: self.clone() })
+    }
+}
+
+struct PooledPack {
+    bytes: Vec<u8>,
+    pool: PackBuffers,
+}
+
+impl AsRef<[u8]> for PooledPack {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for PooledPack {
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.bytes));
+    }
+}
+
 /// Builds packs on one thread; the set of blobs already stored or queued
 /// is shared by every packer of one [`Uploader`], so no blob goes twice.
 pub struct Packer {
     keys: Arc<CollectionKeys>,
     known: Arc<std::sync::Mutex<HashSet<BlobId>>>,
     builder: Option<PackBuilder>,
+    buffers: PackBuffers,
 }
 
 impl Packer {
     /// Another packer sharing this one's set of known blobs.
     pub fn sibling(&self) -> Packer {
-        Packer { keys: self.keys.clone(), known: self.known.clone(), builder: None }
+        Packer { keys: self.keys.clone(), known: self.known.clone(), builder: None, buffers: self.buffers.clone() }
+    }
+
+    /// Counts a blob as known; false if it already was.
+    fn is_new(&self, id: BlobId) -> bool {
+        self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id)
     }
 
     /// Adds a blob unless it is known; returns the previous pack once the
     /// blob no longer fits in it.
     pub fn push(&mut self, blob: &SealedBlob) -> Result<Option<PackBuilder>> {
-        let new = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(blob.id);
-        if !new {
+        if !self.is_new(blob.id) {
             return Ok(None);
         }
         self.add(blob.kind, blob.id, &blob.ciphertext)
     }
 
+    /// Seals a blob straight into the pack unless it is known (no sealed
+    /// copy of its own); returns the previous pack once it no longer fits.
+    pub fn seal(&mut self, blob: Plaintext<'_>) -> keyhold_core::Result<Option<PackBuilder>> {
+        if !self.is_new(blob.id()) {
+            return Ok(None);
+        }
+        let done = self.make_room(blob.sealed_len());
+        let keys = self.keys.clone();
+        self.current().seal(&keys, &blob)?;
+        Ok(done)
+    }
+
     /// Adds a blob already counted as known (moved from another pack).
     fn add(&mut self, kind: ObjectType, id: BlobId, ciphertext: &[u8]) -> Result<Option<PackBuilder>> {
-        let full = self.builder.as_ref().is_some_and(|b| !b.is_empty() && b.blob_bytes() + ciphertext.len() > PACK_TARGET_LEN);
-        let done = if full { self.builder.take() } else { None };
-        let keys = self.keys.clone();
-        self.builder.get_or_insert_with(|| PackBuilder::new(&keys, &mut os_rng())).push_parts(kind, id, ciphertext)?;
+        let done = self.make_room(ciphertext.len());
+        self.current().push_parts(kind, id, ciphertext)?;
         Ok(done)
+    }
+
+    /// Closes the pack being built if `len` more bytes would overfill it.
+    fn make_room(&mut self, len: usize) -> Option<PackBuilder> {
+        let full = self.builder.as_ref().is_some_and(|b| !b.is_empty() && b.blob_bytes() + len > PACK_TARGET_LEN);
+        if full { self.builder.take() } else { None }
+    }
+
+    fn current(&mut self) -> &mut PackBuilder {
+        let (keys, buffers) = (&self.keys, &self.buffers);
+        self.builder.get_or_insert_with(|| PackBuilder::with_buffer(keys, &mut os_rng(), buffers.take()))
     }
 
     /// The pack being built, if it holds anything.
@@ -773,7 +844,12 @@ impl Uploader {
             api: client.api.clone(),
             state: client.state.clone(),
             collection: coll.id,
-            packer: Packer { keys: coll.current()?.clone(), known: Arc::new(std::sync::Mutex::new(known)), builder: None },
+            packer: Packer {
+                keys: coll.current()?.clone(),
+                known: Arc::new(std::sync::Mutex::new(known)),
+                builder: None,
+                buffers: PackBuffers::default(),
+            },
             in_flight: JoinSet::new(),
             done: Vec::new(),
             bytes_queued: 0,
@@ -808,6 +884,7 @@ impl Uploader {
     pub fn upload(&mut self, builder: PackBuilder) {
         self.bytes_queued += u64::try_from(builder.blob_bytes()).unwrap_or(0);
         let (api, keys, state, collection) = (self.api.clone(), self.packer.keys.clone(), self.state.clone(), self.collection);
+        let buffers = self.packer.buffers.clone();
         self.in_flight.spawn(async move {
             // Sealing and hashing a full pack takes a few milliseconds; off
             // the packing thread, it overlaps with packing the next one.
@@ -816,7 +893,7 @@ impl Uploader {
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()))??;
             let size = u64::try_from(bytes.len()).unwrap_or(0);
-            let bytes = Bytes::from(bytes);
+            let bytes = buffers.body(bytes);
             let mut attempt = 0;
             loop {
                 // Uploads are idempotent: a retry after a dropped connection is safe (F3).

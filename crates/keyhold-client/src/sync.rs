@@ -147,23 +147,32 @@ struct EncryptBatch {
     files: Vec<(usize, Result<Encrypted>)>,
 }
 
-/// A worker's side of the channel: packs its blobs itself (so copying and
-/// dedup run on every core) and sends full packs and results in batches.
+/// A worker's side of the channel: packs its blobs itself (so sealing,
+/// copying and dedup run on every core) and sends full packs and results
+/// in batches.
 struct Outbox {
     packer: Packer,
     batch: EncryptBatch,
     tx: tokio::sync::mpsc::Sender<EncryptBatch>,
 }
 
+impl keyhold_core::BlobSink for Outbox {
+    /// Seals a new chunk straight into the worker's pack; a pack it fills
+    /// waits in the batch for [`Outbox::send_full`].
+    fn blob(&mut self, _keys: &CollectionKeys, blob: keyhold_core::Plaintext<'_>) -> keyhold_core::Result<()> {
+        if let Some(full) = self.packer.seal(blob)? {
+            self.batch.packs.push(full);
+        }
+        Ok(())
+    }
+}
+
 impl Outbox {
     const FLUSH_FILES: usize = 256;
 
-    fn blob(&mut self, blob: &keyhold_core::SealedBlob) -> Result<()> {
-        if let Some(full) = self.packer.push(blob)? {
-            self.batch.packs.push(full);
-            self.flush()?;
-        }
-        Ok(())
+    /// Sends the packs filled so far, if any.
+    fn send_full(&mut self) -> Result<()> {
+        if self.batch.packs.is_empty() { Ok(()) } else { self.flush() }
     }
 
     fn file(&mut self, index: usize, result: Result<Encrypted>) -> Result<()> {
@@ -189,14 +198,14 @@ impl Outbox {
     }
 }
 
-/// Encrypts one local file, handing each new blob to `emit` as soon as it
-/// is sealed (so a file of any size takes bounded memory).
+/// Encrypts one local file, sealing each new chunk into `out`'s pack as
+/// soon as it is cut (so a file of any size takes bounded memory).
 fn encrypt_file(
     job: &EncryptJob,
     keys: &CollectionKeys,
     progress: &ProgressBar,
     buf: &mut Vec<u8>,
-    emit: &mut dyn FnMut(&keyhold_core::SealedBlob) -> Result<()>,
+    out: &mut Outbox,
 ) -> Result<Encrypted> {
     let path = job.path.as_path();
     let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
@@ -206,7 +215,6 @@ fn encrypt_file(
     if buf.len() < want {
         buf.resize(want, 0);
     }
-    let mut sealed = Vec::new();
     let mut total = 0u64;
     // Reading stops at the scanned size; the check below catches a file
     // that changed size meanwhile, so no extra read is spent on EOF.
@@ -216,11 +224,9 @@ fn encrypt_file(
             break;
         }
         total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
-        encryptor.update(buf.get(..n).unwrap_or_default(), &mut sealed)?;
+        encryptor.update(buf.get(..n).unwrap_or_default(), out)?;
         progress.inc(u64::try_from(n).unwrap_or(0));
-        for blob in sealed.drain(..) {
-            emit(&blob)?;
-        }
+        out.send_full()?;
     }
     let after = stat_of(&file.metadata().map_err(ClientError::io(path))?).0;
     if after != job.node.stat || total != job.node.stat.size {
@@ -233,10 +239,8 @@ fn encrypt_file(
         mode: job.node.mode,
         mtime_ns: job.node.mtime_ns,
     };
-    let (manifest, blob) = encryptor.finish(meta, &mut sealed)?;
-    for b in sealed.drain(..) {
-        emit(&b)?;
-    }
+    let (manifest, blob) = encryptor.finish(meta, out)?;
+    out.send_full()?;
     // The caller queues the manifest only if it is a new version.
     Ok(Some((manifest, blob)))
 }
@@ -263,7 +267,7 @@ async fn encrypt_all(
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };
-                let result = encrypt_file(job, &keys, &bar, &mut buf, &mut |blob| outbox.blob(blob));
+                let result = encrypt_file(job, &keys, &bar, &mut buf, &mut outbox);
                 if outbox.file(i, result).is_err() {
                     return;
                 }

@@ -17,6 +17,17 @@ fn key(key: &[u8; 32]) -> Result<LessSafeKey> {
     UnboundKey::new(&AES_256_GCM, key).map(LessSafeKey::new).map_err(|_| Error::DecryptionFailed)
 }
 
+/// Encrypts `buf[start..]` in place and appends the tag, leaving the bytes
+/// before `start` as they are (a blob sealed straight into its pack).
+pub(crate) fn seal_tail(k: &[u8; 32], nonce: [u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>, start: usize) -> Result<()> {
+    let tail = buf.get_mut(start..).ok_or(Error::Truncated)?;
+    let tag = key(k)?
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), tail)
+        .map_err(|_| Error::LimitExceeded("message too long for AES-GCM"))?;
+    buf.extend_from_slice(tag.as_ref());
+    Ok(())
+}
+
 /// Encrypts `buf` in place and appends the tag.
 pub(crate) fn seal(k: &[u8; 32], nonce: [u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
     key(k)?

@@ -37,6 +37,65 @@ impl core::fmt::Debug for SealedBlob {
     }
 }
 
+/// A blob's plaintext with the id it hashes to, not sealed yet. Only
+/// [`CollectionKeys::identify`] makes one, so its id is always right.
+#[derive(Clone, Copy)]
+pub struct Plaintext<'a> {
+    kind: ObjectType,
+    id: BlobId,
+    bytes: &'a [u8],
+}
+
+impl Plaintext<'_> {
+    /// Chunk, manifest or listing.
+    pub fn kind(&self) -> ObjectType {
+        self.kind
+    }
+
+    /// The keyed hash of kind and plaintext.
+    pub fn id(&self) -> BlobId {
+        self.id
+    }
+
+    /// Plaintext length.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Its ciphertext's length, once sealed.
+    pub fn sealed_len(&self) -> usize {
+        self.bytes.len() + TAG_LEN
+    }
+
+    /// Whether the plaintext is empty.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl core::fmt::Debug for Plaintext<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Plaintext({:?}, {}, {} bytes)", self.kind, self.id, self.bytes.len())
+    }
+}
+
+/// Takes the blobs a [`crate::FileEncryptor`] cuts, each once identified:
+/// collecting them sealed (`Vec<SealedBlob>`), or sealing only the new ones
+/// straight into a pack ([`crate::pack::PackBuilder::seal`]).
+pub trait BlobSink {
+    /// Receives the next blob.
+    fn blob(&mut self, keys: &CollectionKeys, blob: Plaintext<'_>) -> Result<()>;
+}
+
+impl BlobSink for Vec<SealedBlob> {
+    fn blob(&mut self, keys: &CollectionKeys, blob: Plaintext<'_>) -> Result<()> {
+        let mut ciphertext = Vec::with_capacity(blob.len() + TAG_LEN);
+        keys.seal_into(&blob, &mut ciphertext)?;
+        self.push(SealedBlob { kind: blob.kind, id: blob.id, ciphertext });
+        Ok(())
+    }
+}
+
 fn check_blob_kind(kind: ObjectType) -> Result<()> {
     if kind.is_blob() { Ok(()) } else { Err(Error::Malformed("not a blob type")) }
 }
@@ -67,15 +126,30 @@ impl CollectionKeys {
 
     /// Seals a blob.
     pub fn seal_blob(&self, kind: ObjectType, plaintext: &[u8]) -> Result<SealedBlob> {
+        let blob = self.identify(kind, plaintext)?;
+        let mut ciphertext = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        self.seal_into(&blob, &mut ciphertext)?;
+        Ok(SealedBlob { kind, id: blob.id, ciphertext })
+    }
+
+    /// Hashes a blob's plaintext to its id, without sealing it yet: a
+    /// writer that already stores the id skips the sealing altogether.
+    pub fn identify<'a>(&self, kind: ObjectType, plaintext: &'a [u8]) -> Result<Plaintext<'a>> {
         check_blob_kind(kind)?;
         if plaintext.len() > MAX_BLOB_PLAINTEXT {
             return Err(Error::LimitExceeded("blob larger than 16 MiB"));
         }
-        let id = self.blob_id(kind, plaintext);
-        let mut ciphertext = Vec::with_capacity(plaintext.len() + TAG_LEN);
-        ciphertext.extend_from_slice(plaintext);
-        aead::seal(self.blob_key(kind, &id).expose_secret(), BLOB_NONCE, self.blob_aad(kind, &id).as_slice(), &mut ciphertext)?;
-        Ok(SealedBlob { kind, id, ciphertext })
+        Ok(Plaintext { kind, id: self.blob_id(kind, plaintext), bytes: plaintext })
+    }
+
+    /// Seals `blob` and appends its ciphertext and tag to `out` (into a
+    /// pack's buffer, say, with no copy of its own). The blob must come
+    /// from these keys' [`CollectionKeys::identify`].
+    pub(crate) fn seal_into(&self, blob: &Plaintext<'_>, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        out.extend_from_slice(blob.bytes);
+        let key = self.blob_key(blob.kind, &blob.id);
+        aead::seal_tail(key.expose_secret(), BLOB_NONCE, self.blob_aad(blob.kind, &blob.id).as_slice(), out, start)
     }
 
     /// Opens a blob fetched under `id`: authenticates it, then checks that

@@ -55,7 +55,7 @@ mod vectors;
 mod wrap;
 
 pub use auth::CHALLENGE_LEN;
-pub use blob::{MAX_BLOB_PLAINTEXT, SealedBlob};
+pub use blob::{BlobSink, MAX_BLOB_PLAINTEXT, Plaintext, SealedBlob};
 pub use chain::{
     CHAIN_GENESIS_PREV, ChainChange, ChainDevice, ChainEntry, ChainHead, DeviceChain, MAX_CHAIN_ENTRY_LEN, MAX_DEVICE_NAME,
     Revocation, Signer, root_commitment, validate_device_name,

@@ -15,7 +15,7 @@
 use rand_core::CryptoRng;
 
 use crate::aead::{self, NONCE_LEN, TAG_LEN};
-use crate::blob::SealedBlob;
+use crate::blob::{Plaintext, SealedBlob};
 use crate::collection::CollectionKeys;
 use crate::encoding::{Reader, Writer, len_u32, usize_from};
 use crate::envelope::{HEADER_LEN, ObjectType, read_header, write_header};
@@ -71,15 +71,23 @@ fn pack_key(keys: &CollectionKeys, salt: &[u8; 32]) -> crate::secret::SubKey {
 impl PackBuilder {
     /// Starts an empty pack with a fresh random salt.
     pub fn new(keys: &CollectionKeys, rng: &mut impl CryptoRng) -> Self {
+        Self::with_buffer(keys, rng, Vec::new())
+    }
+
+    /// Starts an empty pack in `buffer` (its contents are dropped, its
+    /// capacity kept): a writer that reuses the buffers of packs it sent
+    /// spares the page faults of fresh memory.
+    pub fn with_buffer(keys: &CollectionKeys, rng: &mut impl CryptoRng, mut buffer: Vec<u8>) -> Self {
         let mut salt = [0u8; 32];
         rng.fill_bytes(&mut salt);
         let mut w = Writer::with_capacity(PACK_PREFIX_LEN);
         write_header(&mut w, ObjectType::Pack);
         w.bytes(keys.collection.as_bytes()).u32(keys.epoch).bytes(&salt);
         let prefix = w.into_vec();
-        let mut bytes = Vec::with_capacity(PACK_TARGET_LEN + MAX_PACK_LEN / 16);
-        bytes.extend_from_slice(&prefix);
-        PackBuilder { prefix, bytes, entries: Vec::new() }
+        buffer.clear();
+        buffer.reserve(PACK_TARGET_LEN + MAX_PACK_LEN / 16);
+        buffer.extend_from_slice(&prefix);
+        PackBuilder { prefix, bytes: buffer, entries: Vec::new() }
     }
 
     /// Appends a sealed blob. Fails if the pack would exceed its maximum.
@@ -92,18 +100,37 @@ impl PackBuilder {
         if !kind.is_blob() {
             return Err(Error::Malformed("not a blob type"));
         }
-        let projected = self.bytes.len() + ciphertext.len() + INDEX_ENTRY_LEN * (self.entries.len() + 1) + 4;
+        let entry = self.entry(kind, id, ciphertext.len())?;
+        self.bytes.extend_from_slice(ciphertext);
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Seals a blob straight into the pack: the plaintext is copied once,
+    /// into place, and encrypted there. `keys` must be the pack's.
+    pub fn seal(&mut self, keys: &CollectionKeys, blob: &Plaintext<'_>) -> Result<()> {
+        if keys.collection.as_bytes().as_slice() != self.prefix.get(HEADER_LEN..HEADER_LEN + 16).unwrap_or_default()
+            || keys.epoch.to_be_bytes().as_slice() != self.prefix.get(HEADER_LEN + 16..HEADER_LEN + 20).unwrap_or_default()
+        {
+            return Err(Error::ContextMismatch("pack of another collection or epoch"));
+        }
+        let entry = self.entry(blob.kind(), blob.id(), blob.sealed_len())?;
+        if let Err(e) = keys.seal_into(blob, &mut self.bytes) {
+            self.bytes.truncate(usize_from(entry.offset));
+            return Err(e);
+        }
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// The index entry of a blob of `len` ciphertext bytes appended next,
+    /// if the pack can take it.
+    fn entry(&self, kind: ObjectType, id: BlobId, len: usize) -> Result<PackEntry> {
+        let projected = self.bytes.len() + len + INDEX_ENTRY_LEN * (self.entries.len() + 1) + 4;
         if projected + TAG_LEN + PACK_TRAILER_LEN > MAX_PACK_LEN * 7 / 8 {
             return Err(Error::LimitExceeded("pack full"));
         }
-        self.entries.push(PackEntry {
-            kind,
-            id,
-            offset: len_u32(self.bytes.len(), "pack too large")?,
-            len: len_u32(ciphertext.len(), "blob too large")?,
-        });
-        self.bytes.extend_from_slice(ciphertext);
-        Ok(())
+        Ok(PackEntry { kind, id, offset: len_u32(self.bytes.len(), "pack too large")?, len: len_u32(len, "blob too large")? })
     }
 
     /// The blobs added so far, as (kind, id, ciphertext): an unfinished

@@ -4,7 +4,7 @@
 //! and checked that it is the chunk the manifest lists at that position
 //! (SECURITY B1–B5). A file is complete only when `finish` succeeds.
 
-use crate::blob::SealedBlob;
+use crate::blob::{BlobSink, SealedBlob};
 use crate::chunking::MAX_CHUNK;
 use crate::collection::CollectionKeys;
 use crate::encoding::len_u32;
@@ -28,12 +28,11 @@ struct SealedChunks {
 }
 
 impl SealedChunks {
-    fn seal(&mut self, keys: &CollectionKeys, chunk: &[u8], out: &mut Vec<SealedBlob>) -> Result<()> {
-        let sealed = keys.seal_blob(ObjectType::Chunk, chunk)?;
-        self.chunks.push(ChunkRef { id: sealed.id, len: len_u32(chunk.len(), "chunk too long")? });
+    fn seal<S: BlobSink + ?Sized>(&mut self, keys: &CollectionKeys, chunk: &[u8], out: &mut S) -> Result<()> {
+        let blob = keys.identify(ObjectType::Chunk, chunk)?;
+        self.chunks.push(ChunkRef { id: blob.id(), len: len_u32(chunk.len(), "chunk too long")? });
         self.size += u64::try_from(chunk.len()).map_err(|_| Error::LimitExceeded("file too large"))?;
-        out.push(sealed);
-        Ok(())
+        out.blob(keys, blob)
     }
 }
 
@@ -49,14 +48,14 @@ impl<'k> FileEncryptor<'k> {
         }
     }
 
-    /// Feeds the next bytes of the file; every chunk completed by them is
-    /// appended to `out`, sealed.
+    /// Feeds the next bytes of the file; every chunk completed by them goes
+    /// to `out` (a `Vec<SealedBlob>` collects them sealed).
     ///
     /// Chunks are cut straight from `data` whenever nothing is buffered, so
     /// large reads are never copied; only a tail shorter than [`MAX_CHUNK`]
     /// is kept for the next call. Boundaries are the same however the file
     /// is fed, because a cut looks at no more than `MAX_CHUNK` bytes.
-    pub fn update(&mut self, mut data: &[u8], out: &mut Vec<SealedBlob>) -> Result<()> {
+    pub fn update<S: BlobSink + ?Sized>(&mut self, mut data: &[u8], out: &mut S) -> Result<()> {
         while !data.is_empty() {
             if self.start == self.pending.len() {
                 self.pending.clear();
@@ -95,7 +94,7 @@ impl<'k> FileEncryptor<'k> {
 
     /// Seals the remaining chunks and returns the file's manifest together
     /// with the sealed manifest blob.
-    pub fn finish(mut self, meta: FileMeta, out: &mut Vec<SealedBlob>) -> Result<(Manifest, SealedBlob)> {
+    pub fn finish<S: BlobSink + ?Sized>(mut self, meta: FileMeta, out: &mut S) -> Result<(Manifest, SealedBlob)> {
         let mut rest = self.pending.get(self.start..).unwrap_or_default();
         while !rest.is_empty() {
             let len = self.keys.chunker.cut(rest);

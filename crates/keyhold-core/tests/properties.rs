@@ -92,6 +92,35 @@ proptest! {
     }
 
     #[test]
+    fn sealing_into_a_pack_gives_the_same_pack_as_pushing_sealed_blobs(len in 0usize..3_000_000, seed in any::<u64>()) {
+        // Writers seal chunks straight into their pack's buffer; the pack
+        // must be byte for byte the one built from separately sealed blobs.
+        struct IntoPack(PackBuilder);
+        impl keyhold_core::BlobSink for IntoPack {
+            fn blob(&mut self, keys: &keyhold_core::CollectionKeys, blob: keyhold_core::Plaintext<'_>) -> keyhold_core::Result<()> {
+                self.0.seal(keys, &blob)
+            }
+        }
+        let keys = keys(1);
+        let content = data(&seed.to_string(), len);
+        let meta = keyhold_core::FileMeta { file_id: keyhold_core::FileId([1; 16]), version: 1, name: "f".into(), mode: 0o644, mtime_ns: 0 };
+        let mut sealed = Vec::new();
+        let mut enc = keyhold_core::FileEncryptor::new(&keys);
+        enc.update(&content, &mut sealed).unwrap();
+        let (manifest, _) = enc.finish(meta.clone(), &mut sealed).unwrap();
+        let mut pushed = PackBuilder::new(&keys, &mut rng(seed.to_le_bytes()[0]));
+        for blob in &sealed {
+            pushed.push(blob).unwrap();
+        }
+        let mut direct = IntoPack(PackBuilder::with_buffer(&keys, &mut rng(seed.to_le_bytes()[0]), vec![7u8; 100]));
+        let mut enc = keyhold_core::FileEncryptor::new(&keys);
+        enc.update(&content, &mut direct).unwrap();
+        let (direct_manifest, _) = enc.finish(meta, &mut direct).unwrap();
+        prop_assert_eq!(direct_manifest, manifest);
+        prop_assert_eq!(direct.0.finish(&keys).unwrap(), pushed.finish(&keys).unwrap());
+    }
+
+    #[test]
     fn manifests_and_listings_decode_what_they_encode(tree in prop::collection::btree_map(name(), node(1), 0..10)) {
         let keys = keys(1);
         let mut store = BlobStore::default();

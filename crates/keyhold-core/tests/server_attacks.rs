@@ -392,3 +392,24 @@ fn a2_a_non_canonical_encoding_of_a_device_key_is_refused() {
     assert!(DevicePublicKeys::from_bytes(&keys).is_err());
     assert!(DevicePublicKeys::from_bytes(&device(1).public().to_bytes()).is_ok());
 }
+
+#[test]
+fn a_pack_takes_blobs_sealed_only_under_its_own_collection_and_epoch() {
+    let (ours, next_epoch) = (keys(1), keys(2));
+    let other = keyhold_core::CollectionKeys::derive(
+        &keyhold_core::CollectionKey::from_bytes([0x42; 32]),
+        keyhold_core::CollectionId([0x25; 16]),
+        1,
+    );
+    let mut pack = PackBuilder::new(&ours, &mut rng(3));
+    for wrong in [&next_epoch, &other] {
+        let blob = wrong.identify(ObjectType::Chunk, b"chunk").unwrap();
+        assert!(pack.seal(wrong, &blob).is_err());
+    }
+    assert!(pack.is_empty());
+    let blob = ours.identify(ObjectType::Chunk, b"chunk").unwrap();
+    pack.seal(&ours, &blob).unwrap();
+    let (_, bytes, entries) = pack.finish(&ours).unwrap();
+    let opened = ours.open_blob(ObjectType::Chunk, &entries[0].id, entries[0].slice(&bytes).unwrap().to_vec()).unwrap();
+    assert_eq!(opened, b"chunk");
+}
