@@ -37,6 +37,7 @@ use keyhold_proto::{
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
+use crate::blobs::{BlobStore, BlobUpload};
 use crate::config::Limits;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -901,16 +902,27 @@ pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<Bytes, Api
 /// An object upload as it arrived: its frames (never copied into one
 /// buffer), hashed while they stream in, and a copy of its first bytes.
 struct Upload {
-    frames: Vec<Bytes>,
+    blob: BlobUpload,
     len: usize,
     id: ObjectId,
     head: Vec<u8>,
 }
 
-async fn receive(state: &AppState, body: Body, head_len: usize) -> Result<Upload, ApiError> {
+/// Receives an upload into `blobs` as it arrives (a local folder writes it
+/// to disk meanwhile), hashing it on the way; nothing is visible until the
+/// caller publishes it.
+async fn receive(
+    state: &AppState,
+    blobs: &BlobStore,
+    owner: AccountId,
+    id: ObjectId,
+    body: Body,
+    head_len: usize,
+) -> Result<Upload, ApiError> {
     let _slot = state.upload_slots.acquire().await.map_err(|_| ApiError::BadRequest("server shutting down"))?;
     let mut stream = body.into_data_stream();
-    let (mut frames, mut len, mut head) = (Vec::new(), 0usize, Vec::with_capacity(head_len));
+    let mut blob = blobs.begin(owner, id).await?;
+    let (mut len, mut head) = (0usize, Vec::with_capacity(head_len));
     let mut hasher = ObjectHasher::new();
     while let Some(frame) = stream.next().await {
         let frame = frame.map_err(|_| ApiError::BadRequest("upload body could not be read"))?;
@@ -921,9 +933,9 @@ async fn receive(state: &AppState, body: Body, head_len: usize) -> Result<Upload
         hasher.update(&frame);
         let wanted = head_len.saturating_sub(head.len()).min(frame.len());
         head.extend_from_slice(frame.get(..wanted).unwrap_or_default());
-        frames.push(frame);
+        blob.write(frame).await?;
     }
-    Ok(Upload { frames, len, id: hasher.finish(), head })
+    Ok(Upload { blob, len, id: hasher.finish(), head })
 }
 
 async fn commit_revision(
@@ -983,7 +995,7 @@ pub(crate) async fn store_pack(
     id: ObjectId,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let upload = receive(state, body, PACK_PREFIX_LEN).await?;
+    let upload = receive(state, &region.blobs, owner, id, body, PACK_PREFIX_LEN).await?;
     if upload.id != id {
         return Err(ApiError::DigestMismatch);
     }
@@ -1008,7 +1020,7 @@ pub(crate) async fn store_pack(
     }
     // Blob first, then the row: a row never names a missing blob (F3). A
     // crash in between leaves an unreferenced blob, reclaimed later.
-    region.blobs.put(owner, id, upload.frames).await?;
+    upload.blob.publish().await?;
     match region.meta.add_pack(owner, collection, id, size, now()).await? {
         PackAdded::Added => Ok(StatusCode::CREATED),
         PackAdded::AlreadyThere => Ok(StatusCode::OK),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::S3Config;
-use crate::direct_write::DirectWriter;
+use crate::direct_write::{DirectWriter, Staging};
 use keyhold_proto::{AccountId, ObjectId};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -26,6 +26,44 @@ pub enum BlobError {
     /// The backend failed.
     #[error("blob store")]
     Backend(#[from] object_store::Error),
+}
+
+/// An object being stored (see [`BlobStore::begin`]).
+pub struct BlobUpload(Upload);
+
+enum Upload {
+    /// Streamed to a staging file in the local folder.
+    Local(Staging),
+    /// Collected, then sent in one request.
+    Remote { store: Arc<dyn ObjectStore>, path: ObjectPath, frames: Vec<Bytes> },
+}
+
+impl BlobUpload {
+    /// Appends the next bytes.
+    pub async fn write(&mut self, frame: Bytes) -> Result<(), BlobError> {
+        match &mut self.0 {
+            Upload::Local(staging) => staging.write(&frame).await.map_err(local_error),
+            Upload::Remote { frames, .. } => {
+                frames.push(frame);
+                Ok(())
+            }
+        }
+    }
+
+    /// Makes the object visible, durably, under its path.
+    pub async fn publish(self) -> Result<(), BlobError> {
+        match self.0 {
+            Upload::Local(staging) => staging.publish().await.map_err(local_error),
+            Upload::Remote { store, path, frames } => {
+                store.put(&path, frames.into_iter().collect::<PutPayload>()).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn local_error(e: std::io::Error) -> BlobError {
+    BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) })
 }
 
 /// Where packs live.
@@ -50,15 +88,13 @@ fn not_found(e: object_store::Error) -> BlobError {
 impl BlobStore {
     /// A store in a local folder (created if missing).
     pub fn local(dir: &Path) -> Result<Self, BlobError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?;
+        std::fs::create_dir_all(dir).map_err(local_error)?;
         // A pack is durable before its row is committed, as on S3: a crash or a
         // power cut never leaves metadata naming a torn pack (F3).
         let store = LocalFileSystem::new_with_prefix(dir)?.with_fsync(true);
         // The same folder as `LocalFileSystem` resolved (canonical), so both
         // name an object by the same file.
-        let root = std::fs::canonicalize(dir)
-            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?;
+        let root = std::fs::canonicalize(dir).map_err(local_error)?;
         Ok(BlobStore { store: Arc::new(store), local: Some(Arc::new(DirectWriter::new(root))) })
     }
 
@@ -96,16 +132,23 @@ impl BlobStore {
 
     /// Stores an object (atomically: readers see all of it or nothing).
     pub async fn put(&self, account: AccountId, id: ObjectId, frames: Vec<Bytes>) -> Result<(), BlobError> {
+        let mut upload = self.begin(account, id).await?;
+        for frame in frames {
+            upload.write(frame).await?;
+        }
+        upload.publish().await
+    }
+
+    /// Starts storing an object whose bytes arrive piece by piece: in a
+    /// local folder they go to disk as they come (see `direct_write`); an
+    /// S3 object is sent whole at [`BlobUpload::publish`]. Nothing is
+    /// visible before then, and dropping the upload leaves nothing behind.
+    pub async fn begin(&self, account: AccountId, id: ObjectId) -> Result<BlobUpload, BlobError> {
         let path = location(account, id);
-        let Some(local) = &self.local else {
-            self.store.put(&path, frames.into_iter().collect::<PutPayload>()).await?;
-            return Ok(());
-        };
-        let local = local.clone();
-        tokio::task::spawn_blocking(move || local.put(path.as_ref(), &frames))
-            .await
-            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))?
-            .map_err(|e| BlobError::Backend(object_store::Error::Generic { store: "local", source: Box::new(e) }))
+        Ok(BlobUpload(match &self.local {
+            Some(local) => Upload::Local(local.stage(path.as_ref()).await.map_err(local_error)?),
+            None => Upload::Remote { store: self.store.clone(), path, frames: Vec::new() },
+        }))
     }
 
     /// Removes an object (gone already is fine).

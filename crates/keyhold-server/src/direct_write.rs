@@ -1,26 +1,27 @@
-//! Durable, atomic writes of whole packs into the local blob folder, laid
-//! out exactly as `object_store`'s `LocalFileSystem` lays them out (so it
-//! reads, lists and deletes them as its own).
+//! Durable, atomic writes of packs into the local blob folder, streamed
+//! as they arrive and laid out exactly as `object_store`'s
+//! `LocalFileSystem` lays them out (so it reads, lists and deletes them as
+//! its own).
 //!
-//! Why not `LocalFileSystem::put`: a buffered write copies every byte into
-//! the page cache and `fsync` then writes it out, and that copy was the
-//! largest single cost of a push (about a CPU-second per GiB here, several
-//! on a virtual machine whose memory is touched for the first time). On
-//! Linux a pack is written with `O_DIRECT` instead, from a small reused,
-//! aligned buffer: the disk reads it from there, nothing lands in the page
+//! Why not `LocalFileSystem::put`: it takes the whole object in memory, and
+//! a buffered write copies every byte into the page cache before `fsync`
+//! writes it out; that copy was the largest single cost of a push (about a
+//! CPU-second per GiB here, several on a virtual machine whose memory is
+//! touched for the first time). Here an upload goes to a staging file as
+//! it is received, through two small reused buffers (so the server's memory
+//! is bounded by its upload slots, not by upload sizes), and on Linux with
+//! `O_DIRECT`: the disk reads the buffer itself, nothing lands in the page
 //! cache, and a pack nobody reads soon evicts nothing useful (MinIO writes
-//! objects the same way). Where `O_DIRECT` is refused (tmpfs, some network
-//! filesystems) the write falls back to buffered I/O. Either way the pack
-//! goes to a staging file first, is synced, then renamed into place and its
-//! folder synced: readers see all of it or nothing, and a committed row
-//! never names a torn pack (SECURITY F3).
+//! objects the same way). Where the filesystem refuses direct I/O (tmpfs,
+//! some network filesystems) the writes fall back to buffered I/O. A staged
+//! object is synced, renamed into place and its folder synced: readers see
+//! all of it or nothing, and a committed row never names a torn pack
+//! (SECURITY F3). A staging file never published is removed.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-use bytes::Bytes;
+use std::sync::{Arc, Mutex};
 
 /// Alignment of `O_DIRECT` buffers, offsets and lengths: a page, which is
 /// a multiple of every common logical block size.
@@ -28,13 +29,61 @@ const ALIGN: usize = 4096;
 /// Bytes handed to the disk per write.
 const STAGE: usize = 4 << 20;
 /// Staging buffers kept for reuse (memory: `KEPT_BUFFERS * STAGE`).
-const KEPT_BUFFERS: usize = 4;
+const KEPT_BUFFERS: usize = 8;
 
-/// Writes whole objects under a root folder.
+/// Writes objects under a root folder.
 pub(crate) struct DirectWriter {
     root: PathBuf,
     /// Warm buffers: fresh memory costs a page fault per 4 KiB on first touch.
     buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+/// A buffer with a [`STAGE`]-long region aligned to [`ALIGN`].
+struct Aligned(Vec<u8>);
+
+impl Aligned {
+    fn region(&mut self) -> std::io::Result<&mut [u8]> {
+        let offset = self.0.as_ptr().align_offset(ALIGN);
+        self.0.get_mut(offset..offset.saturating_add(STAGE)).ok_or_else(|| std::io::Error::other("unaligned buffer"))
+    }
+}
+
+/// The staging file and whether it is (still) written with `O_DIRECT`.
+struct Target {
+    file: File,
+    direct: bool,
+}
+
+impl Target {
+    /// Writes `data` at `at`. `O_DIRECT` refused at write time (some
+    /// filesystems accept the flag at open) is dropped, and the write redone.
+    fn write_at(&mut self, data: &[u8], at: u64) -> std::io::Result<()> {
+        match self.file.write_all_at(data, at) {
+            Err(e) if self.direct && is_einval(&e) => {
+                set_direct(&self.file, false)?;
+                self.direct = false;
+                self.file.write_all_at(data, at)
+            }
+            other => other,
+        }
+    }
+}
+
+/// One object being received (see [`DirectWriter::stage`]).
+pub(crate) struct Staging {
+    writer: Arc<DirectWriter>,
+    dest: PathBuf,
+    path: PathBuf,
+    /// The file, unless a block write has it.
+    target: Option<Target>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<(Target, Aligned)>>>,
+    /// Filled from the front; `filled` bytes so far.
+    fill: Aligned,
+    filled: usize,
+    spare: Option<Aligned>,
+    /// Bytes handed to block writes so far.
+    written: u64,
+    published: bool,
 }
 
 impl DirectWriter {
@@ -42,128 +91,187 @@ impl DirectWriter {
         DirectWriter { root, buffers: Mutex::new(Vec::new()) }
     }
 
-    /// Writes `frames` as the object at `relative` (a path of parsed ids),
-    /// durably and atomically. Blocking: run it on a blocking thread.
-    pub(crate) fn put(&self, relative: &str, frames: &[Bytes]) -> std::io::Result<()> {
-        let dest = self.root.join(relative);
-        let dir = dest.parent().ok_or_else(|| std::io::Error::other("object path without a folder"))?;
-        if !dir.is_dir() {
-            std::fs::create_dir_all(dir)?;
-            sync_dir(&self.root)?;
-        }
-        match self.publish(&dest, dir, frames, true) {
-            // A filesystem may take O_DIRECT at open and refuse it at write.
-            Err(e) if is_einval(&e) => self.publish(&dest, dir, frames, false),
-            other => other,
-        }
-    }
-
-    fn publish(&self, dest: &Path, dir: &Path, frames: &[Bytes], try_direct: bool) -> std::io::Result<()> {
-        let (staging, file, direct) = create_staged(dest, try_direct)?;
-        let written = if direct { self.write_direct(&file, frames) } else { write_buffered(&file, frames) };
-        let published = written.and_then(|()| file.sync_all()).and_then(|()| {
-            drop(file);
-            std::fs::rename(&staging, dest)?;
-            sync_dir(dir)
-        });
-        if published.is_err() {
-            let _ = std::fs::remove_file(&staging);
-        }
-        published
-    }
-
-    fn write_direct(&self, mut file: &File, frames: &[Bytes]) -> std::io::Result<()> {
+    fn buffer(&self) -> Aligned {
         let mut raw = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default();
         raw.resize(STAGE + ALIGN, 0);
-        let result = (|| {
-            let offset = raw.as_ptr().align_offset(ALIGN);
-            let stage = raw.get_mut(offset..offset + STAGE).ok_or_else(|| std::io::Error::other("unaligned buffer"))?;
-            let mut filled = 0;
-            let mut total = 0u64;
-            for frame in frames {
-                let mut rest = frame.as_ref();
-                while !rest.is_empty() {
-                    let take = rest.len().min(STAGE - filled);
-                    let (head, tail) = rest.split_at(take);
-                    stage
-                        .get_mut(filled..filled + take)
-                        .ok_or_else(|| std::io::Error::other("stage overrun"))?
-                        .copy_from_slice(head);
-                    filled += take;
-                    rest = tail;
-                    if filled == STAGE {
-                        file.write_all(stage)?;
-                        total += u64::try_from(STAGE).unwrap_or(0);
-                        filled = 0;
-                    }
-                }
-            }
-            if filled > 0 {
-                // The last block is padded to the alignment, then cut back.
-                let padded = filled.next_multiple_of(ALIGN);
-                let last = stage.get_mut(..padded).ok_or_else(|| std::io::Error::other("stage overrun"))?;
-                last.get_mut(filled..).unwrap_or_default().fill(0);
-                file.write_all(last)?;
-                total += u64::try_from(filled).unwrap_or(0);
-                file.set_len(total)?;
-            }
-            Ok(())
-        })();
+        Aligned(raw)
+    }
+
+    fn give_back(&self, buffer: Aligned) {
         let mut kept = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if kept.len() < KEPT_BUFFERS {
-            kept.push(raw);
+            kept.push(buffer.0);
+        }
+    }
+
+    /// Starts the object at `relative` (a path of parsed ids): a staging
+    /// file beside it, to be written and then published.
+    pub(crate) async fn stage(self: &Arc<Self>, relative: &str) -> std::io::Result<Staging> {
+        let dest = self.root.join(relative);
+        let root = self.root.clone();
+        let (path, target) = tokio::task::spawn_blocking({
+            let dest = dest.clone();
+            move || create_staged(&root, &dest)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        Ok(Staging {
+            writer: self.clone(),
+            dest,
+            path,
+            target: Some(target),
+            writing: None,
+            fill: self.buffer(),
+            filled: 0,
+            spare: None,
+            written: 0,
+            published: false,
+        })
+    }
+}
+
+impl Staging {
+    /// Appends bytes; full blocks go to the disk while the next fills.
+    pub(crate) async fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let region = self.fill.region()?;
+            let take = data.len().min(STAGE - self.filled);
+            let (head, rest) = data.split_at(take);
+            region
+                .get_mut(self.filled..self.filled + take)
+                .ok_or_else(|| std::io::Error::other("stage overrun"))?
+                .copy_from_slice(head);
+            self.filled += take;
+            data = rest;
+            if self.filled == STAGE {
+                self.write_block().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the filled buffer to the disk on a blocking thread, once the
+    /// previous block is written, and goes on filling the other buffer.
+    async fn write_block(&mut self) -> std::io::Result<()> {
+        self.settle().await?;
+        let mut target = self.target.take().ok_or_else(|| std::io::Error::other("staging file lost"))?;
+        let next = self.spare.take().unwrap_or_else(|| self.writer.buffer());
+        let mut full = std::mem::replace(&mut self.fill, next);
+        let at = self.written;
+        self.written += u64::try_from(STAGE).unwrap_or(0);
+        self.filled = 0;
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            target.write_at(full.region()?, at)?;
+            Ok((target, full))
+        }));
+        Ok(())
+    }
+
+    /// Waits for the block being written, if any.
+    async fn settle(&mut self) -> std::io::Result<()> {
+        if let Some(writing) = self.writing.take() {
+            let (target, buffer) = writing.await.map_err(std::io::Error::other)??;
+            self.target = Some(target);
+            self.spare = Some(buffer);
+        }
+        Ok(())
+    }
+
+    /// Writes the rest, syncs, and moves the object into place.
+    pub(crate) async fn publish(mut self) -> std::io::Result<()> {
+        self.settle().await?;
+        let mut target = self.target.take().ok_or_else(|| std::io::Error::other("staging file lost"))?;
+        let mut last = std::mem::replace(&mut self.fill, Aligned(Vec::new()));
+        let (filled, at) = (self.filled, self.written);
+        let (path, dest) = (self.path.clone(), self.dest.clone());
+        let (result, last) = tokio::task::spawn_blocking(move || {
+            let result = (|| {
+                if filled > 0 {
+                    // With O_DIRECT the last block is padded to the
+                    // alignment, then the file is cut back to its length.
+                    let len = if target.direct { filled.next_multiple_of(ALIGN) } else { filled };
+                    let region = last.region()?;
+                    region.get_mut(filled..len).unwrap_or_default().fill(0);
+                    target.write_at(region.get(..len).unwrap_or_default(), at)?;
+                    if len != filled {
+                        target.file.set_len(at + u64::try_from(filled).unwrap_or(0))?;
+                    }
+                }
+                target.file.sync_all()?;
+                drop(target);
+                std::fs::rename(&path, &dest)?;
+                sync_dir(dest.parent().unwrap_or(Path::new("/")))
+            })();
+            (result, last)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        self.writer.give_back(last);
+        if result.is_ok() {
+            self.published = true;
         }
         result
     }
 }
 
-fn write_buffered(mut file: &File, frames: &[Bytes]) -> std::io::Result<()> {
-    frames.iter().try_for_each(|frame| file.write_all(frame))
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            self.writer.give_back(spare);
+        }
+        if !self.fill.0.is_empty() {
+            self.writer.give_back(std::mem::replace(&mut self.fill, Aligned(Vec::new())));
+        }
+        if !self.published {
+            // An upload refused or cut off leaves nothing behind. A block
+            // write still running holds the file open; unlinking is fine.
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
-/// Creates a fresh staging file beside `dest`, named as `object_store` names
-/// its own (`NAME#DIGITS`, which its listings skip); opened with `O_DIRECT`
-/// where the filesystem takes it (the third value says whether it did).
-fn create_staged(dest: &Path, try_direct: bool) -> std::io::Result<(PathBuf, File, bool)> {
+/// Creates a fresh staging file beside `dest` (and its folder, if new),
+/// named as `object_store` names its own (`NAME#DIGITS`, which its listings
+/// skip); with `O_DIRECT` where the filesystem takes it.
+fn create_staged(root: &Path, dest: &Path) -> std::io::Result<(PathBuf, Target)> {
+    let dir = dest.parent().ok_or_else(|| std::io::Error::other("object path without a folder"))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir)?;
+        sync_dir(root)?;
+    }
     loop {
         let mut suffix = [0u8; 8];
         getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
         let mut name = dest.as_os_str().to_owned();
         name.push(format!("#{}", u64::from_le_bytes(suffix)));
         let staging = PathBuf::from(name);
-        if try_direct {
-            match open_new(&staging, true) {
-                Ok(file) => return Ok((staging, file, true)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                // This filesystem does not do direct I/O.
-                Err(e) if is_einval(&e) => {}
-                Err(e) => return Err(e),
+        match open_new(&staging) {
+            Ok(file) => {
+                // Direct I/O is only a way to spare the page cache.
+                let direct = set_direct(&file, true).is_ok();
+                return Ok((staging, Target { file, direct }));
             }
-        }
-        match open_new(&staging, false) {
-            Ok(file) => return Ok((staging, file, false)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
         }
     }
 }
 
+fn open_new(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
+
 #[cfg(target_os = "linux")]
-fn open_new(path: &Path, direct: bool) -> std::io::Result<File> {
-    use rustix::fs::{Mode, OFlags};
-    let mut flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-    if direct {
-        flags |= OFlags::DIRECT;
-    }
-    Ok(File::from(rustix::fs::open(path, flags, Mode::from_raw_mode(0o644))?))
+fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
+    use rustix::fs::OFlags;
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    let flags = if on { flags | OFlags::DIRECT } else { flags - OFlags::DIRECT };
+    Ok(rustix::fs::fcntl_setfl(file, flags)?)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_new(path: &Path, direct: bool) -> std::io::Result<File> {
-    if direct {
-        return Err(std::io::Error::from_raw_os_error(rustix::io::Errno::INVAL.raw_os_error()));
-    }
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+fn set_direct(_file: &File, on: bool) -> std::io::Result<()> {
+    if on { Err(std::io::Error::from(std::io::ErrorKind::Unsupported)) } else { Ok(()) }
 }
 
 fn is_einval(e: &std::io::Error) -> bool {
@@ -179,41 +287,51 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
-    fn frames_of(data: &[u8], sizes: &[usize]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        let mut at = 0;
-        for &s in sizes.iter().cycle() {
-            if at >= data.len() {
-                break;
-            }
-            let end = (at + s).min(data.len());
-            out.push(Bytes::copy_from_slice(&data[at..end]));
-            at = end;
-        }
-        out
+    async fn put(writer: &Arc<DirectWriter>, relative: &str, data: &[u8]) {
+        let mut staging = writer.stage(relative).await.unwrap();
+        staging.write(data).await.unwrap();
+        staging.publish().await.unwrap();
     }
 
-    #[test]
-    fn writes_any_length_whole_and_leaves_no_staging_file() {
+    fn listing(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streams_any_length_in_any_pieces_and_leaves_no_staging_file() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = DirectWriter::new(dir.path().to_owned());
+        let writer = Arc::new(DirectWriter::new(dir.path().to_owned()));
         for (i, len) in [0usize, 1, 4095, 4096, 4097, STAGE - 1, STAGE, STAGE + 12_345, 3 * STAGE + 7].into_iter().enumerate() {
             let data: Vec<u8> = (0..len).map(|j| u8::try_from((j * 31 + i) % 251).unwrap()).collect();
             let name = format!("acct/obj{i}");
-            writer.put(&name, &frames_of(&data, &[1000, 65_536, 7, 3 << 20])).unwrap();
+            let mut staging = writer.stage(&name).await.unwrap();
+            let mut at = 0;
+            for piece in [1000, 65_536, 7, 3 << 20].into_iter().cycle() {
+                if at >= len {
+                    break;
+                }
+                let end = (at + piece).min(len);
+                staging.write(&data[at..end]).await.unwrap();
+                at = end;
+            }
+            staging.publish().await.unwrap();
             assert_eq!(std::fs::read(dir.path().join(&name)).unwrap(), data, "length {len}");
         }
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("acct")).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert!(left.iter().all(|n| !n.to_string_lossy().contains('#')), "{left:?}");
+        assert!(listing(&dir.path().join("acct")).iter().all(|n| !n.contains('#')));
         assert!(writer.buffers.lock().unwrap().len() <= KEPT_BUFFERS);
     }
 
-    #[test]
-    fn replaces_an_object_atomically() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unpublished_upload_leaves_nothing_and_a_published_one_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = DirectWriter::new(dir.path().to_owned());
-        writer.put("a/b", &[Bytes::from_static(b"first version, longer")]).unwrap();
-        writer.put("a/b", &[Bytes::from_static(b"second")]).unwrap();
+        let writer = Arc::new(DirectWriter::new(dir.path().to_owned()));
+        put(&writer, "a/b", b"first version, longer").await;
+        let mut cut_off = writer.stage("a/b").await.unwrap();
+        cut_off.write(&vec![9u8; STAGE + 5]).await.unwrap();
+        drop(cut_off);
+        assert_eq!(listing(&dir.path().join("a")), ["b"]);
+        assert_eq!(std::fs::read(dir.path().join("a/b")).unwrap(), b"first version, longer");
+        put(&writer, "a/b", b"second").await;
         assert_eq!(std::fs::read(dir.path().join("a/b")).unwrap(), b"second");
     }
 }

@@ -139,6 +139,20 @@ async fn start_default() -> TestServer {
 }
 
 impl TestServer {
+    /// Every file in the local blob folder (packs, and any staging file an
+    /// upload left behind).
+    fn blob_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() { walk(&path, out) } else { out.push(path) }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.data_dir.join("blobs"), &mut out);
+        out
+    }
+
     fn req(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
         self.req_with(&self.http, method, path, token)
     }
@@ -966,6 +980,8 @@ async fn g2_chunked_body_beyond_the_limit_is_refused() {
     }
     let usage: Usage = srv.get("/v1/usage", Some(&a.token)).await.expect(200).json();
     assert_eq!(usage.used_bytes, 0);
+    // Packs stream to disk as they arrive: a refused one leaves no file.
+    assert_eq!(srv.blob_files(), Vec::<PathBuf>::new());
 }
 
 // ---------------------------------------------------------------------------
@@ -992,6 +1008,8 @@ async fn b1_g8_digest_mismatch_non_packs_malformed_json_and_foreign_revisions_ar
     for body in [b"just some bytes".to_vec(), Vec::new(), rev0.clone(), pack[..40].to_vec(), pack[..80].to_vec()] {
         srv.put_bytes(&format!("/v1/packs/{}", ObjectId::of(&body).to_hex()), t, body).await.expect_error(400, "bad_request");
     }
+    // Uploads stream to disk as they arrive: a refused one leaves no file.
+    assert_eq!(srv.blob_files(), Vec::<PathBuf>::new());
 
     // Malformed JSON bodies: 4xx with a JSON error and a code.
     let bad_json: Vec<(Method, String, Option<&str>, &str, &[u8])> = vec![
