@@ -927,11 +927,16 @@ impl Uploader {
         Ok(())
     }
 
-    /// Uploads what is left, waits for every upload, and records the packs.
-    pub async fn finish(mut self, client: &Client, coll: &mut Collection) -> Result<u64> {
+    /// Starts uploading the pack being built, however full.
+    pub fn flush(&mut self) {
         if let Some(last) = self.packer.take() {
             self.upload(last);
         }
+    }
+
+    /// Uploads what is left, waits for every upload, and records the packs.
+    pub async fn finish(mut self, client: &Client, coll: &mut Collection) -> Result<u64> {
+        self.flush();
         while let Some(done) = self.in_flight.join_next().await {
             self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
         }

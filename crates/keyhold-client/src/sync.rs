@@ -551,9 +551,11 @@ async fn commit(
     intent: &Intent<'_>,
 ) -> Result<Option<Option<keyhold_core::Head>>> {
     let root_ref = client.seal_tree(coll, new_tree, &mut uploader)?;
-    report.bytes_uploaded = uploader.finish(client, coll).await?;
-    let committed = match &head {
-        Some(h) if h.revision.root == root_ref => Some(h.head()),
+    // Every pack is on its way before the pending base is written, so that
+    // SQLite's work overlaps the last uploads rather than following them.
+    uploader.flush();
+    let revision = match &head {
+        Some(h) if h.revision.root == root_ref => None,
         _ => {
             let keys = coll.current()?.clone();
             let revision = Revision {
@@ -567,17 +569,32 @@ async fn commit(
             };
             let (id, stored) = seal_revision(&keys, &revision, &client.keys.device, &mut os_rng())?;
             let new_head = keyhold_core::Head { seq: revision.seq, id };
-            client.state.save_pending(intent.root_key, new_head, intent.base, intent.pending)?;
-            match client.api.commit(coll.id, stored).await? {
-                CommitResult::HeadMoved => return Ok(None),
-                CommitResult::Committed => {
-                    client.state.set_verified_head(coll.id, new_head)?;
-                    Some(new_head)
-                }
-            }
+            // The uploads are tasks of their own and go on meanwhile.
+            off_the_runtime(|| client.state.save_pending(intent.root_key, new_head, intent.base, intent.pending))?;
+            Some((new_head, stored))
         }
     };
+    report.bytes_uploaded = uploader.finish(client, coll).await?;
+    let committed = match revision {
+        None => head.as_ref().map(keyhold_core::VerifiedRevision::head),
+        Some((new_head, stored)) => match client.api.commit(coll.id, stored).await? {
+            CommitResult::HeadMoved => return Ok(None),
+            CommitResult::Committed => {
+                client.state.set_verified_head(coll.id, new_head)?;
+                Some(new_head)
+            }
+        },
+    };
     Ok(Some(committed))
+}
+
+/// Runs blocking work (a large SQLite write) from async code without
+/// stalling the runtime's other tasks where the runtime can move them.
+fn off_the_runtime<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 fn discard(fetched: &HashMap<String, PathBuf>) {
