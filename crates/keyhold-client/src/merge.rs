@@ -258,9 +258,17 @@ pub fn plan<'a>(sides: Sides<'a>, device: &'a str, now_ns: i64) -> Plan<'a> {
         both_files: Vec::new(),
         notes: Notes::default(),
     };
-    let paths: BTreeSet<&String> = base.keys().chain(local.keys()).chain(remote.keys()).collect();
-    for p in paths {
-        let (b, l, r) = (base.get(p), local.get(p), remote.get(p));
+    // The three maps are sorted by path: one merge-join pass visits every
+    // path once, where a lookup per path per side cost a tenth of an
+    // unchanged 20,000-file sync in string comparisons.
+    let (mut bases, mut locals, mut remotes) = (base.iter().peekable(), local.iter().peekable(), remote.iter().peekable());
+    loop {
+        let next =
+            [bases.peek().map(|e| e.0), locals.peek().map(|e| e.0), remotes.peek().map(|e| e.0)].into_iter().flatten().min();
+        let Some(p) = next else { break };
+        let b = bases.next_if(|e| e.0 == p).map(|e| e.1);
+        let l = locals.next_if(|e| e.0 == p).map(|e| e.1);
+        let r = remotes.next_if(|e| e.0 == p).map(|e| e.1);
         let local_changed = match (b, l) {
             (None, None) => false,
             (Some(b), Some(l)) if b.node.is_dir || l.is_dir => b.node.is_dir != l.is_dir,
@@ -317,11 +325,6 @@ pub fn plan<'a>(sides: Sides<'a>, device: &'a str, now_ns: i64) -> Plan<'a> {
     plan
 }
 
-/// Whether `p` lies below the folder `dir`.
-fn is_below(p: &str, dir: &str) -> bool {
-    p.strip_prefix(dir).is_some_and(|rest| rest.starts_with('/'))
-}
-
 impl Plan<'_> {
     fn take_local(&mut self, p: &str, l: Option<&LocalNode>) {
         match l {
@@ -366,17 +369,27 @@ impl Plan<'_> {
     /// becomes a conflict copy beside it. A deletion loses to a change.
     fn settle_kinds(&mut self, now_ns: i64) {
         let Sides { local, remote, .. } = self.sides;
+        let files: Vec<String> = {
+            // Every folder some planned path lies in, borrowed: a file is
+            // in conflict with what is planned below it iff it is one.
+            let mut folders: HashSet<&str> = HashSet::new();
+            for p in self.new_tree.keys().chain(&self.to_upload).chain(&self.both_files) {
+                let mut rest = p.as_str();
+                while let Some((folder, _)) = rest.rsplit_once('/') {
+                    if !folders.insert(folder) {
+                        break;
+                    }
+                    rest = folder;
+                }
+            }
+            let files = self.new_tree.iter().filter(|(_, n)| !n.is_dir).map(|(p, _)| p).chain(&self.to_upload);
+            files.filter(|q| folders.contains(q.as_str())).cloned().collect()
+        };
+        if files.is_empty() {
+            return;
+        }
         let mut planned: BTreeSet<String> =
             self.new_tree.keys().chain(&self.to_upload).chain(&self.both_files).cloned().collect();
-        let files: Vec<String> = self
-            .new_tree
-            .iter()
-            .filter(|(_, n)| !n.is_dir)
-            .map(|(p, _)| p)
-            .chain(&self.to_upload)
-            .filter(|q| planned.range::<String, _>((*q).clone() + "/"..).next().is_some_and(|p| is_below(p, q)))
-            .cloned()
-            .collect();
         for q in files {
             let upload = self.to_upload.iter().position(|p| *p == q).zip(local.get(&q));
             let arrived = self.new_tree.get(&q).filter(|n| !n.is_dir).cloned();
