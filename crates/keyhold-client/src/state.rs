@@ -28,13 +28,8 @@ CREATE TABLE IF NOT EXISTS base (
     target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
     st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
     PRIMARY KEY (root, path));
-CREATE TABLE IF NOT EXISTS pending (root TEXT PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS pending_base (
-    root TEXT NOT NULL, path TEXT NOT NULL, present INTEGER NOT NULL, is_dir INTEGER NOT NULL,
-    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
-    target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
-    st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
-    PRIMARY KEY (root, path));
+CREATE TABLE IF NOT EXISTS pending_commit (root TEXT PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL,
+    changes BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pack_index (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL,
     entries BLOB NOT NULL, PRIMARY KEY (collection_id, pack_id));
 ";
@@ -43,7 +38,12 @@ CREATE TABLE IF NOT EXISTS pack_index (collection_id BLOB NOT NULL, pack_id BLOB
 /// per blob: 40,000 inserts for 20,000 small files). Both are caches of
 /// what the server's packs say, so the upgrade drops the old tables and
 /// the indexes are fetched again when next needed.
-const SCHEMA_VERSION: i64 = 1;
+///
+/// Version 2 keeps a pending commit's changes to the base as one row
+/// (`pending_commit.changes`, see [`encode_changes`]); version 1 had a row
+/// per changed path (`pending` and `pending_base`), written and deleted
+/// again on every commit. The upgrade carries a pending commit over.
+const SCHEMA_VERSION: i64 = 2;
 const UPGRADE_FROM_0: &str = "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;";
 
 /// One pack index entry in the `entries` column: kind (1 byte), blob id
@@ -154,7 +154,7 @@ fn arr<const N: usize>(v: Vec<u8>) -> Result<[u8; N]> {
 }
 
 fn connect(path: &Path) -> Result<Connection> {
-    let db = Connection::open(path)?;
+    let mut db = Connection::open(path)?;
     db.busy_timeout(Duration::from_secs(30))?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
@@ -163,8 +163,12 @@ fn connect(path: &Path) -> Result<Connection> {
     db.pragma_update(None, "cache_size", -65536)?;
     let version: i64 = db.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version < SCHEMA_VERSION {
-        db.execute_batch(UPGRADE_FROM_0)?;
-        db.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        let tx = db.transaction()?;
+        tx.execute_batch(UPGRADE_FROM_0)?;
+        tx.execute_batch(SCHEMA)?;
+        upgrade_pending_rows(&tx)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()?;
     }
     db.execute_batch(SCHEMA)?;
     // Damage is found here, once, rather than halfway through a sync.
@@ -214,6 +218,127 @@ fn read_entry(r: &rusqlite::Row<'_>, at: usize) -> Result<BaseEntry> {
         target: BlobRef { epoch: u32::try_from(r.get::<_, i64>(at + 4)?).unwrap_or(0), id: BlobId(arr(r.get(at + 5)?)?) },
     };
     Ok(BaseEntry { node, stat })
+}
+
+/// Changes to a base: each path with its new entry, or `None` if removed.
+type Changes = Vec<(String, Option<BaseEntry>)>;
+
+/// Encodes a pending commit's changes (a local cache format, never sent):
+/// per path, its length (u32 BE) and UTF-8 bytes, then 0 (removed) or 1
+/// and the entry: is_dir (u8), size (u64), mtime_ns (i64), mode (u32),
+/// target epoch (u32), target id (32 bytes), then 0, or 1 and the stat's
+/// size (u64), mtime_ns (i64), ino (u64), ctime_ns (i64); all big-endian.
+fn encode_changes<'a>(changes: impl Iterator<Item = (&'a String, Option<&'a BaseEntry>)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, entry) in changes {
+        out.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(path.as_bytes());
+        let Some(e) = entry else {
+            out.push(0);
+            continue;
+        };
+        out.push(1);
+        out.push(u8::from(e.node.is_dir));
+        out.extend_from_slice(&e.node.size.to_be_bytes());
+        out.extend_from_slice(&e.node.mtime_ns.to_be_bytes());
+        out.extend_from_slice(&e.node.mode.to_be_bytes());
+        out.extend_from_slice(&e.node.target.epoch.to_be_bytes());
+        out.extend_from_slice(e.node.target.id.as_bytes());
+        match &e.stat {
+            None => out.push(0),
+            Some(st) => {
+                out.push(1);
+                out.extend_from_slice(&st.size.to_be_bytes());
+                out.extend_from_slice(&st.mtime_ns.to_be_bytes());
+                out.extend_from_slice(&st.ino.to_be_bytes());
+                out.extend_from_slice(&st.ctime_ns.to_be_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Reads what [`encode_changes`] wrote; `None` if it is malformed.
+fn decode_changes(mut bytes: &[u8]) -> Option<Changes> {
+    fn take<'b>(bytes: &mut &'b [u8], n: usize) -> Option<&'b [u8]> {
+        let (head, rest) = bytes.split_at_checked(n)?;
+        *bytes = rest;
+        Some(head)
+    }
+    fn array<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+        take(bytes, N)?.try_into().ok()
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let len = usize::try_from(u32::from_be_bytes(array(&mut bytes)?)).ok()?;
+        let path = std::str::from_utf8(take(&mut bytes, len)?).ok()?.to_owned();
+        let entry = match array::<1>(&mut bytes)? {
+            [0] => None,
+            [1] => {
+                let is_dir = match array::<1>(&mut bytes)? {
+                    [0] => false,
+                    [1] => true,
+                    _ => return None,
+                };
+                let node = RemoteNode {
+                    is_dir,
+                    size: u64::from_be_bytes(array(&mut bytes)?),
+                    mtime_ns: i64::from_be_bytes(array(&mut bytes)?),
+                    mode: u32::from_be_bytes(array(&mut bytes)?),
+                    target: BlobRef { epoch: u32::from_be_bytes(array(&mut bytes)?), id: BlobId(array(&mut bytes)?) },
+                };
+                let stat = match array::<1>(&mut bytes)? {
+                    [0] => None,
+                    [1] => Some(Stat {
+                        size: u64::from_be_bytes(array(&mut bytes)?),
+                        mtime_ns: i64::from_be_bytes(array(&mut bytes)?),
+                        ino: u64::from_be_bytes(array(&mut bytes)?),
+                        ctime_ns: i64::from_be_bytes(array(&mut bytes)?),
+                    }),
+                    _ => return None,
+                };
+                Some(BaseEntry { node, stat })
+            }
+            _ => return None,
+        };
+        out.push((path, entry));
+    }
+    Some(out)
+}
+
+/// Carries a pending commit of schema version 1 (a row per changed path)
+/// over to `pending_commit`, then drops the old tables.
+fn upgrade_pending_rows(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    let has_old: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending_base')", [], |r| {
+            r.get(0)
+        })?;
+    if !has_old {
+        return Ok(());
+    }
+    let heads: Vec<(String, i64, Vec<u8>)> = {
+        let mut statement = tx.prepare("SELECT root, seq, id FROM pending")?;
+        let rows = statement.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (root, seq, id) in heads {
+        let mut statement = tx.prepare(
+            "SELECT path, present, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns FROM pending_base WHERE root = ?",
+        )?;
+        let mut rows = statement.query([&root])?;
+        let mut changes = Vec::new();
+        while let Some(r) = rows.next()? {
+            let present = r.get::<_, i64>(1)? != 0;
+            changes.push((r.get::<_, String>(0)?, if present { Some(read_entry(r, 2)?) } else { None }));
+        }
+        let encoded = encode_changes(changes.iter().map(|(p, e)| (p, e.as_ref())));
+        tx.execute(
+            "INSERT OR REPLACE INTO pending_commit (root, seq, id, changes) VALUES (?, ?, ?, ?)",
+            params![root, seq, id, encoded],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE pending_base; DROP TABLE IF EXISTS pending;")?;
+    Ok(())
 }
 
 impl State {
@@ -360,71 +485,39 @@ impl State {
         old: &BTreeMap<String, BaseEntry>,
         pending: &BTreeMap<String, BaseEntry>,
     ) -> Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        tx.execute("DELETE FROM pending_base WHERE root = ?", [root])?;
-        tx.execute(
-            "INSERT OR REPLACE INTO pending (root, seq, id) VALUES (?, ?, ?)",
-            params![root, i64_of(head.seq), head.id.as_bytes().as_slice()],
+        // One row, however many paths changed: a commit of 20,000 new
+        // files used to write (and later delete) 20,000 rows here.
+        let removed = old.keys().filter(|p| !pending.contains_key(*p)).map(|p| (p, None));
+        let changed = pending.iter().filter(|(p, e)| old.get(*p) != Some(*e)).map(|(p, e)| (p, Some(e)));
+        let changes = encode_changes(removed.chain(changed));
+        self.db().execute(
+            "INSERT OR REPLACE INTO pending_commit (root, seq, id, changes) VALUES (?, ?, ?, ?)",
+            params![root, i64_of(head.seq), head.id.as_bytes().as_slice(), changes],
         )?;
-        {
-            let mut insert = tx.prepare_cached("INSERT INTO pending_base (root, path, present, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")?;
-            for path in old.keys().filter(|p| !pending.contains_key(*p)) {
-                insert.execute(params![
-                    root,
-                    path,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    [0u8; 32].as_slice(),
-                    None::<i64>,
-                    None::<i64>,
-                    None::<i64>,
-                    None::<i64>
-                ])?;
-            }
-            for (path, e) in pending.iter().filter(|(p, e)| old.get(*p) != Some(*e)) {
-                let head = [Value::from(root.to_owned()), Value::from(path.clone()), Value::from(1)];
-                insert.execute(params_from_iter(head.into_iter().chain(entry_values(e))))?;
-            }
-        }
-        tx.commit()?;
         Ok(())
     }
 
     /// A commit recorded by [`State::save_pending`] whose outcome is not
     /// known: its revision, and the changes to the base (`None` = removed).
-    #[allow(clippy::type_complexity)]
-    pub fn pending(&self, root: &str) -> Result<Option<(Head, Vec<(String, Option<BaseEntry>)>)>> {
-        let db = self.db();
-        let head = db
-            .query_row("SELECT seq, id FROM pending WHERE root = ?", [root], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+    pub fn pending(&self, root: &str) -> Result<Option<(Head, Changes)>> {
+        let row = self
+            .db()
+            .query_row("SELECT seq, id, changes FROM pending_commit WHERE root = ?", [root], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
             })
             .optional()?;
-        let Some((seq, id)) = head else { return Ok(None) };
+        let Some((seq, id, changes)) = row else { return Ok(None) };
         let head = Head { seq: u64_of(seq), id: ObjectId(arr(id)?) };
-        let mut statement = db.prepare_cached(
-            "SELECT path, present, is_dir, size, mtime_ns, mode, target_epoch, target_id, st_size, st_mtime_ns, st_ino, st_ctime_ns FROM pending_base WHERE root = ?",
-        )?;
-        let mut rows = statement.query([root])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let present = r.get::<_, i64>(1)? != 0;
-            out.push((r.get::<_, String>(0)?, if present { Some(read_entry(r, 2)?) } else { None }));
-        }
-        Ok(Some((head, out)))
+        let changes = decode_changes(&changes).ok_or_else(|| {
+            ClientError::Usage("local state database holds a malformed pending commit; delete it to rebuild".into())
+        })?;
+        Ok(Some((head, changes)))
     }
 
     /// Forgets a pending commit (it landed and the base was saved, or it
     /// never landed).
     pub fn clear_pending(&self, root: &str) -> Result<()> {
-        let db = self.db();
-        db.execute("DELETE FROM pending WHERE root = ?", [root])?;
-        db.execute("DELETE FROM pending_base WHERE root = ?", [root])?;
+        self.db().execute("DELETE FROM pending_commit WHERE root = ?", [root])?;
         Ok(())
     }
 
@@ -440,8 +533,7 @@ impl State {
     ) -> Result<()> {
         let mut db = self.db();
         let tx = db.transaction()?;
-        tx.execute("DELETE FROM pending WHERE root = ?", [root])?;
-        tx.execute("DELETE FROM pending_base WHERE root = ?", [root])?;
+        tx.execute("DELETE FROM pending_commit WHERE root = ?", [root])?;
         tx.execute(
             "INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id",
             params![root, collection.as_bytes().as_slice(), head.map(|h| i64_of(h.seq)), head.map(|h| h.id.as_bytes().to_vec())],
@@ -585,5 +677,97 @@ mod tests {
         assert_eq!(state.verified_head(CollectionId([7; 16])).unwrap(), Some(Head { seq: 5, id: ObjectId([3; 32]) }));
         // The old per-blob cache is gone: its packs are indexed again on demand.
         assert!(state.known_packs(CollectionId([7; 16])).unwrap().is_empty());
+    }
+
+    fn entry(size: u64, stat: bool) -> BaseEntry {
+        BaseEntry {
+            node: RemoteNode {
+                is_dir: false,
+                size,
+                mtime_ns: -5,
+                mode: 0o644,
+                target: BlobRef { epoch: 3, id: BlobId([4; 32]) },
+            },
+            stat: stat.then_some(Stat { size, mtime_ns: 7, ino: 8, ctime_ns: -9 }),
+        }
+    }
+
+    #[test]
+    fn a_pending_commit_round_trips_as_its_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, _) = State::open(&dir.path().join("state.sqlite3")).unwrap();
+        let old = BTreeMap::from([("gone".to_owned(), entry(1, true)), ("same".to_owned(), entry(2, true))]);
+        let new = BTreeMap::from([
+            ("same".to_owned(), entry(2, true)),
+            ("new/ünï".to_owned(), entry(3, false)),
+            ("changed".to_owned(), entry(4, true)),
+        ]);
+        let head = Head { seq: 9, id: ObjectId([5; 32]) };
+        state.save_pending("/root", head, &old, &new).unwrap();
+        let (got_head, mut changes) = state.pending("/root").unwrap().unwrap();
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got_head, head);
+        assert_eq!(
+            changes,
+            vec![
+                ("changed".to_owned(), Some(entry(4, true))),
+                ("gone".to_owned(), None),
+                ("new/ünï".to_owned(), Some(entry(3, false))),
+            ]
+        );
+        assert!(state.pending("/other").unwrap().is_none());
+        state.clear_pending("/root").unwrap();
+        assert!(state.pending("/root").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_malformed_pending_commit_is_an_error_not_a_panic() {
+        let encoded = encode_changes([("p".to_owned(), Some(entry(1, true)))].iter().map(|(p, e)| (p, e.as_ref())));
+        for cut in 0..encoded.len() {
+            let decoded = decode_changes(encoded.get(..cut).unwrap());
+            assert!(cut == 0 || decoded.is_none(), "a pending commit cut at {cut} bytes was accepted");
+        }
+        let mut bad_flag = encoded.clone();
+        if let Some(b) = bad_flag.get_mut(5) {
+            *b = 7;
+        }
+        assert!(decode_changes(&bad_flag).is_none());
+    }
+
+    #[test]
+    fn upgrading_from_a_row_per_pending_path_keeps_the_pending_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite3");
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(
+                "CREATE TABLE pending (root TEXT PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
+                 CREATE TABLE pending_base (
+                     root TEXT NOT NULL, path TEXT NOT NULL, present INTEGER NOT NULL, is_dir INTEGER NOT NULL,
+                     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
+                     target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
+                     st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
+                     PRIMARY KEY (root, path));
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            old.execute("INSERT INTO pending VALUES ('/root', 9, ?)", [[5u8; 32].as_slice()]).unwrap();
+            old.execute(
+                "INSERT INTO pending_base VALUES ('/root', 'kept', 1, 0, 3, -5, 420, 3, ?, NULL, NULL, NULL, NULL)",
+                [[4u8; 32].as_slice()],
+            )
+            .unwrap();
+            old.execute(
+                "INSERT INTO pending_base VALUES ('/root', 'gone', 0, 0, 0, 0, 0, 0, ?, NULL, NULL, NULL, NULL)",
+                [[0u8; 32].as_slice()],
+            )
+            .unwrap();
+        }
+        let (state, rebuilt) = State::open(&path).unwrap();
+        assert!(!rebuilt, "an upgrade is not a rebuild");
+        let (head, mut changes) = state.pending("/root").unwrap().unwrap();
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(head, Head { seq: 9, id: ObjectId([5; 32]) });
+        assert_eq!(changes, vec![("gone".to_owned(), None), ("kept".to_owned(), Some(entry(3, false)))]);
     }
 }

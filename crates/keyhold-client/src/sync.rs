@@ -132,7 +132,11 @@ fn scan_folder(
             // Deleted since it was listed: as if never seen.
             Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => {
-                return Err(ClientError::Usage(format!("cannot stat {}: {}", path.join(text).display(), std::io::Error::from(e))));
+                return Err(ClientError::Usage(format!(
+                    "cannot stat {}: {}",
+                    path.join(text).display(),
+                    std::io::Error::from(e)
+                )));
             }
         };
         let kind = FileType::from_raw_mode(st.st_mode);
