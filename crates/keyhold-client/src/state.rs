@@ -656,22 +656,28 @@ mod tests {
         assert!(state.blob_index(CollectionId([8; 16])).unwrap().is_empty());
     }
 
-    #[test]
-    fn upgrading_from_rows_per_blob_keeps_the_verified_heads() {
+    /// A state database of an older schema, made by `schema` and `fill`.
+    fn old_database(schema: &str, fill: impl FnOnce(&Connection)) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.sqlite3");
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE heads (collection_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
-                 CREATE TABLE blobs (collection_id BLOB NOT NULL, blob_id BLOB NOT NULL, kind INTEGER NOT NULL,
-                     pack_id BLOB NOT NULL, offset INTEGER NOT NULL, len INTEGER NOT NULL);
-                 CREATE TABLE packs (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL);
-                 INSERT INTO packs VALUES (x'07070707070707070707070707070707', x'00', 1);",
-            )
-            .unwrap();
-            old.execute("INSERT INTO heads VALUES (?, 5, ?)", params![[7u8; 16].as_slice(), [3u8; 32].as_slice()]).unwrap();
-        }
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(schema).unwrap();
+        fill(&old);
+        (dir, path)
+    }
+
+    #[test]
+    fn upgrading_from_rows_per_blob_keeps_the_verified_heads() {
+        let (_dir, path) = old_database(
+            "CREATE TABLE heads (collection_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
+             CREATE TABLE blobs (collection_id BLOB NOT NULL, blob_id BLOB NOT NULL, kind INTEGER NOT NULL,
+                 pack_id BLOB NOT NULL, offset INTEGER NOT NULL, len INTEGER NOT NULL);
+             CREATE TABLE packs (collection_id BLOB NOT NULL, pack_id BLOB NOT NULL, size INTEGER NOT NULL);
+             INSERT INTO packs VALUES (x'07070707070707070707070707070707', x'00', 1);",
+            |old| {
+                old.execute("INSERT INTO heads VALUES (?, 5, ?)", params![[7u8; 16].as_slice(), [3u8; 32].as_slice()]).unwrap();
+            },
+        );
         let (state, rebuilt) = State::open(&path).unwrap();
         assert!(!rebuilt, "an upgrade is not a rebuild");
         assert_eq!(state.verified_head(CollectionId([7; 16])).unwrap(), Some(Head { seq: 5, id: ObjectId([3; 32]) }));
@@ -736,33 +742,22 @@ mod tests {
 
     #[test]
     fn upgrading_from_a_row_per_pending_path_keeps_the_pending_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.sqlite3");
-        {
-            let old = Connection::open(&path).unwrap();
-            old.execute_batch(
-                "CREATE TABLE pending (root TEXT PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
-                 CREATE TABLE pending_base (
-                     root TEXT NOT NULL, path TEXT NOT NULL, present INTEGER NOT NULL, is_dir INTEGER NOT NULL,
-                     size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
-                     target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
-                     st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
-                     PRIMARY KEY (root, path));
-                 PRAGMA user_version = 1;",
-            )
-            .unwrap();
-            old.execute("INSERT INTO pending VALUES ('/root', 9, ?)", [[5u8; 32].as_slice()]).unwrap();
-            old.execute(
-                "INSERT INTO pending_base VALUES ('/root', 'kept', 1, 0, 3, -5, 420, 3, ?, NULL, NULL, NULL, NULL)",
-                [[4u8; 32].as_slice()],
-            )
-            .unwrap();
-            old.execute(
-                "INSERT INTO pending_base VALUES ('/root', 'gone', 0, 0, 0, 0, 0, 0, ?, NULL, NULL, NULL, NULL)",
-                [[0u8; 32].as_slice()],
-            )
-            .unwrap();
-        }
+        let (_dir, path) = old_database(
+            "CREATE TABLE pending (root TEXT PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
+             CREATE TABLE pending_base (
+                 root TEXT NOT NULL, path TEXT NOT NULL, present INTEGER NOT NULL, is_dir INTEGER NOT NULL,
+                 size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, mode INTEGER NOT NULL,
+                 target_epoch INTEGER NOT NULL, target_id BLOB NOT NULL,
+                 st_size INTEGER, st_mtime_ns INTEGER, st_ino INTEGER, st_ctime_ns INTEGER,
+                 PRIMARY KEY (root, path));
+             PRAGMA user_version = 1;",
+            |old| {
+                old.execute("INSERT INTO pending VALUES ('/root', 9, ?)", [[5u8; 32].as_slice()]).unwrap();
+                let row = "INSERT INTO pending_base VALUES ('/root', ?, ?, 0, ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL)";
+                old.execute(row, params!["kept", 1, 3, -5, 420, 3, [4u8; 32].as_slice()]).unwrap();
+                old.execute(row, params!["gone", 0, 0, 0, 0, 0, [0u8; 32].as_slice()]).unwrap();
+            },
+        );
         let (state, rebuilt) = State::open(&path).unwrap();
         assert!(!rebuilt, "an upgrade is not a rebuild");
         let (head, mut changes) = state.pending("/root").unwrap().unwrap();
