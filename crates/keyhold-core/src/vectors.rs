@@ -16,9 +16,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use chacha20::ChaCha20Rng;
-use rand_core::utils::next_word_via_fill;
-use rand_core::{SeedableRng, TryCryptoRng, TryRng};
 use serde_json::{Value, json};
 
 use crate::chain::{CHAIN_GENESIS_PREV, ChainChange, ChainEntry, ChainHead, DeviceChain, Signer, root_commitment};
@@ -42,66 +39,11 @@ use crate::wrap::{
 
 // ---------------------------------------------------------------- helpers
 
-/// Records every byte it hands out, so vectors can list the randomness used.
-struct RecordingRng {
-    inner: ChaCha20Rng,
-    drawn: Vec<u8>,
-}
-
-impl RecordingRng {
-    fn new(seed: u8) -> Self {
-        RecordingRng { inner: ChaCha20Rng::from_seed([seed; 32]), drawn: Vec::new() }
-    }
-    fn take_drawn(&mut self) -> String {
-        hex::encode(std::mem::take(&mut self.drawn))
-    }
-}
-
-impl TryRng for RecordingRng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        self.inner.try_fill_bytes(dst)?;
-        self.drawn.extend_from_slice(dst);
-        Ok(())
-    }
-}
-impl TryCryptoRng for RecordingRng {}
-
-/// Hands out exactly the recorded bytes of a vector; panics if asked for more.
-struct ReplayRng {
-    bytes: Vec<u8>,
-    pos: usize,
-}
-
-impl ReplayRng {
-    fn new(hex_bytes: &str) -> Self {
-        ReplayRng { bytes: hex::decode(hex_bytes).unwrap(), pos: 0 }
-    }
-}
-
-impl TryRng for ReplayRng {
-    type Error = core::convert::Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        next_word_via_fill(self)
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
-        let end = self.pos + dst.len();
-        assert!(end <= self.bytes.len(), "vector's recorded randomness exhausted");
-        dst.copy_from_slice(&self.bytes[self.pos..end]);
-        self.pos = end;
-        Ok(())
-    }
-}
-impl TryCryptoRng for ReplayRng {}
+// The RNGs that record and replay a vector's randomness, shared with the
+// integration tests' vector files.
+#[path = "../tests/support/vector_files.rs"]
+mod vector_files;
+use vector_files::{RecordingRng, ReplayRng};
 
 fn xof(label: &str, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
@@ -237,7 +179,7 @@ fn device_wrap_vectors() -> Vec<(String, Value)> {
         "epoch": 3,
         "expected_epoch": 3,
         "account_root_key": hex::encode(ROOT_KEY),
-        "encapsulation_randomness": rng.take_drawn(),
+        "encapsulation_randomness": rng.take(),
         "wrap": hex::encode(wrap),
     });
     vec![
@@ -302,7 +244,7 @@ fn check_device_wrap(v: &Value) -> Result<()> {
     let key = unwrap_on_device(&h(v, "wrap"), &device, account, u(v, "expected_epoch") as u32)?;
     assert_eq!(key.expose_secret(), &h32(v, "account_root_key"));
     // Generation direction: the same randomness gives the same bytes.
-    let mut rng = ReplayRng::new(v["encapsulation_randomness"].as_str().unwrap());
+    let mut rng = ReplayRng::new(&v["encapsulation_randomness"]);
     let again = wrap_to_device(&key, device.public(), account, u(v, "epoch") as u32, &mut rng)?;
     assert_eq!(hex::encode(again), v["wrap"].as_str().unwrap());
     Ok(())
@@ -322,7 +264,7 @@ fn recovery_vectors() -> Vec<(String, Value)> {
         "account_id": ACCOUNT.to_hex(),
         "epoch": 0,
         "account_root_key": hex::encode(ROOT_KEY),
-        "randomness": rng.take_drawn(),
+        "randomness": rng.take(),
         "wrap": hex::encode(wrap),
     });
     // Parameter fields sit after header (7), account (16) and epoch (4).
@@ -371,7 +313,7 @@ fn check_recovery_wrap(v: &Value) -> Result<()> {
     let account = AccountId(h16(v, "account_id"));
     let root = key.unwrap(&h(v, "wrap"), account, u(v, "epoch") as u32)?;
     assert_eq!(root.expose_secret(), &h32(v, "account_root_key"));
-    let mut rng = ReplayRng::new(v["randomness"].as_str().unwrap());
+    let mut rng = ReplayRng::new(&v["randomness"]);
     let again = key.wrap(&root, account, u(v, "epoch") as u32, KdfParams::DEFAULT, &mut rng)?;
     assert_eq!(hex::encode(again), v["wrap"].as_str().unwrap());
     Ok(())
@@ -393,7 +335,7 @@ fn collection_wrap_vectors() -> Vec<(String, Value)> {
         "collection_epoch": 1,
         "account_epoch": 3,
         "collection_key": hex::encode(COLLECTION_KEY),
-        "randomness": rng.take_drawn(),
+        "randomness": rng.take(),
         "wrap": hex::encode(wrap),
     });
     vec![
@@ -425,7 +367,7 @@ fn check_collection_wrap(v: &Value) -> Result<()> {
     let root = AccountRootKey::from_bytes(h32(v, "account_root_key"));
     let key = unwrap_collection_key(&h(v, "wrap"), &root, &ctx)?;
     assert_eq!(key.expose_secret(), &h32(v, "collection_key"));
-    let mut rng = ReplayRng::new(v["randomness"].as_str().unwrap());
+    let mut rng = ReplayRng::new(&v["randomness"]);
     assert_eq!(hex::encode(wrap_collection_key(&key, &root, &ctx, &mut rng)?), v["wrap"].as_str().unwrap());
     Ok(())
 }
@@ -677,7 +619,7 @@ fn pack_vectors() -> Vec<(String, Value)> {
             "kind": "pack",
             "description": "a pack holding a 100-byte file's chunk and manifest",
             "expect": "ok",
-            "randomness": rng.take_drawn(),
+            "randomness": rng.take(),
             "pack": hex::encode(&pack),
             "pack_id": id.to_hex(),
             "entries": entries.iter().map(|e| json!({"type": e.kind.byte(), "id": e.id.to_hex(), "offset": e.offset, "len": e.len})).collect::<Vec<_>>(),
@@ -727,7 +669,7 @@ fn check_pack(v: &Value) -> Result<()> {
     }
     // Generation direction.
     let (chunks, _, manifest) = encrypt_file(&keys, &content(v["content"].as_str().unwrap()), file_meta(v));
-    let mut builder = PackBuilder::new(&keys, &mut ReplayRng::new(v["randomness"].as_str().unwrap()));
+    let mut builder = PackBuilder::new(&keys, &mut ReplayRng::new(&v["randomness"]));
     for blob in chunks.iter().chain([&manifest]) {
         builder.push(blob)?;
     }
@@ -753,7 +695,7 @@ fn revision_vectors() -> Vec<(String, Value)> {
             time_ms: 1_795_000_000_000 + seq as i64,
         };
         let (id, stored) = seal_revision(&keys, &rev, &device, &mut rng).unwrap();
-        chain.push(json!({"id": id.to_hex(), "stored": hex::encode(stored), "randomness": rng.take_drawn()}));
+        chain.push(json!({"id": id.to_hex(), "stored": hex::encode(stored), "randomness": rng.take()}));
         prev = id;
     }
     // A revision 1 that forks from the same revision 0.
@@ -767,7 +709,7 @@ fn revision_vectors() -> Vec<(String, Value)> {
         time_ms: 1_795_000_000_001,
     };
     let (fork_id, fork_stored) = seal_revision(&keys, &fork, &device, &mut rng).unwrap();
-    let fork_json = json!({"id": fork_id.to_hex(), "stored": hex::encode(fork_stored), "randomness": rng.take_drawn()});
+    let fork_json = json!({"id": fork_id.to_hex(), "stored": hex::encode(fork_stored), "randomness": rng.take()});
     // A revision claiming `device` as author but signed by `other`.
     let forged = Revision { author: other.id(), ..fork.clone() };
     let (_, mut forged_stored) = seal_revision(&keys, &forged, &other, &mut rng).unwrap();
@@ -875,7 +817,7 @@ fn check_revision_chain(v: &Value) -> Result<()> {
         assert_eq!(rev.id.to_hex(), link["id"].as_str().unwrap());
         // Generation direction, where the link records its randomness.
         if let Some(r) = link["randomness"].as_str().filter(|r| !r.is_empty()) {
-            let (_, again) = seal_revision(&keys, &rev.revision, &device, &mut ReplayRng::new(r))?;
+            let (_, again) = seal_revision(&keys, &rev.revision, &device, &mut ReplayRng::from_hex(r))?;
             assert_eq!(again, stored);
         }
         verified.push(rev);
@@ -1370,7 +1312,7 @@ fn previous_root_wrap_vectors() -> Vec<(String, Value)> {
         "expected_epoch": 1,
         "current_root_key": hex::encode(chain_root(1).expose_secret()),
         "previous_root_key": hex::encode(chain_root(0).expose_secret()),
-        "randomness": rng.take_drawn(),
+        "randomness": rng.take(),
         "wrap": hex::encode(wrap),
     });
     vec![
@@ -1417,7 +1359,7 @@ fn check_previous_root_wrap(v: &Value) -> Result<()> {
     let current = AccountRootKey::from_bytes(h32(v, "current_root_key"));
     let previous = unwrap_previous_root(&h(v, "wrap"), &current, account, u(v, "expected_epoch") as u32)?;
     assert_eq!(previous.expose_secret(), &h32(v, "previous_root_key"));
-    let mut rng = ReplayRng::new(v["randomness"].as_str().unwrap());
+    let mut rng = ReplayRng::new(&v["randomness"]);
     let again = wrap_previous_root(&previous, &current, account, u(v, "epoch") as u32, &mut rng)?;
     assert_eq!(hex::encode(again), v["wrap"].as_str().unwrap());
     Ok(())
@@ -1441,7 +1383,7 @@ fn spake2_inviter_key(code: &PairingCode, randomness: &str, joiner_message: &[u8
         &spake2::Password::new(spake2_password(code)),
         &spake2::Identity::new(SPAKE2_INVITER_IDENTITY),
         &spake2::Identity::new(SPAKE2_JOINER_IDENTITY),
-        ReplayRng::new(randomness),
+        ReplayRng::from_hex(randomness),
     );
     state.finish(joiner_message).unwrap()
 }
@@ -1460,7 +1402,7 @@ fn pairing_vectors() -> Vec<(String, Value)> {
     let (joiner, msg_b) = JoinerPake::start(&PairingCode::parse(&typed).unwrap(), &mut joiner_rng);
     let (inviter, msg_a) = inviter_respond(&code, &msg_b, &mut inviter_rng).unwrap();
     let joiner = joiner.finish(&msg_a, &inviter.inviter_confirmation()).unwrap();
-    let (joiner_randomness, inviter_randomness) = (joiner_rng.take_drawn(), inviter_rng.take_drawn());
+    let (joiner_randomness, inviter_randomness) = (joiner_rng.take(), inviter_rng.take());
     let shared = spake2_inviter_key(&code, &inviter_randomness, &msg_b);
     let hello = JoinerHello { device: b.public().clone(), name: "laptop".into() };
     let hello_plaintext = [&b.public().to_bytes()[..], &6u16.to_be_bytes(), b"laptop"].concat();
@@ -1473,7 +1415,7 @@ fn pairing_vectors() -> Vec<(String, Value)> {
         "kind": "pairing",
         "description": "a pairing: SPAKE2 messages, key schedule, safety string, sealed joiner hello and welcome",
         "expect": "ok",
-        "code_randomness": code_rng.take_drawn(),
+        "code_randomness": code_rng.take(),
         "code": shown,
         "slot": code.slot(),
         "joiner_code": typed,
@@ -1547,7 +1489,7 @@ fn pairing_vectors() -> Vec<(String, Value)> {
                 "PairingFailed",
                 |mut v| {
                     let (_, relay_b) = JoinerPake::start(&guess, &mut RecordingRng::new(67));
-                    let (answer, _) = inviter_respond(&code, &relay_b, &mut ReplayRng::new(&inviter_randomness)).unwrap();
+                    let (answer, _) = inviter_respond(&code, &relay_b, &mut ReplayRng::from_hex(&inviter_randomness)).unwrap();
                     set(&mut v, "joiner_message", &relay_b);
                     set(&mut v, "inviter_confirmation", &answer.inviter_confirmation());
                     v
@@ -1605,12 +1547,12 @@ fn check_pairing(v: &Value) -> Result<()> {
     // What each side does with what reached it, in the ceremony's order.
     let code = PairingCode::parse(&s("code"))?;
     assert_eq!(code.display().as_str(), s("code"));
-    assert_eq!(PairingCode::generate(&mut ReplayRng::new(&s("code_randomness"))).display().as_str(), s("code"));
+    assert_eq!(PairingCode::generate(&mut ReplayRng::from_hex(&s("code_randomness"))).display().as_str(), s("code"));
     assert_eq!(code.slot(), s("slot"));
     let joiner_code = PairingCode::parse(&s("joiner_code"))?;
-    let (joiner, joiner_message) = JoinerPake::start(&joiner_code, &mut ReplayRng::new(&s("joiner_randomness")));
+    let (joiner, joiner_message) = JoinerPake::start(&joiner_code, &mut ReplayRng::from_hex(&s("joiner_randomness")));
     let (inviter, inviter_message) =
-        inviter_respond(&code, &h(v, "joiner_message"), &mut ReplayRng::new(&s("inviter_randomness")))?;
+        inviter_respond(&code, &h(v, "joiner_message"), &mut ReplayRng::from_hex(&s("inviter_randomness")))?;
     let joiner = joiner.finish(&h(v, "inviter_message"), &h(v, "inviter_confirmation"))?;
     inviter.check_joiner_confirmation(&h(v, "joiner_confirmation"))?;
     let hello = inviter.open_joiner_hello(&h(v, "sealed_joiner_hello"))?;

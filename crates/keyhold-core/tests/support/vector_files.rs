@@ -1,4 +1,4 @@
-//! What the vector test files outside `docs/spec/vectors/` share (the
+//! What the vector tests share (`src/vectors.rs`, and the
 //! sharing, link and transparency vectors): hex helpers, an RNG that records
 //! what it hands out and one that replays it, and the generation direction
 //! (the files on disk are exactly what the code generates).
@@ -71,6 +71,10 @@ pub struct ReplayRng {
 impl ReplayRng {
     pub fn new(recorded: &Value) -> Self {
         ReplayRng { bytes: unh(recorded), pos: 0 }
+    }
+
+    pub fn from_hex(recorded: &str) -> Self {
+        ReplayRng { bytes: hex::decode(recorded).unwrap(), pos: 0 }
     }
 }
 
