@@ -1,8 +1,8 @@
 //! Creating an account and joining it with the recovery key.
 
 use keyhold_core::{
-    AccountId, AccountRootKey, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, DeviceChain, DeviceSecret, KdfParams, ObjectType,
-    RecoveryKey, Signer, os_rng, peek_type, root_commitment, unwrap_on_device, wrap_to_device,
+    AccountId, AccountRootKey, ChainChange, ChainEntry, DeviceChain, DeviceSecret, KdfParams, ObjectType, RecoveryKey, Signer,
+    os_rng, peek_type, unwrap_on_device, wrap_to_device,
 };
 use keyhold_proto::{Bytes as B64, CreateAccount, EnrollDevice};
 use zeroize::Zeroizing;
@@ -51,21 +51,7 @@ pub async fn init(home: &Home, server: &str, name: &str, region: Option<&str>) -
     let root = AccountRootKey::generate(&mut rng);
     let device = DeviceSecret::generate(&mut rng);
     let recovery = RecoveryKey::generate(&mut rng);
-    let genesis = ChainEntry {
-        account,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: now_ms(),
-        account_epoch: 0,
-        signer: Signer::Device(device.id()),
-        change: ChainChange::Create {
-            device: device.public().clone(),
-            name: name.to_owned(),
-            recovery: recovery.device().public().clone(),
-            root_commitment: root_commitment(&root, account, 0),
-        },
-    }
-    .seal(&device)?;
+    let genesis = ChainEntry::create(account, &device, name, recovery.device().public(), &root, now_ms()).seal(&device)?;
     let body = CreateAccount {
         account_id: account.to_hex(),
         chain_entry: B64(genesis.clone()),

@@ -147,6 +147,33 @@ pub fn validate_device_name(name: &str) -> Result<()> {
 }
 
 impl ChainEntry {
+    /// The creation entry (`seq` 0) of `account`: `first` is its first
+    /// device (and signs it), `recovery` the recovery key's device keys, and
+    /// the entry commits to `root` as the root key of epoch 0.
+    pub fn create(
+        account: AccountId,
+        first: &DeviceSecret,
+        name: &str,
+        recovery: &DevicePublicKeys,
+        root: &AccountRootKey,
+        time_ms: i64,
+    ) -> Self {
+        ChainEntry {
+            account,
+            seq: 0,
+            prev: CHAIN_GENESIS_PREV,
+            time_ms,
+            account_epoch: 0,
+            signer: Signer::Device(first.id()),
+            change: ChainChange::Create {
+                device: first.public().clone(),
+                name: name.to_owned(),
+                recovery: recovery.clone(),
+                root_commitment: root_commitment(root, account, 0),
+            },
+        }
+    }
+
     fn encode_unsigned(&self) -> Result<Writer> {
         let mut w = Writer::with_capacity(512 + DEVICE_PUBLIC_KEYS_LEN * 2);
         write_header(&mut w, ObjectType::DeviceChainEntry);

@@ -35,20 +35,7 @@ fn seeds_of(d: u8) -> [u8; 32] {
 
 /// The creation entry of `ACCOUNT` with `first` as its first device.
 fn creation(first: &DeviceSecret) -> ChainEntry {
-    ChainEntry {
-        account: ACCOUNT,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: 1_000,
-        account_epoch: 0,
-        signer: Signer::Device(first.id()),
-        change: ChainChange::Create {
-            device: first.public().clone(),
-            name: "first".into(),
-            recovery: recovery().device().public().clone(),
-            root_commitment: root_commitment(&root(0), ACCOUNT, 0),
-        },
-    }
+    ChainEntry::create(ACCOUNT, first, "first", recovery().device().public(), &root(0), 1_000)
 }
 
 /// The honest next entry of `chain`.

@@ -15,8 +15,8 @@ use common::proxy::Proxy;
 use common::{Device, snapshot};
 use keyhold_core::share::{KeyGrant, MemberChange, MemberEntry, Role};
 use keyhold_core::{
-    AccountId, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, ChainHead, CollectionId, CollectionKey, CollectionKeys, DeviceSecret,
-    ObjectId, RevisionHeader, Signer, open_revision, os_rng, root_commitment,
+    AccountId, ChainChange, ChainEntry, ChainHead, CollectionId, CollectionKey, CollectionKeys, DeviceSecret, ObjectId,
+    RevisionHeader, Signer, open_revision, os_rng,
 };
 use keyhold_proto::{Bytes as B64, DeviceChainEntries, GrantRecord, Grants, HexId, MemberLog};
 
@@ -203,22 +203,7 @@ fn forged_chain(account: AccountId) -> Vec<Vec<u8>> {
     let recovery = DeviceSecret::generate(&mut os_rng());
     let second = DeviceSecret::generate(&mut os_rng());
     let root = keyhold_core::AccountRootKey::generate(&mut os_rng());
-    let create = ChainEntry {
-        account,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: 0,
-        account_epoch: 0,
-        signer: Signer::Device(ghost.id()),
-        change: ChainChange::Create {
-            device: ghost.public().clone(),
-            name: "bob-laptop".into(),
-            recovery: recovery.public().clone(),
-            root_commitment: root_commitment(&root, account, 0),
-        },
-    }
-    .seal(&ghost)
-    .unwrap();
+    let create = ChainEntry::create(account, &ghost, "bob-laptop", recovery.public(), &root, 0).seal(&ghost).unwrap();
     let add = ChainEntry {
         account,
         seq: 1,

@@ -8,8 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use keyhold_core::pack::PackBuilder;
 use keyhold_core::{
-    AccountRootKey, BlobId, BlobRef, CHAIN_GENESIS_PREV, ChainChange, ChainEntry, CollectionKey, CollectionKeys, DeviceSecret,
-    KdfParams, ObjectType, RecoveryKey, Revision, Signer, os_rng, root_commitment, seal_revision, wrap_to_device,
+    AccountRootKey, BlobId, BlobRef, ChainEntry, CollectionKey, CollectionKeys, DeviceSecret, KdfParams, ObjectType, RecoveryKey,
+    Revision, os_rng, seal_revision, wrap_to_device,
 };
 use keyhold_proto::{AccountId, Bytes as B64, CollectionId, CreateAccount, ObjectId};
 
@@ -25,22 +25,7 @@ pub fn new_account(region: Option<&str>) -> (AccountId, DeviceSecret, AccountRoo
     let device = DeviceSecret::generate(&mut rng);
     let root = AccountRootKey::generate(&mut rng);
     let recovery = RecoveryKey::generate(&mut rng);
-    let genesis = ChainEntry {
-        account: id,
-        seq: 0,
-        prev: CHAIN_GENESIS_PREV,
-        time_ms: now_ms(),
-        account_epoch: 0,
-        signer: Signer::Device(device.id()),
-        change: ChainChange::Create {
-            device: device.public().clone(),
-            name: "first".into(),
-            recovery: recovery.device().public().clone(),
-            root_commitment: root_commitment(&root, id, 0),
-        },
-    }
-    .seal(&device)
-    .unwrap();
+    let genesis = ChainEntry::create(id, &device, "first", recovery.device().public(), &root, now_ms()).seal(&device).unwrap();
     let body = CreateAccount {
         account_id: id.to_hex(),
         chain_entry: B64(genesis),
