@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
-use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, open_index, open_trailer};
+use futures::{FutureExt, StreamExt};
+use keyhold_core::pack::{PACK_PREFIX_LEN, PACK_TARGET_LEN, PACK_TRAILER_LEN, PackBuilder, PackEntry, open_index, open_trailer};
 use keyhold_core::{
     AccountRootKey, BlobId, BlobRef, CollectionId, CollectionKey, CollectionKeys, CollectionWrapContext, DeviceChain, Entry,
     EntryKind, Head, HistoryVerifier, Listing, Manifest, ObjectId, ObjectType, Plaintext, SealedBlob, VerifiedRevision,
@@ -70,13 +70,17 @@ pub struct Collection {
 impl Collection {
     /// Keys of an epoch.
     pub fn keys_for(&self, epoch: u32) -> Result<&Arc<CollectionKeys>> {
-        self.keys.get(&epoch).ok_or(ClientError::Integrity(keyhold_core::Error::ContextMismatch("unknown collection key epoch")))
+        epoch_keys(&self.keys, epoch)
     }
 
     /// Keys new data is sealed under.
     pub fn current(&self) -> Result<&Arc<CollectionKeys>> {
         self.keys_for(self.current_epoch)
     }
+}
+
+fn epoch_keys(keys: &HashMap<u32, Arc<CollectionKeys>>, epoch: u32) -> Result<&Arc<CollectionKeys>> {
+    keys.get(&epoch).ok_or(ClientError::Integrity(keyhold_core::Error::ContextMismatch("unknown collection key epoch")))
 }
 
 /// A file or folder of a remote tree.
@@ -488,26 +492,52 @@ impl Client {
     /// reason, so that `check` can report it and go on. Transport and local
     /// failures still stop it.
     pub async fn refresh_index_past_damage(&self, coll: &mut Collection) -> Result<Vec<(ObjectId, ClientError)>> {
+        /// Indexes read at once: each costs two round trips, so a new
+        /// device with hundreds of packs would otherwise wait on latency.
+        const IN_FLIGHT: usize = 8;
+        /// Indexes recorded per SQLite transaction (each ends in a sync).
+        const PER_TRANSACTION: usize = 64;
         let known = self.state.known_packs(coll.id)?;
         let listed = self.api.packs(coll.id).await?;
+        // The reads borrow a copy of the keys; `coll` takes their results.
+        let (collection, keys) = (coll.id, coll.keys.clone());
+        let keys_for = |epoch: u32| epoch_keys(&keys, epoch).cloned();
+        let mut reads = futures::stream::iter(listed.packs.into_iter().filter(|p| !known.contains(&p.id.0)))
+            .map(|pack| {
+                let (id, size) = (pack.id.0, pack.size);
+                read_pack_index(&self.api, collection, id, size, &keys_for).map(move |read| (id, size, read))
+            })
+            .buffered(IN_FLIGHT);
         let mut damaged = Vec::new();
-        for pack in listed.packs.into_iter().filter(|p| !known.contains(&p.id.0)) {
-            let (id, size) = (pack.id.0, pack.size);
-            let entries = match read_pack_index(&self.api, coll.id, id, size, |epoch| coll.keys_for(epoch).cloned()).await {
-                Ok(entries) => entries,
+        let mut batch = Vec::new();
+        while let Some((id, size, read)) = reads.next().await {
+            match read {
+                Ok(entries) => batch.push((id, size, entries)),
                 Err(e @ (ClientError::Http(_) | ClientError::Io { .. } | ClientError::State(_))) => return Err(e),
-                Err(e) => {
-                    damaged.push((id, e));
-                    continue;
-                }
-            };
-            self.state.add_packs(coll.id, [(id, size, entries.as_slice())])?;
-            for e in &entries {
-                coll.index
-                    .insert(e.id, BlobLocation { kind: e.kind, pack: id, offset: u64::from(e.offset), len: u64::from(e.len) });
+                Err(e) => damaged.push((id, e)),
+            }
+            if batch.len() >= PER_TRANSACTION {
+                self.record_packs(coll, std::mem::take(&mut batch))?;
             }
         }
+        drop(reads);
+        self.record_packs(coll, batch)?;
         Ok(damaged)
+    }
+
+    /// Saves verified pack indexes and adds their blobs to `coll`'s index.
+    fn record_packs(&self, coll: &mut Collection, packs: Vec<(ObjectId, u64, Vec<PackEntry>)>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        self.state.add_packs(coll.id, packs.iter().map(|(id, size, entries)| (*id, *size, entries.as_slice())))?;
+        for (id, _, entries) in &packs {
+            for e in entries {
+                coll.index
+                    .insert(e.id, BlobLocation { kind: e.kind, pack: *id, offset: u64::from(e.offset), len: u64::from(e.len) });
+            }
+        }
+        Ok(())
     }
 
     /// Where each of `ids` is stored, loading new pack indexes first if
@@ -670,8 +700,8 @@ pub struct Uploader {
     state: State,
     collection: CollectionId,
     packer: Packer,
-    in_flight: JoinSet<Result<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>>,
-    done: Vec<(ObjectId, u64, Vec<keyhold_core::pack::PackEntry>)>,
+    in_flight: JoinSet<Result<(ObjectId, u64, Vec<PackEntry>)>>,
+    done: Vec<(ObjectId, u64, Vec<PackEntry>)>,
     bytes_queued: u64,
 }
 
@@ -684,14 +714,18 @@ async fn read_pack_index(
     id: ObjectId,
     size: u64,
     keys_for: impl Fn(u32) -> Result<Arc<CollectionKeys>>,
-) -> Result<Vec<keyhold_core::pack::PackEntry>> {
+) -> Result<Vec<PackEntry>> {
     if size < u64::try_from(PACK_PREFIX_LEN + PACK_TRAILER_LEN).unwrap_or(u64::MAX) {
         return Err(ClientError::Protocol(format!("pack {id} is too small to be a pack")));
     }
-    let prefix = api.get_pack(collection, id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))).await?;
+    // Prefix and trailer are asked for together: two round trips, not three.
+    let (prefix, trailer) = futures::future::try_join(
+        api.get_pack(collection, id, Some(0..u64::try_from(PACK_PREFIX_LEN).unwrap_or(0))),
+        api.get_pack_tail(collection, id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)),
+    )
+    .await?;
     let epoch = prefix.get(23..27).and_then(|b| b.try_into().ok()).map(u32::from_be_bytes).unwrap_or(u32::MAX);
     let keys = keys_for(epoch)?;
-    let trailer = api.get_pack_tail(collection, id, size, u64::try_from(PACK_TRAILER_LEN).unwrap_or(0)).await?;
     let len = usize::try_from(size).map_err(|_| ClientError::Protocol("pack size".into()))?;
     let (offset, index_len) = open_trailer(&keys, &prefix, &trailer, len)?;
     let start = u64::try_from(offset).unwrap_or(0);
@@ -705,13 +739,7 @@ async fn read_pack_index(
 /// replaces its index) is caught before the files are marked synced
 /// (SECURITY F4). Corruption inside a blob is left to readers and
 /// `keyhold check --read-data`, which authenticate every byte.
-async fn verify_stored(
-    api: &Api,
-    keys: &Arc<CollectionKeys>,
-    id: ObjectId,
-    size: u64,
-    entries: &[keyhold_core::pack::PackEntry],
-) -> Result<()> {
+async fn verify_stored(api: &Api, keys: &Arc<CollectionKeys>, id: ObjectId, size: u64, entries: &[PackEntry]) -> Result<()> {
     let lost = |why: &str| {
         tracing::error!(pack = %id, why, "the server acknowledged a pack it does not return intact");
         ClientError::Integrity(keyhold_core::Error::ContentMismatch)
