@@ -709,9 +709,9 @@ async fn fetch_all(
             manifests.get(&node.target.id).cloned().ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
         if node.size > BATCH_BYTES / 4 {
             // Large files stream a few chunks at a time.
-            let (tmp, mut file) = tempfile_in(root)?;
+            let (tmp, file) = tempfile_in(root)?;
             fetched.insert((*path).clone(), tmp.clone());
-            write_verified(client, coll, node, manifest, &mut file, bar).await?;
+            let file = write_verified(client, coll, node, manifest, file, &tmp, bar).await?;
             finish_file(&tmp, &file, node)?;
             continue;
         }
@@ -910,7 +910,8 @@ fn apply(
         Ok(())
     })();
     discard(fetched);
-    result.and_then(|()| make_durable(root, touched.iter().map(PathBuf::as_path)))
+    // A push changes no folder here, and then has nothing to flush.
+    result.and_then(|()| if touched.is_empty() { Ok(()) } else { make_durable(root, touched.iter().map(PathBuf::as_path)) })
 }
 
 #[cfg(unix)]
@@ -933,10 +934,12 @@ async fn fetch_verified(
         .await?
         .remove(&node.target.id)
         .ok_or_else(|| ClientError::MissingBlob(node.target.id.to_hex()))?;
-    let (path, mut file) = tempfile_in(dir)?;
-    let written = write_verified(client, coll, node, manifest, &mut file, bar).await;
-    let finished =
-        written.and_then(|()| finish_file(&path, &file, node)).and_then(|()| file.sync_all().map_err(ClientError::io(&path)));
+    let (path, file) = tempfile_in(dir)?;
+    let written = write_verified(client, coll, node, manifest, file, &path, bar).await;
+    let finished = written.and_then(|file| {
+        finish_file(&path, &file, node)?;
+        file.sync_all().map_err(ClientError::io(&path))
+    });
     match finished {
         Ok(()) => Ok(path),
         Err(e) => {
@@ -1005,23 +1008,28 @@ fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     }
 }
 
-/// Streams a file's authenticated chunks, in order, into `out`: a few
-/// runs of chunks are in flight while earlier ones are decrypted and
-/// written, so memory stays bounded and the network never waits.
+/// Streams a file's authenticated chunks, in order, into `file` (new and
+/// empty, at `path`), and returns it: a few runs of chunks are in flight
+/// while earlier ones are decrypted and written, so memory stays bounded
+/// and the network never waits. The writes spare the page cache (see
+/// [`keyhold_fs`]): a large download would otherwise cost more CPU in
+/// copying than in decrypting, and evict what the user works on.
 pub(crate) async fn write_verified(
     client: &Client,
     coll: &mut Collection,
     node: &RemoteNode,
     manifest: Manifest,
-    out: &mut impl Write,
+    file: std::fs::File,
+    path: &Path,
     bar: &ProgressBar,
-) -> Result<()> {
+) -> Result<std::fs::File> {
     const RUN: usize = 4;
     const IN_FLIGHT: usize = 4;
     let keys = coll.keys_for(node.target.epoch)?.clone();
     let ids: Vec<BlobId> = manifest.chunks.iter().map(|c| c.id).collect();
     let located = client.locate(coll, &ids).await?;
     let mut decryptor = FileDecryptor::new(&keys, manifest);
+    let mut out = keyhold_fs::DirectAppender::new(file, write_buffers());
     // Spawned, so downloads progress while this task decrypts and writes.
     let runs = located.chunks(RUN).map(|run| {
         let (api, wanted, collection) = (client.api.clone(), run.to_vec(), coll.id);
@@ -1031,10 +1039,21 @@ pub(crate) async fn write_verified(
     while let Some((run, fetched)) = runs.next().await {
         let mut blobs = fetched.map_err(|e| ClientError::Protocol(e.to_string()))??;
         let mut uses = count_uses(run.iter().map(|(id, _)| *id));
-        write_chunks(&mut decryptor, run.len(), &mut blobs, &mut uses, out, Path::new("(download)"), bar)?;
+        for _ in 0..run.len() {
+            let Some(plain) = open_next_chunk(&mut decryptor, &mut blobs, &mut uses)? else { break };
+            out.write(&plain).await.map_err(ClientError::io(path))?;
+            bar.inc(u64::try_from(plain.len()).unwrap_or(0));
+        }
     }
     decryptor.finish()?;
-    Ok(())
+    out.finish().await.map_err(ClientError::io(path))
+}
+
+/// Write buffers for large downloads, shared by every download of this
+/// process (two per file being written; a few kept warm).
+fn write_buffers() -> Arc<keyhold_fs::BufferPool> {
+    static POOL: std::sync::OnceLock<Arc<keyhold_fs::BufferPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| keyhold_fs::BufferPool::new(2)).clone()
 }
 
 /// How many times each blob is used, so [`write_chunks`] can move each
@@ -1059,16 +1078,26 @@ fn write_chunks(
     bar: &ProgressBar,
 ) -> Result<()> {
     for _ in 0..count {
-        let Some(chunk) = decryptor.expected().copied() else { break };
-        let left = uses.get_mut(&chunk.id).map(|n| {
-            *n = n.saturating_sub(1);
-            *n
-        });
-        // Identical files and repeated chunks share a ciphertext.
-        let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
-        let plain = decryptor.open_next(ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?)?;
+        let Some(plain) = open_next_chunk(decryptor, blobs, uses)? else { break };
         out.write_all(&plain).map_err(ClientError::io(out_path))?;
         bar.inc(u64::try_from(plain.len()).unwrap_or(0));
     }
     Ok(())
+}
+
+/// Authenticates the decryptor's next chunk, taking its ciphertext from
+/// `blobs`; `None` once the file is complete.
+fn open_next_chunk(
+    decryptor: &mut FileDecryptor<'_>,
+    blobs: &mut HashMap<BlobId, Vec<u8>>,
+    uses: &mut HashMap<BlobId, usize>,
+) -> Result<Option<Vec<u8>>> {
+    let Some(chunk) = decryptor.expected().copied() else { return Ok(None) };
+    let left = uses.get_mut(&chunk.id).map(|n| {
+        *n = n.saturating_sub(1);
+        *n
+    });
+    // Identical files and repeated chunks share a ciphertext.
+    let ciphertext = if left == Some(0) { blobs.remove(&chunk.id) } else { blobs.get(&chunk.id).cloned() };
+    Ok(Some(decryptor.open_next(ciphertext.ok_or_else(|| ClientError::MissingBlob(chunk.id.to_hex()))?)?))
 }
