@@ -251,7 +251,7 @@ fn encrypt_file(
     job: &EncryptJob,
     keys: &CollectionKeys,
     progress: &ProgressBar,
-    buf: &mut Vec<u8>,
+    buf: &mut keyhold_fs::PageAligned,
     out: &mut Outbox,
 ) -> Result<Encrypted> {
     let path = job.path.as_path();
@@ -259,9 +259,7 @@ fn encrypt_file(
     let mut encryptor = FileEncryptor::new(keys);
     // One buffer per worker, sized to the largest file read so far.
     let want = usize::try_from(job.node.stat.size.saturating_add(1)).unwrap_or(READ_BUF).min(READ_BUF);
-    if buf.len() < want {
-        buf.resize(want, 0);
-    }
+    let buf = buf.reserve(want);
     let mut total = 0u64;
     // Reading stops at the scanned size; the check below catches a file
     // that changed size meanwhile, so no extra read is spent on EOF.
@@ -310,7 +308,7 @@ async fn encrypt_all(
         let (jobs, next, keys, bar) = (jobs.clone(), next.clone(), keys.clone(), bar.clone());
         let mut outbox = Outbox { packer: uploader.packer(), batch: EncryptBatch::default(), tx: tx.clone() };
         tokio::task::spawn_blocking(move || {
-            let mut buf = Vec::new();
+            let mut buf = keyhold_fs::PageAligned::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(job) = jobs.get(i) else { break };

@@ -173,9 +173,13 @@ impl BlobStore {
     /// Reads an object, or a byte range of it.
     pub async fn get(&self, account: AccountId, id: ObjectId, range: Option<Range<u64>>) -> Result<Bytes, BlobError> {
         let path = location(account, id);
-        match range {
-            Some(r) => self.store.get_range(&path, r).await.map_err(not_found),
-            None => self.store.get(&path).await.map_err(not_found)?.bytes().await.map_err(not_found),
+        match (range, &self.local) {
+            (Some(r), Some(local)) => local.read_range(path.as_ref(), r).await.map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BlobError::NotFound,
+                _ => local_error(e),
+            }),
+            (Some(r), None) => self.store.get_range(&path, r).await.map_err(not_found),
+            (None, _) => self.store.get(&path).await.map_err(not_found)?.bytes().await.map_err(not_found),
         }
     }
 }
