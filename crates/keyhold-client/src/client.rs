@@ -931,7 +931,13 @@ impl Uploader {
                         verify_stored(&api, &keys, id, size, &entries).await?;
                         // Recorded at once, so a sync that stops after this
                         // point resumes without sending this pack again (F3).
-                        state.add_packs(collection, [(id, size, entries.as_slice())])?;
+                        // A blocking thread waits for SQLite's sync, so the
+                        // runtime goes on driving the other uploads.
+                        let entries = tokio::task::spawn_blocking(move || {
+                            state.add_packs(collection, [(id, size, entries.as_slice())]).map(|()| entries)
+                        })
+                        .await
+                        .map_err(|e| ClientError::Protocol(e.to_string()))??;
                         return Ok((id, size, entries));
                     }
                     Err(ClientError::Http(e)) if attempt < 3 => {
