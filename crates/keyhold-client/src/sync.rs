@@ -394,6 +394,16 @@ async fn sync_round(
         tracing::debug!(phase = name, ms = started.elapsed().as_secs_f64() * 1e3, "sync phase done");
         started = std::time::Instant::now();
     };
+    // The folder is walked while the head is verified and the base loaded:
+    // neither depends on the other, and each takes tens of milliseconds
+    // for a few thousand files.
+    let scanning = {
+        let root = root.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let mut found = SyncReport::default();
+            scan(&root, &mut found).map(|local| (local, found.skipped))
+        })
+    };
     let committed = client.committed_head(coll).await?;
     let head = client.verified_head(coll).await?;
     client.check_committed_head(coll, committed.as_ref(), head.as_ref()).await?;
@@ -407,8 +417,9 @@ async fn sync_round(
         None => Tree::new(),
     };
     phase("remote tree");
-    let local = scan(root, &mut report)?;
-    phase("scan");
+    let (local, skipped) = scanning.await.map_err(|e| ClientError::Protocol(format!("folder scan stopped: {e}")))??;
+    report.skipped.extend(skipped);
+    phase("scan (what was left of it)");
 
     // Plan (`merge`): decide from stats and remote targets, then read the
     // files to upload and those changed on both sides, and resolve by content.
