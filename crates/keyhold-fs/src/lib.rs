@@ -76,13 +76,6 @@ pub struct PageAligned {
 }
 
 impl PageAligned {
-    /// A buffer of `len` zero bytes.
-    pub fn zeroed(len: usize) -> Self {
-        let mut buf = PageAligned::default();
-        buf.reserve(len);
-        buf
-    }
-
     /// Makes the buffer `len` bytes long, growing it if needed (the
     /// contents are unspecified afterwards), and returns it.
     pub fn reserve(&mut self, len: usize) -> &mut [u8] {
@@ -105,6 +98,25 @@ impl AsMut<[u8]> for PageAligned {
     fn as_mut(&mut self) -> &mut [u8] {
         self.raw.get_mut(self.offset..self.offset.saturating_add(self.len)).unwrap_or_default()
     }
+}
+
+/// Reads `len` bytes at `offset` of `file` into a new buffer, where they
+/// start on a page boundary (see [`PageAligned`] for why); returns the
+/// buffer and the position the bytes start at. The buffer is not zeroed
+/// first, and comes from the allocator's free memory when it has some, so
+/// a server answering range after range touches no fresh pages.
+pub fn read_aligned(file: &File, offset: u64, len: usize) -> std::io::Result<(Vec<u8>, usize)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut buf: Vec<u8> = Vec::with_capacity(len.saturating_add(ALIGN));
+    let start = buf.as_ptr().align_offset(ALIGN);
+    buf.resize(start, 0);
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    file.take(u64::try_from(len).unwrap_or(u64::MAX)).read_to_end(&mut buf)?;
+    if buf.len() - start != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok((buf, start))
 }
 
 /// A buffer with a [`BLOCK`]-long region aligned to [`ALIGN`].
@@ -319,9 +331,22 @@ mod tests {
             slice.fill(7);
             assert_eq!(buf.as_ref(), vec![7; len]);
         }
-        let zeroed = PageAligned::zeroed(5000);
-        assert_eq!(zeroed.as_ref(), [0; 5000]);
-        assert_eq!(zeroed.as_ref().as_ptr().align_offset(ALIGN), 0);
+    }
+
+    #[test]
+    fn aligned_reads_return_exactly_the_range_on_a_page_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| u8::try_from(i % 251).unwrap()).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        for (offset, len) in [(0usize, 0usize), (0, 1), (1, 4096), (777, 50_000), (99_999, 1), (0, 100_000)] {
+            let (buf, start) = read_aligned(&file, u64::try_from(offset).unwrap(), len).unwrap();
+            assert_eq!(&buf[start..], &data[offset..offset + len]);
+            assert!(len == 0 || buf[start..].as_ptr().align_offset(ALIGN) == 0);
+        }
+        let short = read_aligned(&file, 99_000, 2000).unwrap_err();
+        assert_eq!(short.kind(), std::io::ErrorKind::UnexpectedEof);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

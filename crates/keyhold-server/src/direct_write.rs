@@ -17,12 +17,11 @@
 //! never published is removed.
 
 use std::ops::Range;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use keyhold_fs::{BufferPool, DirectAppender, PageAligned};
+use keyhold_fs::{BufferPool, DirectAppender};
 
 /// Write buffers kept for reuse (memory: this many times [`keyhold_fs::BLOCK`]).
 const KEPT_BUFFERS: usize = 8;
@@ -61,17 +60,17 @@ impl DirectWriter {
         Ok(Staging { dest, path, out: Some(DirectAppender::new(file, self.buffers.clone())), published: false })
     }
 
-    /// Reads bytes `range` of the object at `relative` into a page-aligned
-    /// buffer (see [`keyhold_fs::PageAligned`]: into `object_store`'s
-    /// buffers, 16 bytes off a page, the same read costs several times the
-    /// CPU). The caller checked the range against the object's size.
+    /// Reads bytes `range` of the object at `relative` so that they land on
+    /// a page boundary (see [`keyhold_fs::PageAligned`]: into
+    /// `object_store`'s buffers, 16 bytes off a page, the same read costs
+    /// several times the CPU). The caller checked the range against the
+    /// object's size.
     pub(crate) async fn read_range(&self, relative: &str, range: Range<u64>) -> std::io::Result<Bytes> {
         let path = self.root.join(relative);
         tokio::task::spawn_blocking(move || {
             let len = usize::try_from(range.end.saturating_sub(range.start)).map_err(std::io::Error::other)?;
-            let mut buf = PageAligned::zeroed(len);
-            std::fs::File::open(&path)?.read_exact_at(buf.as_mut(), range.start)?;
-            Ok(Bytes::from_owner(buf))
+            let (buf, start) = keyhold_fs::read_aligned(&std::fs::File::open(&path)?, range.start, len)?;
+            Ok(Bytes::from(buf).slice(start..))
         })
         .await
         .map_err(std::io::Error::other)?
