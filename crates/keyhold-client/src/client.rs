@@ -520,7 +520,6 @@ impl Client {
                 self.record_packs(coll, std::mem::take(&mut batch))?;
             }
         }
-        drop(reads);
         self.record_packs(coll, batch)?;
         Ok(damaged)
     }

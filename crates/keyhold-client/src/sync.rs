@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,7 @@ use keyhold_core::{
     BlobId, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng,
     seal_revision, validate_name,
 };
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
 use crate::api::CommitResult;
@@ -33,10 +35,6 @@ use crate::state::{BaseEntry, Stat};
 
 const READ_BUF: usize = 8 << 20;
 const TMP_PREFIX: &str = ".keyhold-tmp-";
-
-use std::os::unix::ffi::OsStrExt;
-
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 const MAX_ROUNDS: usize = 8;
 
 /// What a sync did.
@@ -63,9 +61,13 @@ pub struct SyncReport {
 #[cfg(unix)]
 fn stat_of(meta: &std::fs::Metadata) -> (Stat, u32, i64) {
     use std::os::unix::fs::MetadataExt;
-    let mtime_ns = meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec());
-    let ctime_ns = meta.ctime().saturating_mul(1_000_000_000).saturating_add(meta.ctime_nsec());
+    let (mtime_ns, ctime_ns) = (time_ns(meta.mtime(), meta.mtime_nsec()), time_ns(meta.ctime(), meta.ctime_nsec()));
     (Stat { size: meta.len(), mtime_ns, ino: meta.ino(), ctime_ns }, meta.mode() & 0o7777, mtime_ns)
+}
+
+/// A file time as nanoseconds since the epoch, from `stat`'s seconds and nanoseconds.
+fn time_ns(secs: i64, nsecs: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
 fn local_path(root: &Path, rel: &str) -> PathBuf {
@@ -78,15 +80,19 @@ fn now_ns() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
-/// Walks the folder. Names no collection can hold are reported, not mangled.
-fn scan(root: &Path, report: &mut SyncReport) -> Result<BTreeMap<String, LocalNode>> {
+/// What a scan skipped: (path, why).
+type Skipped = Vec<(String, String)>;
+
+/// Walks the folder. Names no collection can hold are reported in the
+/// second list, not mangled.
+fn scan(root: &Path) -> Result<(BTreeMap<String, LocalNode>, Skipped)> {
     let dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| ClientError::io(root)(e.into()))?;
-    let mut found = Vec::new();
-    scan_folder(root, dir, "", &mut found, report)?;
+    let (mut found, mut skipped) = (Vec::new(), Vec::new());
+    scan_folder(root, dir, "", &mut found, &mut skipped)?;
     // Sorted by path, so the map is built in one pass.
     found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    Ok(found.into_iter().collect())
+    Ok((found.into_iter().collect(), skipped))
 }
 
 /// Lists one folder and what lies below it, relative to its open handle:
@@ -97,7 +103,7 @@ fn scan_folder(
     dir: std::os::fd::OwnedFd,
     prefix: &str,
     found: &mut Vec<(String, LocalNode)>,
-    report: &mut SyncReport,
+    skipped: &mut Skipped,
 ) -> Result<()> {
     // A folder that cannot be read is an error, not a skip: its files
     // would otherwise look deleted here and be deleted everywhere.
@@ -117,7 +123,7 @@ fn scan_folder(
     }
     for name in names {
         let Some(text) = std::str::from_utf8(&name).ok().filter(|n| validate_name(n).is_ok()) else {
-            report.skipped.push((
+            skipped.push((
                 path.join(std::ffi::OsStr::from_bytes(&name)).display().to_string(),
                 "name is not valid UTF-8 or cannot be synced".into(),
             ));
@@ -141,11 +147,11 @@ fn scan_folder(
         };
         let kind = FileType::from_raw_mode(st.st_mode);
         if kind != FileType::RegularFile && kind != FileType::Directory {
-            report.skipped.push((rel, "not a regular file or folder (symlinks and devices are not synced)".into()));
+            skipped.push((rel, "not a regular file or folder (symlinks and devices are not synced)".into()));
             continue;
         }
-        let mtime_ns = st.st_mtime.saturating_mul(1_000_000_000).saturating_add(i64::try_from(st.st_mtime_nsec).unwrap_or(0));
-        let ctime_ns = st.st_ctime.saturating_mul(1_000_000_000).saturating_add(i64::try_from(st.st_ctime_nsec).unwrap_or(0));
+        let mtime_ns = time_ns(st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0));
+        let ctime_ns = time_ns(st.st_ctime, i64::try_from(st.st_ctime_nsec).unwrap_or(0));
         let stat = Stat { size: u64::try_from(st.st_size).unwrap_or(0), mtime_ns, ino: st.st_ino, ctime_ns };
         let is_dir = kind == FileType::Directory;
         found.push((rel.clone(), LocalNode { is_dir, mode: st.st_mode & 0o7777, mtime_ns, stat }));
@@ -157,7 +163,7 @@ fn scan_folder(
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                 Mode::empty(),
             ) {
-                Ok(fd) => scan_folder(&sub, fd, &rel, found, report)?,
+                Ok(fd) => scan_folder(&sub, fd, &rel, found, skipped)?,
                 Err(rustix::io::Errno::NOENT) => {}
                 Err(e) => return Err(unreadable(e)),
             }
@@ -399,10 +405,7 @@ async fn sync_round(
     // for a few thousand files.
     let scanning = {
         let root = root.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            let mut found = SyncReport::default();
-            scan(&root, &mut found).map(|local| (local, found.skipped))
-        })
+        tokio::task::spawn_blocking(move || scan(&root))
     };
     let committed = client.committed_head(coll).await?;
     let head = client.verified_head(coll).await?;
