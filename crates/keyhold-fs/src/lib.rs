@@ -29,7 +29,7 @@ pub const BLOCK: usize = 4 << 20;
 /// first touch, warm buffers cost nothing.
 pub struct BufferPool {
     kept: usize,
-    buffers: Mutex<Vec<Vec<u8>>>,
+    buffers: Mutex<Vec<PageAligned>>,
 }
 
 impl BufferPool {
@@ -43,24 +43,26 @@ impl BufferPool {
         self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
-    fn take(&self) -> Aligned {
-        let mut raw = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default();
-        raw.resize(BLOCK + ALIGN, 0);
-        Aligned(raw)
+    /// A [`BLOCK`]-long page-aligned buffer, warm if one was given back.
+    fn take(&self) -> PageAligned {
+        let mut buffer = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default();
+        buffer.reserve(BLOCK);
+        buffer
     }
 
-    fn give_back(&self, buffer: Aligned) {
-        if buffer.0.is_empty() {
+    fn give_back(&self, buffer: PageAligned) {
+        if buffer.as_ref().is_empty() {
             return;
         }
         let mut kept = self.buffers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if kept.len() < self.kept {
-            kept.push(buffer.0);
+            kept.push(buffer);
         }
     }
 }
 
-/// A byte buffer that starts on a page boundary, for `read` to copy into.
+/// A byte buffer that starts on a page boundary: what `O_DIRECT` needs to
+/// write from, and where `read` copies fastest.
 ///
 /// Where a read lands matters more than it seems: on this project's AMD
 /// EPYC machines, `read` of page-cache data into a large `Vec` (which
@@ -119,16 +121,6 @@ pub fn read_aligned(file: &File, offset: u64, len: usize) -> std::io::Result<(Ve
     Ok((buf, start))
 }
 
-/// A buffer with a [`BLOCK`]-long region aligned to [`ALIGN`].
-struct Aligned(Vec<u8>);
-
-impl Aligned {
-    fn region(&mut self) -> std::io::Result<&mut [u8]> {
-        let offset = self.0.as_ptr().align_offset(ALIGN);
-        self.0.get_mut(offset..offset.saturating_add(BLOCK)).ok_or_else(|| std::io::Error::other("unaligned buffer"))
-    }
-}
-
 /// The file and whether it is (still) written with `O_DIRECT`.
 struct Target {
     file: File,
@@ -157,11 +149,11 @@ pub struct DirectAppender {
     pool: Arc<BufferPool>,
     /// The file, unless a block write has it.
     target: Option<Target>,
-    writing: Option<tokio::task::JoinHandle<std::io::Result<(Target, Aligned)>>>,
+    writing: Option<tokio::task::JoinHandle<std::io::Result<(Target, PageAligned)>>>,
     /// Filled from the front; `filled` bytes so far.
-    fill: Aligned,
+    fill: PageAligned,
     filled: usize,
-    spare: Option<Aligned>,
+    spare: Option<PageAligned>,
     /// Bytes handed to block writes so far.
     written: u64,
 }
@@ -179,7 +171,7 @@ impl DirectAppender {
     /// Appends bytes; full blocks go to the disk while the next fills.
     pub async fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
-            let region = self.fill.region()?;
+            let region = self.fill.as_mut();
             let take = data.len().min(BLOCK - self.filled);
             let (head, rest) = data.split_at(take);
             region
@@ -201,12 +193,12 @@ impl DirectAppender {
         self.settle().await?;
         let mut target = self.target.take().ok_or_else(|| std::io::Error::other("file lost by an earlier error"))?;
         let next = self.spare.take().unwrap_or_else(|| self.pool.take());
-        let mut full = std::mem::replace(&mut self.fill, next);
+        let full = std::mem::replace(&mut self.fill, next);
         let at = self.written;
         self.written += u64::try_from(BLOCK).unwrap_or(0);
         self.filled = 0;
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            target.write_at(full.region()?, at)?;
+            target.write_at(full.as_ref(), at)?;
             Ok((target, full))
         }));
         Ok(())
@@ -227,7 +219,7 @@ impl DirectAppender {
     pub async fn finish(mut self) -> std::io::Result<File> {
         self.settle().await?;
         let mut target = self.target.take().ok_or_else(|| std::io::Error::other("file lost by an earlier error"))?;
-        let mut last = std::mem::replace(&mut self.fill, Aligned(Vec::new()));
+        let mut last = std::mem::take(&mut self.fill);
         let (filled, at) = (self.filled, self.written);
         let (result, last) = tokio::task::spawn_blocking(move || {
             let result = (|| {
@@ -235,7 +227,7 @@ impl DirectAppender {
                     // With O_DIRECT the last block is padded to the
                     // alignment, then the file is cut back to its length.
                     let len = if target.direct { filled.next_multiple_of(ALIGN) } else { filled };
-                    let region = last.region()?;
+                    let region = last.as_mut();
                     region.get_mut(filled..len).unwrap_or_default().fill(0);
                     target.write_at(region.get(..len).unwrap_or_default(), at)?;
                     if len != filled {
@@ -261,7 +253,7 @@ impl Drop for DirectAppender {
         if let Some(spare) = self.spare.take() {
             self.pool.give_back(spare);
         }
-        self.pool.give_back(std::mem::replace(&mut self.fill, Aligned(Vec::new())));
+        self.pool.give_back(std::mem::take(&mut self.fill));
     }
 }
 
