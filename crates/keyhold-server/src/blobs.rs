@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::config::S3Config;
-use crate::direct_write::{DirectWriter, Staging};
+use crate::local_packs::{LocalPacks, Staging};
 use keyhold_proto::{AccountId, ObjectId};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -70,8 +70,8 @@ fn local_error(e: std::io::Error) -> BlobError {
 #[derive(Clone)]
 pub struct BlobStore {
     store: Arc<dyn ObjectStore>,
-    /// For a local folder: writes packs itself (see `direct_write`).
-    local: Option<Arc<DirectWriter>>,
+    /// For a local folder: writes packs and reads their ranges itself (see `local_packs`).
+    local: Option<Arc<LocalPacks>>,
 }
 
 fn location(account: AccountId, id: ObjectId) -> ObjectPath {
@@ -95,7 +95,7 @@ impl BlobStore {
         // The same folder as `LocalFileSystem` resolved (canonical), so both
         // name an object by the same file.
         let root = std::fs::canonicalize(dir).map_err(local_error)?;
-        Ok(BlobStore { store: Arc::new(store), local: Some(Arc::new(DirectWriter::new(root))) })
+        Ok(BlobStore { store: Arc::new(store), local: Some(Arc::new(LocalPacks::new(root))) })
     }
 
     /// A store in an S3-compatible bucket. A successful `PUT` there is
@@ -140,7 +140,7 @@ impl BlobStore {
     }
 
     /// Starts storing an object whose bytes arrive piece by piece: in a
-    /// local folder they go to disk as they come (see `direct_write`); an
+    /// local folder they go to disk as they come (see `local_packs`); an
     /// S3 object is sent whole at [`BlobUpload::publish`]. Nothing is
     /// visible before then, and dropping the upload leaves nothing behind.
     pub async fn begin(&self, account: AccountId, id: ObjectId) -> Result<BlobUpload, BlobError> {

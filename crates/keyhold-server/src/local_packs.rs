@@ -1,7 +1,8 @@
-//! Durable, atomic writes of packs into the local blob folder, streamed
-//! as they arrive and laid out exactly as `object_store`'s
-//! `LocalFileSystem` lays them out (so it reads, lists and deletes them as
-//! its own).
+//! The local blob folder's own fast paths, beside `object_store`'s
+//! `LocalFileSystem` (which still lists, deletes and streams whole
+//! objects): durable, atomic pack writes streamed as they arrive, and
+//! page-aligned range reads. Packs are laid out exactly as
+//! `LocalFileSystem` lays them out, so it takes them as its own.
 //!
 //! Why not `LocalFileSystem::put`: it takes the whole object in memory, and
 //! a buffered write copies every byte into the page cache before `fsync`
@@ -26,13 +27,13 @@ use keyhold_fs::{BufferPool, DirectAppender};
 /// Write buffers kept for reuse (memory: this many times [`keyhold_fs::BLOCK`]).
 const KEPT_BUFFERS: usize = 8;
 
-/// Writes objects under a root folder.
-pub(crate) struct DirectWriter {
+/// Writes objects under a root folder, and reads ranges of them.
+pub(crate) struct LocalPacks {
     root: PathBuf,
     buffers: Arc<BufferPool>,
 }
 
-/// One object being received (see [`DirectWriter::stage`]).
+/// One object being received (see [`LocalPacks::stage`]).
 pub(crate) struct Staging {
     dest: PathBuf,
     path: PathBuf,
@@ -41,9 +42,9 @@ pub(crate) struct Staging {
     published: bool,
 }
 
-impl DirectWriter {
+impl LocalPacks {
     pub(crate) fn new(root: PathBuf) -> Self {
-        DirectWriter { root, buffers: BufferPool::new(KEPT_BUFFERS) }
+        LocalPacks { root, buffers: BufferPool::new(KEPT_BUFFERS) }
     }
 
     /// Starts the object at `relative` (a path of parsed ids): a staging
@@ -143,7 +144,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
 
-    async fn put(writer: &Arc<DirectWriter>, relative: &str, data: &[u8]) {
+    async fn put(writer: &Arc<LocalPacks>, relative: &str, data: &[u8]) {
         let mut staging = writer.stage(relative).await.unwrap();
         staging.write(data).await.unwrap();
         staging.publish().await.unwrap();
@@ -159,7 +160,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn publishes_whole_objects_readable_by_range_and_leaves_no_staging_file() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(DirectWriter::new(dir.path().to_owned()));
+        let writer = Arc::new(LocalPacks::new(dir.path().to_owned()));
         for (i, len) in [0usize, 1, 4097, keyhold_fs::BLOCK + 12_345].into_iter().enumerate() {
             let data: Vec<u8> = (0..len).map(|j| u8::try_from((j * 31 + i) % 251).unwrap()).collect();
             let name = format!("acct/obj{i}");
@@ -178,7 +179,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unpublished_upload_leaves_nothing_and_a_published_one_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = Arc::new(DirectWriter::new(dir.path().to_owned()));
+        let writer = Arc::new(LocalPacks::new(dir.path().to_owned()));
         put(&writer, "a/b", b"first version, longer").await;
         let mut cut_off = writer.stage("a/b").await.unwrap();
         cut_off.write(&vec![9u8; keyhold_fs::BLOCK + 5]).await.unwrap();
