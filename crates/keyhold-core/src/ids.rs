@@ -55,6 +55,22 @@ macro_rules! random_id {
                 rng.fill_bytes(&mut bytes);
                 $name(bytes)
             }
+
+            /// `n` fresh random ids from one draw of `rng`: with the OS
+            /// generator, one system call rather than `n` (a first sync of
+            /// 20,000 files spent 10 ms in `getrandom`).
+            pub fn generate_many(rng: &mut impl CryptoRng, n: usize) -> Vec<Self> {
+                let mut bytes = vec![0u8; n.saturating_mul(16)];
+                rng.fill_bytes(&mut bytes);
+                bytes
+                    .chunks_exact(16)
+                    .map(|c| {
+                        let mut id = [0u8; 16];
+                        id.copy_from_slice(c);
+                        $name(id)
+                    })
+                    .collect()
+            }
         }
     };
 }
@@ -137,5 +153,19 @@ impl ObjectHasher {
     /// The id of everything appended.
     pub fn finish(&self) -> ObjectId {
         ObjectId(*self.0.finalize().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn ids_drawn_together_are_distinct() {
+        assert!(FileId::generate_many(&mut crate::os_rng(), 0).is_empty());
+        let ids = FileId::generate_many(&mut crate::os_rng(), 1000);
+        let distinct: std::collections::HashSet<[u8; 16]> = ids.iter().map(|id| id.0).collect();
+        assert_eq!((ids.len(), distinct.len()), (1000, 1000));
     }
 }
