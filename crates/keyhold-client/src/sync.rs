@@ -21,8 +21,8 @@ use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use keyhold_core::pack::PackBuilder;
 use keyhold_core::{
-    BlobId, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision, os_rng,
-    seal_revision, validate_name,
+    BlobId, BlobRef, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision,
+    SealedBlob, os_rng, seal_revision, validate_name,
 };
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
@@ -85,45 +85,91 @@ type Skipped = Vec<(String, String)>;
 
 /// Walks the folder. Names no collection can hold are reported in the
 /// second list, not mangled.
+///
+/// The top-level subfolders are walked on every core: a scan is mostly
+/// one `statx` per entry, and at the start of a sync nothing else keeps the
+/// second core busy (20,000 files in 100 folders: 45 ms on one core).
 fn scan(root: &Path) -> Result<(BTreeMap<String, LocalNode>, Skipped)> {
     let dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| ClientError::io(root)(e.into()))?;
-    let (mut found, mut skipped) = (Vec::new(), Vec::new());
-    scan_folder(root, dir, "", &mut found, &mut skipped)?;
+    let mut top = Walk::default();
+    let mut subfolders = Vec::new();
+    scan_folder(root, &dir, "", &mut top, Some(&mut subfolders))?;
+    let next = AtomicUsize::new(0);
+    let walk_some = || -> Result<Walk> {
+        let mut walk = Walk::default();
+        while let Some((name, rel)) = subfolders.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let path = local_path(root, rel);
+            match rustix::fs::openat(&dir, &name[..], SUBFOLDER_FLAGS, Mode::empty()) {
+                Ok(fd) => scan_folder(&path, &fd, rel, &mut walk, None)?,
+                // Deleted since it was listed: as if never seen.
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(unreadable(&path, e)),
+            }
+        }
+        Ok(walk)
+    };
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).min(subfolders.len());
+    let walks = std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..workers).map(|_| s.spawn(walk_some)).collect();
+        let mut walks = vec![walk_some()];
+        walks.extend(
+            helpers.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(ClientError::Protocol("a folder scan stopped".into())))),
+        );
+        walks
+    });
+    let Walk { mut found, mut skipped } = top;
+    for walk in walks {
+        let walk = walk?;
+        found.extend(walk.found);
+        skipped.extend(walk.skipped);
+    }
     // Sorted by path, so the map is built in one pass.
     found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     Ok((found.into_iter().collect(), skipped))
 }
 
+/// What one thread of a scan found.
+#[derive(Default)]
+struct Walk {
+    found: Vec<(String, LocalNode)>,
+    skipped: Skipped,
+}
+
+const SUBFOLDER_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+/// A folder that cannot be read is an error, not a skip: its files would
+/// otherwise look deleted here and be deleted everywhere.
+fn unreadable(path: &Path, e: rustix::io::Errno) -> ClientError {
+    ClientError::Usage(format!(
+        "cannot read folder {}: {}; fix its permissions or move it out of the synced folder",
+        path.display(),
+        std::io::Error::from(e)
+    ))
+}
+
 /// Lists one folder and what lies below it, relative to its open handle:
 /// each entry is stat'ed by name in its folder (`fstatat`), not by a path
 /// the kernel walks again from the root (a third of a scan's time).
+/// Subfolders go to `subfolders` (name, relative path) when it is given,
+/// to be walked later, and are walked at once otherwise.
 fn scan_folder(
     path: &Path,
-    dir: std::os::fd::OwnedFd,
+    dir: &std::os::fd::OwnedFd,
     prefix: &str,
-    found: &mut Vec<(String, LocalNode)>,
-    skipped: &mut Skipped,
+    walk: &mut Walk,
+    mut subfolders: Option<&mut Vec<(Vec<u8>, String)>>,
 ) -> Result<()> {
-    // A folder that cannot be read is an error, not a skip: its files
-    // would otherwise look deleted here and be deleted everywhere.
-    let unreadable = |e: rustix::io::Errno| {
-        ClientError::Usage(format!(
-            "cannot read folder {}: {}; fix its permissions or move it out of the synced folder",
-            path.display(),
-            std::io::Error::from(e)
-        ))
-    };
     let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&dir).map_err(unreadable)? {
-        let name = entry.map_err(unreadable)?.file_name().to_bytes().to_vec();
+    for entry in rustix::fs::Dir::read_from(dir).map_err(|e| unreadable(path, e))? {
+        let name = entry.map_err(|e| unreadable(path, e))?.file_name().to_bytes().to_vec();
         if name != b"." && name != b".." {
             names.push(name);
         }
     }
     for name in names {
         let Some(text) = std::str::from_utf8(&name).ok().filter(|n| validate_name(n).is_ok()) else {
-            skipped.push((
+            walk.skipped.push((
                 path.join(std::ffi::OsStr::from_bytes(&name)).display().to_string(),
                 "name is not valid UTF-8 or cannot be synced".into(),
             ));
@@ -133,7 +179,7 @@ fn scan_folder(
             continue;
         }
         let rel = if prefix.is_empty() { text.to_owned() } else { format!("{prefix}/{text}") };
-        let st = match rustix::fs::statat(&dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
+        let st = match rustix::fs::statat(dir, &name[..], AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) => st,
             // Deleted since it was listed: as if never seen.
             Err(rustix::io::Errno::NOENT) => continue,
@@ -147,26 +193,26 @@ fn scan_folder(
         };
         let kind = FileType::from_raw_mode(st.st_mode);
         if kind != FileType::RegularFile && kind != FileType::Directory {
-            skipped.push((rel, "not a regular file or folder (symlinks and devices are not synced)".into()));
+            walk.skipped.push((rel, "not a regular file or folder (symlinks and devices are not synced)".into()));
             continue;
         }
         let mtime_ns = time_ns(st.st_mtime, i64::try_from(st.st_mtime_nsec).unwrap_or(0));
         let ctime_ns = time_ns(st.st_ctime, i64::try_from(st.st_ctime_nsec).unwrap_or(0));
         let stat = Stat { size: u64::try_from(st.st_size).unwrap_or(0), mtime_ns, ino: st.st_ino, ctime_ns };
         let is_dir = kind == FileType::Directory;
-        found.push((rel.clone(), LocalNode { is_dir, mode: st.st_mode & 0o7777, mtime_ns, stat }));
-        if is_dir {
-            let sub = path.join(text);
-            match rustix::fs::openat(
-                &dir,
-                &name[..],
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => scan_folder(&sub, fd, &rel, found, skipped)?,
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(unreadable(e)),
-            }
+        walk.found.push((rel.clone(), LocalNode { is_dir, mode: st.st_mode & 0o7777, mtime_ns, stat }));
+        if !is_dir {
+            continue;
+        }
+        if let Some(later) = subfolders.as_deref_mut() {
+            later.push((name, rel));
+            continue;
+        }
+        let sub = path.join(text);
+        match rustix::fs::openat(dir, &name[..], SUBFOLDER_FLAGS, Mode::empty()) {
+            Ok(fd) => scan_folder(&sub, &fd, &rel, walk, None)?,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(unreadable(&sub, e)),
         }
     }
     Ok(())
@@ -183,11 +229,35 @@ struct EncryptJob {
     node: LocalNode,
     identity: (FileId, u64),
     name: String,
+    /// No earlier version exists, so the manifest is uploaded whatever the
+    /// merge decides: the worker queues it itself.
+    new_file: bool,
 }
 
-/// A manifest and its sealed blob, or `None` for a file that changed while
-/// it was read (it is retried on the next sync).
-type Encrypted = Option<(Manifest, keyhold_core::SealedBlob)>;
+/// A file's sealed manifest: queued by the worker that sealed it, or
+/// handed back to be queued if the merge keeps it.
+enum ManifestBlob {
+    Queued(BlobRef),
+    Sealed(SealedBlob),
+}
+
+impl ManifestBlob {
+    /// Where the manifest is (queueing it first if it was not).
+    fn queue(self, keys: &CollectionKeys, uploader: &mut Uploader) -> Result<BlobRef> {
+        match self {
+            ManifestBlob::Queued(target) => Ok(target),
+            ManifestBlob::Sealed(blob) => {
+                let target = keys.blob_ref(&blob);
+                uploader.push(blob)?;
+                Ok(target)
+            }
+        }
+    }
+}
+
+/// A manifest and its blob, or `None` for a file that changed while it
+/// was read (it is retried on the next sync).
+type Encrypted = Option<(Manifest, ManifestBlob)>;
 
 /// What an encryption worker hands to the uploader in one message: full
 /// packs and finished files. Batching keeps the channel from costing a
@@ -226,6 +296,14 @@ impl Outbox {
     /// Sends the packs filled so far, if any.
     fn send_full(&mut self) -> Result<()> {
         if self.batch.packs.is_empty() { Ok(()) } else { self.flush() }
+    }
+
+    /// Packs a sealed blob (a manifest) like a chunk.
+    fn push(&mut self, blob: &SealedBlob) -> Result<()> {
+        if let Some(full) = self.packer.push(blob)? {
+            self.batch.packs.push(full);
+        }
+        Ok(())
     }
 
     fn file(&mut self, index: usize, result: Result<Encrypted>) -> Result<()> {
@@ -291,20 +369,28 @@ fn encrypt_file(
         mtime_ns: job.node.mtime_ns,
     };
     let (manifest, blob) = encryptor.finish(meta, out)?;
+    let blob = if job.new_file {
+        out.push(&blob)?;
+        ManifestBlob::Queued(keys.blob_ref(&blob))
+    } else {
+        ManifestBlob::Sealed(blob)
+    };
     out.send_full()?;
-    // The caller queues the manifest only if it is a new version.
     Ok(Some((manifest, blob)))
 }
 
 /// Encrypts files on every core, queueing their chunks for upload as they
-/// are sealed; returns each file's result in the order of `jobs`. The
-/// channel is short, so readers wait for the packer rather than fill memory.
+/// are sealed, and hands each file's result to `done` (with the index of
+/// its job) as it arrives: the merge's bookkeeping runs while later files
+/// are read, not after all of them. The channel is short, so readers wait
+/// for the packer rather than fill memory.
 async fn encrypt_all(
     jobs: Vec<EncryptJob>,
     keys: Arc<CollectionKeys>,
     uploader: &mut Uploader,
     bar: &ProgressBar,
-) -> Result<Vec<Encrypted>> {
+    mut done: impl FnMut(usize, Encrypted, &mut Uploader) -> Result<()>,
+) -> Result<()> {
     let count = jobs.len();
     let jobs = Arc::new(jobs);
     let next = Arc::new(AtomicUsize::new(0));
@@ -327,7 +413,7 @@ async fn encrypt_all(
         });
     }
     drop(tx);
-    let mut out: Vec<Option<Encrypted>> = (0..count).map(|_| None).collect();
+    let mut finished = 0;
     // Dropping the receiver on an error stops every worker at its next send.
     while let Some(batch) = rx.recv().await {
         for pack in batch.packs {
@@ -338,12 +424,15 @@ async fn encrypt_all(
             uploader.absorb(&partial)?;
         }
         for (i, result) in batch.files {
-            if let Some(slot) = out.get_mut(i) {
-                *slot = Some(result?);
-            }
+            done(i, result?, uploader)?;
+            finished += 1;
         }
+        uploader.throttle().await?;
     }
-    out.into_iter().map(|r| r.ok_or_else(|| ClientError::Protocol("an encryption worker stopped".into()))).collect()
+    if finished < count {
+        return Err(ClientError::Protocol("an encryption worker stopped".into()));
+    }
+    Ok(())
 }
 
 fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
@@ -429,6 +518,7 @@ async fn sync_round(
     let mut plan = merge::plan(Sides { base: &base, local: &local, remote: &remote }, &client.config.device_id, now_ns());
     let to_upload = plan.to_upload.clone();
     let both_files = plan.both_files.clone();
+    phase("plan");
 
     // Encrypt and queue what changed locally. Every pack the server lists is
     // known first, so that a sync cut off after some packs arrived (and
@@ -442,9 +532,13 @@ async fn sync_round(
     let upload_bytes: u64 = to_upload.iter().chain(&both_files).filter_map(|p| local.get(p)).map(|l| l.stat.size).sum();
     let bar = progress_bar(show, upload_bytes, "upload");
     let keys = coll.current()?.clone();
-    // A changed file keeps its identity and takes the next version number.
-    let next_identity = |p: &String| {
-        identities.get(p).map_or_else(|| (FileId::generate(&mut os_rng()), 1), |(m, _)| (m.meta.file_id, m.meta.version + 1))
+    // A changed file keeps its identity and takes the next version number;
+    // a new one gets a fresh id.
+    let new_files = to_upload.iter().chain(&both_files).filter(|p| !identities.contains_key(*p)).count();
+    let mut fresh_ids = FileId::generate_many(&mut os_rng(), new_files).into_iter();
+    let mut next_identity = |p: &String| match identities.get(p) {
+        Some((m, _)) => (m.meta.file_id, m.meta.version + 1),
+        None => (fresh_ids.next().unwrap_or_else(|| FileId::generate(&mut os_rng())), 1),
     };
     let mut jobs = Vec::new();
     let mut job_paths = Vec::new();
@@ -453,22 +547,24 @@ async fn sync_round(
         let Some(l) = local.get(source) else { continue };
         let identity = next_identity(p);
         let name = p.rsplit('/').next().unwrap_or(p).to_owned();
-        jobs.push(EncryptJob { path: local_path(root, source), node: l.clone(), identity, name });
+        let new_file = !identities.contains_key(p);
+        jobs.push(EncryptJob { path: local_path(root, source), node: l.clone(), identity, name, new_file });
         job_paths.push((p, l));
     }
-    let results = encrypt_all(jobs, keys.clone(), &mut uploader, &bar).await?;
-    for ((p, l), result) in job_paths.into_iter().zip(results) {
+    phase("identities");
+    encrypt_all(jobs, keys.clone(), &mut uploader, &bar, |i, result, uploader| {
+        let &(p, l) = job_paths.get(i).ok_or_else(|| ClientError::Protocol("a result for no file".into()))?;
         let previous = identities.get(p).map(|(m, node)| (m, node));
         match result {
-            Some((manifest, blob)) => plan.upload_read(p, l, &manifest, previous, now_ns(), || {
-                let target = keys.blob_ref(&blob);
-                uploader.push(blob)?;
-                Ok::<_, ClientError>(target)
-            })?,
-            None => plan.upload_changed(p),
+            Some((manifest, blob)) => plan.upload_read(p, l, &manifest, previous, now_ns(), || blob.queue(&keys, uploader)),
+            None => {
+                plan.upload_changed(p);
+                Ok(())
+            }
         }
-        uploader.throttle().await?;
-    }
+    })
+    .await?;
+    phase("encrypt");
     // Both sides changed a file: equal content is no conflict; otherwise the
     // remote version keeps the name and the local one becomes a copy.
     let remote_manifests = {
@@ -484,29 +580,29 @@ async fn sync_round(
         let (Some(l), Some(r)) = (local.get(p), remote.get(p)) else { continue };
         let identity = next_identity(p);
         let name = p.rsplit('/').next().unwrap_or(p).to_owned();
-        jobs.push(EncryptJob { path: local_path(root, p), node: l.clone(), identity, name });
+        // Its manifest is uploaded only as a conflict copy, if at all.
+        jobs.push(EncryptJob { path: local_path(root, p), node: l.clone(), identity, name, new_file: false });
         job_paths.push((p, l, r));
     }
-    let results = encrypt_all(jobs, keys.clone(), &mut uploader, &bar).await?;
-    for ((p, l, r), result) in job_paths.into_iter().zip(results) {
+    encrypt_all(jobs, keys.clone(), &mut uploader, &bar, |i, result, uploader| {
+        let &(p, l, r) = job_paths.get(i).ok_or_else(|| ClientError::Protocol("a result for no file".into()))?;
         let Some((manifest, blob)) = result else {
             plan.both_changed(p, r);
-            continue;
+            return Ok(());
         };
         let remote_manifest = remote_manifests.get(&r.target.id);
         let base_manifest = base.get(p).and_then(|b| base_manifests.get(&b.node.target.id));
-        plan.both_read(p, l, r, &manifest, remote_manifest, base_manifest, now_ns(), || {
-            let target = keys.blob_ref(&blob);
-            uploader.push(blob)?;
-            Ok::<_, ClientError>(target)
-        })?;
-        uploader.throttle().await?;
-    }
+        plan.both_read(p, l, r, &manifest, remote_manifest, base_manifest, now_ns(), || blob.queue(&keys, uploader))
+    })
+    .await?;
     bar.finish_and_clear();
     phase("encrypt and upload");
 
     plan.add_parents();
-    let merge::Plan { new_tree, mut new_base, actions, notes, .. } = plan;
+    let merge::Plan { new_tree, mut new_base, actions, mut notes, .. } = plan;
+    // Files finish encrypting in any order; the report lists them by path.
+    notes.uploaded.sort_unstable();
+    notes.conflicts.sort_unstable();
     report.uploaded.extend(notes.uploaded);
     report.deleted_remotely.extend(notes.deleted_remotely);
     report.conflicts.extend(notes.conflicts);
