@@ -135,24 +135,58 @@ impl ObjectId {
 
 /// Computes an [`ObjectId`] over bytes that arrive in pieces (an upload, a
 /// pack being built); equal to [`ObjectId::of`] of their concatenation.
+///
+/// BLAKE3 hashes many 1 KiB chunks at once only in whole subtrees aligned
+/// to what it has already hashed. Pieces of arbitrary length (HTTP body
+/// frames) break that alignment, and it then hashes most chunks one at a
+/// time: a server receiving 20,000 small files' packs spent 5% of all CPU
+/// there. So pieces are fed to it in aligned runs of [`Self::RUN`] bytes,
+/// straight from the piece when they can be, else gathered first.
 #[derive(Clone, Default)]
-pub struct ObjectHasher(blake3::Hasher);
+pub struct ObjectHasher {
+    hasher: blake3::Hasher,
+    /// Bytes waiting for a full run; fewer than [`Self::RUN`].
+    pending: Vec<u8>,
+}
 
 impl ObjectHasher {
+    /// Bytes handed to BLAKE3 at a time: 64 chunks, enough for every SIMD
+    /// width it uses.
+    const RUN: usize = 64 * 1024;
+
     /// A hasher over no bytes yet.
     pub fn new() -> Self {
-        ObjectHasher(blake3::Hasher::new())
+        ObjectHasher::default()
     }
 
     /// Appends bytes.
-    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
-        self.0.update(bytes);
+    pub fn update(&mut self, mut bytes: &[u8]) -> &mut Self {
+        if !self.pending.is_empty() {
+            let take = (Self::RUN - self.pending.len()).min(bytes.len());
+            let (head, rest) = bytes.split_at(take);
+            self.pending.extend_from_slice(head);
+            bytes = rest;
+            if self.pending.len() < Self::RUN {
+                return self;
+            }
+            self.hasher.update(&self.pending);
+            self.pending.clear();
+        }
+        let whole = bytes.len() - bytes.len() % Self::RUN;
+        let (runs, rest) = bytes.split_at(whole);
+        self.hasher.update(runs);
+        if !rest.is_empty() {
+            self.pending.reserve_exact(Self::RUN);
+            self.pending.extend_from_slice(rest);
+        }
         self
     }
 
     /// The id of everything appended.
     pub fn finish(&self) -> ObjectId {
-        ObjectId(*self.0.finalize().as_bytes())
+        let mut hasher = self.hasher.clone();
+        hasher.update(&self.pending);
+        ObjectId(*hasher.finalize().as_bytes())
     }
 }
 
@@ -167,5 +201,30 @@ mod tests {
         let ids = FileId::generate_many(&mut crate::os_rng(), 1000);
         let distinct: std::collections::HashSet<[u8; 16]> = ids.iter().map(|id| id.0).collect();
         assert_eq!((ids.len(), distinct.len()), (1000, 1000));
+    }
+
+    #[test]
+    fn object_hasher_equals_one_hash_however_fed() {
+        let mut data = vec![0u8; 3 * ObjectHasher::RUN + 4321];
+        blake3::Hasher::new().update(b"pieces").finalize_xof().fill(&mut data);
+        let whole = ObjectId::of(&data);
+        let pieces: [&[usize]; 5] = [&[], &[1], &[1000, 1], &[ObjectHasher::RUN], &[16_377, 65_536, 3, ObjectHasher::RUN - 1]];
+        for sizes in pieces {
+            let mut hasher = ObjectHasher::new();
+            let mut rest = &data[..];
+            for &size in sizes.iter().cycle().take(if sizes.is_empty() { 0 } else { 10_000 }) {
+                if rest.is_empty() {
+                    break;
+                }
+                let (piece, tail) = rest.split_at(size.min(rest.len()));
+                hasher.update(piece);
+                rest = tail;
+            }
+            hasher.update(rest);
+            assert_eq!(hasher.finish(), whole, "pieces {sizes:?}");
+            // Finishing leaves the hasher as it was.
+            assert_eq!(hasher.finish(), whole);
+        }
+        assert_eq!(ObjectHasher::new().finish(), ObjectId::of(&[]));
     }
 }
