@@ -967,13 +967,14 @@ impl Uploader {
         }
     }
 
-    /// Uploads what is left, waits for every upload, and records the packs.
-    pub async fn finish(mut self, client: &Client, coll: &mut Collection) -> Result<u64> {
+    /// Uploads what is left, waits for every upload, and adds the packs
+    /// to the collection's index (each upload recorded its pack in the
+    /// local state as soon as the server had it).
+    pub async fn finish(mut self, coll: &mut Collection) -> Result<u64> {
         self.flush();
         while let Some(done) = self.in_flight.join_next().await {
             self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
         }
-        client.state.add_packs(coll.id, self.done.iter().map(|(id, size, entries)| (*id, *size, entries.as_slice())))?;
         for (id, _, entries) in &self.done {
             for e in entries {
                 coll.index

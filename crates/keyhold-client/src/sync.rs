@@ -624,8 +624,7 @@ async fn sync_round(
             Ok(Some(Some(h.head())))
         }
         _ => {
-            let pending = merge::pending_base(&base, &new_tree, &new_base, &actions);
-            let intent = Intent { root_key, base: &base, pending: &pending };
+            let intent = Intent { root_key, base: &base, new_base: &new_base, actions: &actions };
             commit(client, coll, &head, &new_tree, uploader, &mut report, &intent).await
         }
     };
@@ -660,11 +659,14 @@ async fn sync_round(
     Ok(Some(report))
 }
 
-/// The base a commit leads to, recorded before it is sent.
+/// What a commit leads to: the base before it, the merged base and the
+/// actions still to apply here, from which the base recorded before the
+/// commit is sent is derived ([`merge::pending_base`]).
 struct Intent<'a> {
     root_key: &'a str,
     base: &'a BTreeMap<String, BaseEntry>,
-    pending: &'a BTreeMap<String, BaseEntry>,
+    new_base: &'a BTreeMap<String, BaseEntry>,
+    actions: &'a [Action],
 }
 
 /// After a crash between a commit and saving the base: if the server has
@@ -720,8 +722,9 @@ async fn commit(
     intent: &Intent<'_>,
 ) -> Result<Option<Option<keyhold_core::Head>>> {
     let root_ref = client.seal_tree(coll, new_tree, &mut uploader)?;
-    // Every pack is on its way before the pending base is written, so that
-    // SQLite's work overlaps the last uploads rather than following them.
+    // Every pack is on its way before the pending base is derived and
+    // written, so that this work overlaps the last uploads rather than
+    // following them (20,000 new files: ~40 ms).
     uploader.flush();
     let revision = match &head {
         Some(h) if h.revision.root == root_ref => None,
@@ -739,11 +742,14 @@ async fn commit(
             let (id, stored) = seal_revision(&keys, &revision, &client.keys.device, &mut os_rng())?;
             let new_head = keyhold_core::Head { seq: revision.seq, id };
             // The uploads are tasks of their own and go on meanwhile.
-            off_the_runtime(|| client.state.save_pending(intent.root_key, new_head, intent.base, intent.pending))?;
+            off_the_runtime(|| {
+                let pending = merge::pending_base(intent.base, new_tree, intent.new_base, intent.actions);
+                client.state.save_pending(intent.root_key, new_head, intent.base, &pending)
+            })?;
             Some((new_head, stored))
         }
     };
-    report.bytes_uploaded = uploader.finish(client, coll).await?;
+    report.bytes_uploaded = uploader.finish(coll).await?;
     let committed = match revision {
         None => head.as_ref().map(keyhold_core::VerifiedRevision::head),
         Some((new_head, stored)) => match client.api.commit(coll.id, stored).await? {
