@@ -52,16 +52,25 @@ impl<'k> FileEncryptor<'k> {
     /// to `out` (a `Vec<SealedBlob>` collects them sealed).
     ///
     /// Chunks are cut straight from `data` whenever nothing is buffered, so
-    /// large reads are never copied; only a tail shorter than [`MAX_CHUNK`]
-    /// is kept for the next call. Boundaries are the same however the file
-    /// is fed, because a cut looks at no more than `MAX_CHUNK` bytes.
+    /// large reads are never copied; only the bytes after the last boundary
+    /// found are kept for the next call. Boundaries are the same however the
+    /// file is fed: a cut looks at no more than `MAX_CHUNK` bytes, and a
+    /// boundary found in fewer is one that more bytes could not move.
     pub fn update<S: BlobSink + ?Sized>(&mut self, mut data: &[u8], out: &mut S) -> Result<()> {
         while !data.is_empty() {
             if self.start == self.pending.len() {
                 self.pending.clear();
                 self.start = 0;
-                while data.len() >= MAX_CHUNK {
+                while !data.is_empty() {
                     let len = self.keys.chunker.cut(data);
+                    // A cut that ran to the end of fewer than MAX_CHUNK
+                    // bytes found no boundary yet: wait for more. Keeping
+                    // only this tail, rather than everything short of
+                    // MAX_CHUNK, spares copying and re-copying megabytes
+                    // of every read below.
+                    if len >= data.len() && data.len() < MAX_CHUNK {
+                        break;
+                    }
                     let (chunk, rest) = data.split_at(len);
                     self.sealed.seal(self.keys, chunk, out)?;
                     data = rest;

@@ -1686,15 +1686,24 @@ fn chunk_boundaries_do_not_depend_on_how_data_arrives() {
     let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
     let data = xof("feed", 3 * MAX_CHUNK + 12345);
     let whole = keys.chunker.chunk_lengths(&data);
-    for piece in [1usize << 20, 4095, MAX_CHUNK + 1] {
+    // Uniform pieces, the client's 8 MiB reads, and a mix that leaves tails
+    // of every size between reads.
+    let patterns: [&[usize]; 5] = [&[1 << 20], &[4095], &[MAX_CHUNK + 1], &[8 << 20], &[1, 300_000, 3 << 20, 8 << 20, 77]];
+    for piece in patterns {
         let mut enc = FileEncryptor::new(&keys);
         let mut out = Vec::new();
-        for p in data.chunks(piece) {
+        let mut rest = &data[..];
+        for &size in piece.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (p, tail) = rest.split_at(size.min(rest.len()));
             enc.update(p, &mut out).unwrap();
+            rest = tail;
         }
         let meta = FileMeta { file_id: FileId([0; 16]), version: 1, name: "f".into(), mode: 0, mtime_ns: 0 };
         let (manifest, _) = enc.finish(meta, &mut out).unwrap();
         let lengths: Vec<usize> = manifest.chunks.iter().map(|c| c.len as usize).collect();
-        assert_eq!(lengths, whole, "piece size {piece}");
+        assert_eq!(lengths, whole, "piece sizes {piece:?}");
     }
 }
