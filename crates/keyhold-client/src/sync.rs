@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,19 +94,12 @@ fn scan(root: &Path) -> Result<(BTreeMap<String, LocalNode>, Skipped)> {
     let dir = rustix::fs::open(root, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
         .map_err(|e| ClientError::io(root)(e.into()))?;
     let mut top = Walk::default();
-    let mut subfolders = Vec::new();
-    scan_folder(root, &dir, "", &mut top, Some(&mut subfolders))?;
+    let subfolders = list_folder(root, &dir, "", &mut top)?;
     let next = AtomicUsize::new(0);
     let walk_some = || -> Result<Walk> {
         let mut walk = Walk::default();
         while let Some((name, rel)) = subfolders.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let path = local_path(root, rel);
-            match rustix::fs::openat(&dir, &name[..], SUBFOLDER_FLAGS, Mode::empty()) {
-                Ok(fd) => scan_folder(&path, &fd, rel, &mut walk, None)?,
-                // Deleted since it was listed: as if never seen.
-                Err(rustix::io::Errno::NOENT) => {}
-                Err(e) => return Err(unreadable(&path, e)),
-            }
+            scan_subfolder(root, &dir, name, rel, &mut walk)?;
         }
         Ok(walk)
     };
@@ -148,18 +142,28 @@ fn unreadable(path: &Path, e: rustix::io::Errno) -> ClientError {
     ))
 }
 
-/// Lists one folder and what lies below it, relative to its open handle:
-/// each entry is stat'ed by name in its folder (`fstatat`), not by a path
-/// the kernel walks again from the root (a third of a scan's time).
-/// Subfolders go to `subfolders` (name, relative path) when it is given,
-/// to be walked later, and are walked at once otherwise.
-fn scan_folder(
-    path: &Path,
-    dir: &std::os::fd::OwnedFd,
-    prefix: &str,
-    walk: &mut Walk,
-    mut subfolders: Option<&mut Vec<(Vec<u8>, String)>>,
-) -> Result<()> {
+/// Walks the subfolder `name` (relative path `rel`) of the open folder
+/// `parent` and everything below it.
+fn scan_subfolder(parent_path: &Path, parent: &OwnedFd, name: &[u8], rel: &str, walk: &mut Walk) -> Result<()> {
+    let path = parent_path.join(std::ffi::OsStr::from_bytes(name));
+    let dir = match rustix::fs::openat(parent, name, SUBFOLDER_FLAGS, Mode::empty()) {
+        Ok(fd) => fd,
+        // Deleted since it was listed: as if never seen.
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(unreadable(&path, e)),
+    };
+    for (sub, sub_rel) in list_folder(&path, &dir, rel, walk)? {
+        scan_subfolder(&path, &dir, &sub, &sub_rel, walk)?;
+    }
+    Ok(())
+}
+
+/// Lists one folder, relative to its open handle, into `walk`, and returns
+/// its subfolders (name, relative path) for the caller to walk. Each entry
+/// is stat'ed by name in its folder (`fstatat`), not by a path the kernel
+/// walks again from the root (a third of a scan's time).
+fn list_folder(path: &Path, dir: &OwnedFd, prefix: &str, walk: &mut Walk) -> Result<Vec<(Vec<u8>, String)>> {
+    let mut subfolders = Vec::new();
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir).map_err(|e| unreadable(path, e))? {
         let name = entry.map_err(|e| unreadable(path, e))?.file_name().to_bytes().to_vec();
@@ -201,21 +205,11 @@ fn scan_folder(
         let stat = Stat { size: u64::try_from(st.st_size).unwrap_or(0), mtime_ns, ino: st.st_ino, ctime_ns };
         let is_dir = kind == FileType::Directory;
         walk.found.push((rel.clone(), LocalNode { is_dir, mode: st.st_mode & 0o7777, mtime_ns, stat }));
-        if !is_dir {
-            continue;
-        }
-        if let Some(later) = subfolders.as_deref_mut() {
-            later.push((name, rel));
-            continue;
-        }
-        let sub = path.join(text);
-        match rustix::fs::openat(dir, &name[..], SUBFOLDER_FLAGS, Mode::empty()) {
-            Ok(fd) => scan_folder(&sub, &fd, &rel, walk, None)?,
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(unreadable(&sub, e)),
+        if is_dir {
+            subfolders.push((name, rel));
         }
     }
-    Ok(())
+    Ok(subfolders)
 }
 
 /// A stat worth recording now (see [`merge::trusted_stat`]).
@@ -596,7 +590,7 @@ async fn sync_round(
     })
     .await?;
     bar.finish_and_clear();
-    phase("encrypt and upload");
+    phase("changed on both sides");
 
     plan.add_parents();
     let merge::Plan { new_tree, mut new_base, actions, mut notes, .. } = plan;
