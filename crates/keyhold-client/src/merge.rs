@@ -16,9 +16,10 @@
 //!    [`Plan::both_files`], [`Plan::both_read`] (or [`Plan::both_changed`]).
 //! 3. [`Plan::add_parents`].
 //!
-//! Then [`pending_base`] gives the base to record before the commit is
-//! sent, and [`finish_base`] the base to save after the local changes.
+//! Then [`pending_changes`] gives the changes to the base to record before
+//! the commit is sent, and [`finish_base`] the base to save after the local changes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use keyhold_core::{BlobId, BlobRef, Manifest};
@@ -551,30 +552,45 @@ impl Plan<'_> {
     }
 }
 
-/// The base to record before a commit is sent: only the effects already
-/// true in the folder (what was uploaded or is unchanged), with the old
-/// base entry (or none) for every path an action will still change, and
-/// for every file the folder is not known to hold in its merged version.
-pub fn pending_base(base: &Base, new_tree: &Tree, new_base: &Base, actions: &[Action]) -> Base {
+/// A change to a base: a path and its new entry (`None`: removed).
+pub type BaseChange<'a> = (&'a str, Option<Cow<'a, BaseEntry>>);
+
+/// The changes to `base` that give the base to record before a commit is
+/// sent, in path order: only the effects already true in the folder (what
+/// was uploaded or is unchanged), with the old base entry (or none) for
+/// every path an action will still change, and for every file the folder
+/// is not known to hold in its merged version.
+///
+/// One ordered walk over the three maps, borrowing their entries: done
+/// with a lookup per path and a copy of `new_base`, this took ~20 ms of a
+/// 20,000-file commit, with one core idle.
+pub fn pending_changes<'a>(base: &'a Base, new_tree: &'a Tree, new_base: &'a Base, actions: &[Action]) -> Vec<BaseChange<'a>> {
     let affected: HashSet<&str> = actions.iter().flat_map(Action::paths).collect();
-    let mut pending = new_base.clone();
-    for (p, node) in new_tree {
-        if !affected.contains(p.as_str()) && !pending.contains_key(p) {
-            if node.is_dir {
-                pending.insert(p.clone(), BaseEntry { node: node.clone(), stat: None });
-            } else if let Some(b) = base.get(p) {
-                pending.insert(p.clone(), b.clone());
+    let (mut old, mut tree, mut merged) = (base.iter().peekable(), new_tree.iter().peekable(), new_base.iter().peekable());
+    let mut changes = Vec::new();
+    loop {
+        let next = [old.peek().map(|&(p, _)| p), tree.peek().map(|&(p, _)| p), merged.peek().map(|&(p, _)| p)];
+        let Some(path) = next.into_iter().flatten().min() else { break };
+        let was = old.next_if(|&(p, _)| p == path).map(|(_, e)| e);
+        let node = tree.next_if(|&(p, _)| p == path).map(|(_, n)| n);
+        let mine = merged.next_if(|&(p, _)| p == path).map(|(_, e)| e);
+        let pending = if affected.contains(path.as_str()) {
+            was.map(Cow::Borrowed)
+        } else {
+            match (node, mine) {
+                (None, _) => None,
+                (Some(_), Some(e)) => Some(Cow::Borrowed(e)),
+                (Some(node), None) if node.is_dir => Some(Cow::Owned(BaseEntry { node: node.clone(), stat: None })),
+                (Some(_), None) => was.map(Cow::Borrowed),
             }
+        };
+        match (was, pending) {
+            (None, None) => {}
+            (Some(was), Some(now)) if *was == *now => {}
+            (_, now) => changes.push((path.as_str(), now)),
         }
     }
-    pending.retain(|p, _| new_tree.contains_key(p));
-    for p in &affected {
-        match base.get(*p) {
-            Some(b) => pending.insert((*p).to_owned(), b.clone()),
-            None => pending.remove(*p),
-        };
-    }
-    pending
+    changes
 }
 
 /// The base to save once the local changes are made: `new_base` (what was
@@ -588,18 +604,34 @@ pub fn pending_base(base: &Base, new_tree: &Tree, new_base: &Base, actions: &[Ac
 /// Returns whether the base mirrors the merged tree exactly: only then may
 /// its head be recorded with it (an unchanged head lets the next sync use
 /// the base as the remote tree).
+///
+/// Like [`pending_changes`], one ordered walk rather than a lookup per path.
 pub fn finish_base(base: &Base, new_tree: &Tree, new_base: &mut Base) -> bool {
-    for (p, node) in new_tree {
-        if node.is_dir {
-            new_base.insert(p.clone(), BaseEntry { node: node.clone(), stat: None });
-        } else if !new_base.contains_key(p) {
-            if let Some(b) = base.get(p) {
-                new_base.insert(p.clone(), b.clone());
+    let mut merged = std::mem::take(new_base).into_iter().peekable();
+    let mut old = base.iter().peekable();
+    let mut out = Vec::with_capacity(new_tree.len());
+    let mut mirrors = true;
+    for (path, node) in new_tree {
+        // Entries of paths the merged tree lacks are dropped on the way.
+        while merged.next_if(|(p, _)| p < path).is_some() {}
+        while old.next_if(|&(p, _)| p < path).is_some() {}
+        let mine = merged.next_if(|(p, _)| p == path);
+        let entry = match (node.is_dir, mine) {
+            (true, mine) => Some((mine.map_or_else(|| path.clone(), |(p, _)| p), BaseEntry { node: node.clone(), stat: None })),
+            (false, Some(mine)) => Some(mine),
+            (false, None) => old.next_if(|&(p, _)| p == path).map(|(p, e)| (p.clone(), e.clone())),
+        };
+        match entry {
+            Some((path, entry)) => {
+                mirrors &= entry.node == *node;
+                out.push((path, entry));
             }
+            None => mirrors = false,
         }
     }
-    new_base.retain(|p, _| new_tree.contains_key(p));
-    new_base.len() == new_tree.len() && new_base.iter().all(|(p, b)| new_tree.get(p) == Some(&b.node))
+    // In path order already, so the map is built without a search per entry.
+    *new_base = out.into_iter().collect();
+    mirrors
 }
 
 #[cfg(test)]
@@ -727,6 +759,94 @@ mod tests {
         plan.upload_read("a", &local["a"], &m, Some((&m, &file(1))), 0, || Err(())).unwrap();
         assert_eq!(plan.actions, [Action::DeleteFile { path: "a".into(), expect: stat(1) }]);
         assert!(plan.new_tree.is_empty());
+    }
+
+    /// `pending_changes` applied to the base, as it was specified before it
+    /// became an ordered walk (the reference for the test below).
+    fn pending_base_by_lookups(base: &Base, new_tree: &Tree, new_base: &Base, actions: &[Action]) -> Base {
+        let affected: HashSet<&str> = actions.iter().flat_map(Action::paths).collect();
+        let mut pending = new_base.clone();
+        for (p, node) in new_tree {
+            if !affected.contains(p.as_str()) && !pending.contains_key(p) {
+                if node.is_dir {
+                    pending.insert(p.clone(), BaseEntry { node: node.clone(), stat: None });
+                } else if let Some(b) = base.get(p) {
+                    pending.insert(p.clone(), b.clone());
+                }
+            }
+        }
+        pending.retain(|p, _| new_tree.contains_key(p));
+        for p in &affected {
+            match base.get(*p) {
+                Some(b) => pending.insert((*p).to_owned(), b.clone()),
+                None => pending.remove(*p),
+            };
+        }
+        pending
+    }
+
+    /// `finish_base` as it was specified before it became an ordered walk.
+    fn finish_base_by_lookups(base: &Base, new_tree: &Tree, new_base: &mut Base) -> bool {
+        for (p, node) in new_tree {
+            if node.is_dir {
+                new_base.insert(p.clone(), BaseEntry { node: node.clone(), stat: None });
+            } else if !new_base.contains_key(p) {
+                if let Some(b) = base.get(p) {
+                    new_base.insert(p.clone(), b.clone());
+                }
+            }
+        }
+        new_base.retain(|p, _| new_tree.contains_key(p));
+        new_base.len() == new_tree.len() && new_base.iter().all(|(p, b)| new_tree.get(p) == Some(&b.node))
+    }
+
+    #[test]
+    fn the_ordered_walks_give_what_the_lookups_gave() {
+        // Small random maps over a few paths, so that every overlap of the
+        // three maps and the actions comes up many times.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let paths = ["a", "a/b", "a/b/c", "a0", "b", "b/ü", "c"];
+        for _ in 0..5000 {
+            let node =
+                |n: &mut dyn FnMut(u64) -> u64| if n(4) == 0 { folder_node(0o755, 0) } else { file(u8::try_from(n(3)).unwrap()) };
+            let (mut base, mut tree, mut merged, mut actions) = (Base::new(), Tree::new(), Base::new(), Vec::new());
+            for p in paths {
+                if next(2) == 0 {
+                    let stat = (next(2) == 0).then(|| stat(next(2)));
+                    base.insert(p.into(), entry(node(&mut next), stat));
+                }
+                if next(3) > 0 {
+                    tree.insert(p.into(), node(&mut next));
+                }
+                if next(2) == 0 {
+                    let stat = (next(2) == 0).then(|| stat(next(2)));
+                    merged.insert(p.into(), entry(node(&mut next), stat));
+                }
+                if next(5) == 0 {
+                    actions.push(Action::DeleteDir { path: p.into() });
+                }
+            }
+            let changes = pending_changes(&base, &tree, &merged, &actions);
+            let mut pending = base.clone();
+            for (p, e) in &changes {
+                assert_ne!(base.get(*p), e.as_deref(), "a change that changes nothing: {p}");
+                match e {
+                    Some(e) => pending.insert((*p).to_owned(), e.clone().into_owned()),
+                    None => pending.remove(*p),
+                };
+            }
+            assert!(changes.windows(2).all(|w| w[0].0 < w[1].0), "changes out of path order");
+            assert_eq!(pending, pending_base_by_lookups(&base, &tree, &merged, &actions));
+            let (mut walked, mut looked_up) = (merged.clone(), merged);
+            assert_eq!(finish_base(&base, &tree, &mut walked), finish_base_by_lookups(&base, &tree, &mut looked_up));
+            assert_eq!(walked, looked_up);
+        }
     }
 
     #[test]

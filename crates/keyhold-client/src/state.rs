@@ -16,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::client::RemoteNode;
 use crate::error::{ClientError, Result};
+use crate::merge::BaseChange;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS heads (collection_id BLOB PRIMARY KEY, seq INTEGER NOT NULL, id BLOB NOT NULL);
@@ -217,7 +218,7 @@ type Changes = Vec<(String, Option<BaseEntry>)>;
 /// BE) and UTF-8 bytes, then 0 (removed) or 1 and the entry: is_dir (u8), size (u64), mtime_ns (i64), mode (u32),
 /// target epoch (u32), target id (32 bytes), then 0, or 1 and the stat's
 /// size (u64), mtime_ns (i64), ino (u64), ctime_ns (i64); all big-endian.
-fn encode_changes<'a>(changes: impl Iterator<Item = (&'a String, Option<&'a BaseEntry>)>) -> Vec<u8> {
+fn encode_changes<'a>(changes: impl Iterator<Item = (&'a str, Option<&'a BaseEntry>)>) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, entry) in changes {
         out.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -320,7 +321,7 @@ fn upgrade_pending_rows(tx: &rusqlite::Transaction<'_>) -> Result<()> {
             let present = r.get::<_, i64>(1)? != 0;
             changes.push((r.get::<_, String>(0)?, if present { Some(read_entry(r, 2)?) } else { None }));
         }
-        let encoded = encode_changes(changes.iter().map(|(p, e)| (p, e.as_ref())));
+        let encoded = encode_changes(changes.iter().map(|(p, e)| (p.as_str(), e.as_ref())));
         tx.execute(
             "INSERT OR REPLACE INTO pending_commit (root, seq, id, changes) VALUES (?, ?, ?, ?)",
             params![root, seq, id, encoded],
@@ -361,7 +362,7 @@ fn upgrade_base_rows(tx: &rusqlite::Transaction<'_>) -> Result<()> {
 /// A whole base, in [`encode_changes`]'s encoding (in path order, every
 /// entry present).
 fn encode_base(entries: &BTreeMap<String, BaseEntry>) -> Vec<u8> {
-    encode_changes(entries.iter().map(|(p, e)| (p, Some(e))))
+    encode_changes(entries.iter().map(|(p, e)| (p.as_str(), Some(e))))
 }
 
 /// Reads what [`encode_base`] wrote; `None` if it is malformed or lists a
@@ -491,13 +492,11 @@ impl State {
             Some((Some(seq), Some(id))) => Some(Head { seq: u64_of(seq), id: ObjectId(arr(id)?) }),
             _ => None,
         };
-        let encoded = db
-            .query_row("SELECT entries FROM base_tree WHERE root = ?", [root], |r| r.get::<_, Vec<u8>>(0))
-            .optional()?;
+        let encoded =
+            db.query_row("SELECT entries FROM base_tree WHERE root = ?", [root], |r| r.get::<_, Vec<u8>>(0)).optional()?;
         let Some(encoded) = encoded else { return Ok((head, BTreeMap::new())) };
-        let base = decode_base(&encoded).ok_or_else(|| {
-            ClientError::Usage("local state database holds a malformed base; delete it to rebuild".into())
-        })?;
+        let base = decode_base(&encoded)
+            .ok_or_else(|| ClientError::Usage("local state database holds a malformed base; delete it to rebuild".into()))?;
         Ok((head, base))
     }
 
@@ -506,18 +505,10 @@ impl State {
     /// after the server committed but before [`State::save_base`] then
     /// loses nothing: the next sync finds its own revision on the server and
     /// adopts this base (see [`State::pending`]).
-    pub fn save_pending(
-        &self,
-        root: &str,
-        head: Head,
-        old: &BTreeMap<String, BaseEntry>,
-        pending: &BTreeMap<String, BaseEntry>,
-    ) -> Result<()> {
+    pub fn save_pending(&self, root: &str, head: Head, changes: &[BaseChange<'_>]) -> Result<()> {
         // One row, however many paths changed: a commit of 20,000 new
         // files used to write (and later delete) 20,000 rows here.
-        let removed = old.keys().filter(|p| !pending.contains_key(*p)).map(|p| (p, None));
-        let changed = pending.iter().filter(|(p, e)| old.get(*p) != Some(*e)).map(|(p, e)| (p, Some(e)));
-        let changes = encode_changes(removed.chain(changed));
+        let changes = encode_changes(changes.iter().map(|(p, e)| (*p, e.as_deref())));
         self.db().execute(
             "INSERT OR REPLACE INTO pending_commit (root, seq, id, changes) VALUES (?, ?, ?, ?)",
             params![root, i64_of(head.seq), head.id.as_bytes().as_slice(), changes],
@@ -657,6 +648,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use keyhold_core::pack::PackEntry;
+    use std::borrow::Cow;
 
     #[test]
     fn pack_indexes_round_trip() {
@@ -726,14 +718,10 @@ mod tests {
     fn a_pending_commit_round_trips_as_its_changes() {
         let dir = tempfile::tempdir().unwrap();
         let (state, _) = State::open(&dir.path().join("state.sqlite3")).unwrap();
-        let old = BTreeMap::from([("gone".to_owned(), entry(1, true)), ("same".to_owned(), entry(2, true))]);
-        let new = BTreeMap::from([
-            ("same".to_owned(), entry(2, true)),
-            ("new/ünï".to_owned(), entry(3, false)),
-            ("changed".to_owned(), entry(4, true)),
-        ]);
+        let (new, changed) = (entry(3, false), entry(4, true));
+        let changes = [("changed", Some(Cow::Borrowed(&changed))), ("gone", None), ("new/ünï", Some(Cow::Borrowed(&new)))];
         let head = Head { seq: 9, id: ObjectId([5; 32]) };
-        state.save_pending("/root", head, &old, &new).unwrap();
+        state.save_pending("/root", head, &changes).unwrap();
         let (got_head, mut changes) = state.pending("/root").unwrap().unwrap();
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got_head, head);
@@ -752,7 +740,7 @@ mod tests {
 
     #[test]
     fn a_malformed_pending_commit_is_an_error_not_a_panic() {
-        let encoded = encode_changes([("p".to_owned(), Some(entry(1, true)))].iter().map(|(p, e)| (p, e.as_ref())));
+        let encoded = encode_changes([("p", Some(&entry(1, true)))].into_iter());
         for cut in 0..encoded.len() {
             let decoded = decode_changes(encoded.get(..cut).unwrap());
             assert!(cut == 0 || decoded.is_none(), "a pending commit cut at {cut} bytes was accepted");
@@ -791,7 +779,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (state, _) = State::open(&dir.path().join("state.sqlite3")).unwrap();
         // A removal has no place in a base.
-        let removal = encode_changes([("p".to_owned(), None)].iter().map(|(p, e)| (p, e.as_ref())));
+        let removal = encode_changes([("p", None)].into_iter());
         let truncated = encode_base(&BTreeMap::from([("p".to_owned(), entry(1, true))]));
         for bad in [removal, truncated.get(..truncated.len() - 1).unwrap().to_vec()] {
             state.db().execute("INSERT OR REPLACE INTO base_tree (root, entries) VALUES ('/root', ?)", [bad]).unwrap();
@@ -827,10 +815,8 @@ mod tests {
         let one = BTreeMap::from([("a/ünï".to_owned(), entry(2, false)), ("b".to_owned(), entry(1, true))]);
         assert_eq!(state.base("/one").unwrap(), (Some(Head { seq: 4, id: ObjectId([5; 32]) }), one));
         assert_eq!(state.base("/two").unwrap(), (None, BTreeMap::from([("c".to_owned(), entry(3, true))])));
-        let has_old: bool = state
-            .db()
-            .query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'base')", [], |r| r.get(0))
-            .unwrap();
+        let has_old: bool =
+            state.db().query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'base')", [], |r| r.get(0)).unwrap();
         assert!(!has_old, "the row-per-path table is dropped");
     }
 

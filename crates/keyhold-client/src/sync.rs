@@ -655,7 +655,7 @@ async fn sync_round(
 
 /// What a commit leads to: the base before it, the merged base and the
 /// actions still to apply here, from which the base recorded before the
-/// commit is sent is derived ([`merge::pending_base`]).
+/// commit is sent is derived ([`merge::pending_changes`]).
 struct Intent<'a> {
     root_key: &'a str,
     base: &'a BTreeMap<String, BaseEntry>,
@@ -737,8 +737,8 @@ async fn commit(
             let new_head = keyhold_core::Head { seq: revision.seq, id };
             // The uploads are tasks of their own and go on meanwhile.
             off_the_runtime(|| {
-                let pending = merge::pending_base(intent.base, new_tree, intent.new_base, intent.actions);
-                client.state.save_pending(intent.root_key, new_head, intent.base, &pending)
+                let changes = merge::pending_changes(intent.base, new_tree, intent.new_base, intent.actions);
+                client.state.save_pending(intent.root_key, new_head, &changes)
             })?;
             Some((new_head, stored))
         }

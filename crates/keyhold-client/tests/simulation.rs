@@ -605,7 +605,14 @@ impl Sim {
 
     fn commit(&mut self, d: usize) -> Ended {
         let round = self.devices[d].round.as_mut().unwrap();
-        let pending = merge::pending_base(&round.base, &round.new_tree, &round.new_base, &round.actions);
+        // The base the pending record leads to, as the engine derives it.
+        let mut pending = round.base.clone();
+        for (path, entry) in merge::pending_changes(&round.base, &round.new_tree, &round.new_base, &round.actions) {
+            match entry {
+                Some(e) => pending.insert(path.to_owned(), e.into_owned()),
+                None => pending.remove(path),
+            };
+        }
         let tree = sealed(&round.new_tree);
         if round.head.is_some() && tree == round.head_tree {
             round.committed = round.head;
