@@ -71,8 +71,15 @@ fn time_ns(secs: i64, nsecs: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsecs)
 }
 
+/// `rel` below `root`, a component at a time (so that no part of `rel`
+/// can replace `root`), in one allocation.
 fn local_path(root: &Path, rel: &str) -> PathBuf {
-    rel.split('/').fold(root.to_path_buf(), |p, c| p.join(c))
+    let mut path = PathBuf::with_capacity(root.as_os_str().len() + rel.len() + 1);
+    path.push(root);
+    for part in rel.split('/') {
+        path.push(part);
+    }
+    path
 }
 
 fn now_ns() -> i64 {
@@ -443,12 +450,38 @@ fn progress_bar(show: bool, len: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// Syncs `dir` with the collection `collection`, both ways.
-pub async fn sync(client: &mut Client, dir: &Path, collection: &str, show_progress: bool) -> Result<SyncReport> {
-    let root = std::fs::canonicalize(dir).map_err(ClientError::io(dir))?;
-    if !root.is_dir() {
-        return Err(ClientError::Usage(format!("{} is not a folder", root.display())));
+/// A walk of a folder to be synced, started before the sync that takes
+/// it: it needs nothing but the folder, so it can run while the client
+/// signs in and verifies the account (20,000 files: the scan took ~35 ms,
+/// of which ~20 ms used to come after the head was verified).
+pub struct FolderScan {
+    root: PathBuf,
+    walk: tokio::task::JoinHandle<Result<(BTreeMap<String, LocalNode>, Skipped)>>,
+}
+
+impl FolderScan {
+    /// Starts walking `dir` on the runtime's blocking threads.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let root = std::fs::canonicalize(dir).map_err(ClientError::io(dir))?;
+        if !root.is_dir() {
+            return Err(ClientError::Usage(format!("{} is not a folder", root.display())));
+        }
+        let walk = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || scan(&root))
+        };
+        Ok(FolderScan { root, walk })
     }
+
+    async fn finish(self) -> Result<(BTreeMap<String, LocalNode>, Skipped)> {
+        self.walk.await.map_err(|e| ClientError::Protocol(format!("folder scan stopped: {e}")))?
+    }
+}
+
+/// Syncs a folder (being walked by `scan`) with the collection
+/// `collection`, both ways.
+pub async fn sync(client: &mut Client, scan: FolderScan, collection: &str, show_progress: bool) -> Result<SyncReport> {
+    let root = scan.root.clone();
     let root_key = root.display().to_string();
     let mut coll = client.collection(collection).await?;
     // A folder's base is the tree it last agreed on with *its* collection.
@@ -460,8 +493,14 @@ pub async fn sync(client: &mut Client, dir: &Path, collection: &str, show_progre
             root.display()
         )));
     }
+    let mut scan = Some(scan);
     for _ in 0..MAX_ROUNDS {
-        if let Some(report) = sync_round(client, &root, &root_key, &mut coll, show_progress).await? {
+        // A round merged again walks the folder again.
+        let scanning = match scan.take() {
+            Some(scan) => scan,
+            None => FolderScan::start(&root)?,
+        };
+        if let Some(report) = sync_round(client, scanning, &root_key, &mut coll, show_progress).await? {
             return Ok(report);
         }
         tracing::info!("the collection changed during sync; merging again");
@@ -471,7 +510,7 @@ pub async fn sync(client: &mut Client, dir: &Path, collection: &str, show_progre
 
 async fn sync_round(
     client: &mut Client,
-    root: &Path,
+    scanning: FolderScan,
     root_key: &str,
     coll: &mut Collection,
     show: bool,
@@ -486,10 +525,8 @@ async fn sync_round(
     // The folder is walked while the head is verified and the base loaded:
     // neither depends on the other, and each takes tens of milliseconds
     // for a few thousand files.
-    let scanning = {
-        let root = root.to_path_buf();
-        tokio::task::spawn_blocking(move || scan(&root))
-    };
+    let root = scanning.root.clone();
+    let root = root.as_path();
     let committed = client.committed_head(coll).await?;
     let head = client.verified_head(coll).await?;
     client.check_committed_head(coll, committed.as_ref(), head.as_ref()).await?;
@@ -503,7 +540,7 @@ async fn sync_round(
         None => Tree::new(),
     };
     phase("remote tree");
-    let (local, skipped) = scanning.await.map_err(|e| ClientError::Protocol(format!("folder scan stopped: {e}")))??;
+    let (local, skipped) = scanning.finish().await?;
     report.skipped.extend(skipped);
     phase("scan (what was left of it)");
 

@@ -890,6 +890,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !dir.is_dir() {
                 bail!("{} is not a folder; create it first or check the path", dir.display());
             }
+            let mut scan = sync::FolderScan::start(&dir)?;
             let mut client = open_client(&home).await?;
             if client.state_rebuilt {
                 eprintln!(
@@ -897,7 +898,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             loop {
-                let report = sync::sync(&mut client, &dir, &collection, progress).await?;
+                let report = sync::sync(&mut client, scan, &collection, progress).await?;
                 emit(cli.json, &report, |r| {
                     if !cli.quiet {
                         eprintln!(
@@ -922,6 +923,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+                scan = sync::FolderScan::start(&dir)?;
                 // A fresh session each round (sessions are short-lived), and
                 // device changes (a revocation, a new key epoch) are seen.
                 client = open_client(&home).await?;
