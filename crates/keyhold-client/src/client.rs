@@ -495,7 +495,7 @@ impl Client {
         /// Indexes read at once: each costs two round trips, so a new
         /// device with hundreds of packs would otherwise wait on latency.
         const IN_FLIGHT: usize = 8;
-        /// Indexes recorded per SQLite transaction (each ends in a sync).
+        /// Indexes recorded per SQLite transaction.
         const PER_TRANSACTION: usize = 64;
         let known = self.state.known_packs(coll.id)?;
         let listed = self.api.packs(coll.id).await?;

@@ -103,6 +103,19 @@ pub struct State {
     pins: Option<PathBuf>,
 }
 
+/// How soon a write must be on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns (SQLite's `synchronous = FULL`).
+    Now,
+    /// With the next durable write or checkpoint (`synchronous = NORMAL`,
+    /// which in WAL mode still survives a crash of this process): for what
+    /// a power cut may take without harm, because the server or a durable
+    /// record already holds it. Each sync in the disk's queue costs the
+    /// end of a sync several milliseconds on this kind of machine.
+    Deferred,
+}
+
 /// A verified head as pinned on disk.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PinnedHead {
@@ -389,6 +402,26 @@ impl State {
         }
     }
 
+    /// Runs `write` in one transaction, committed with `durability`.
+    fn write<T>(&self, durability: Durability, write: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut db = self.db();
+        let deferred = durability == Durability::Deferred;
+        if deferred {
+            db.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let result = (|| {
+            let tx = db.transaction()?;
+            let out = write(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        if deferred {
+            // Every other write waits for the disk again.
+            db.pragma_update(None, "synchronous", "FULL")?;
+        }
+        result
+    }
+
     fn db(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite itself consistent
         // (the transaction rolls back on drop), so the poison is moot.
@@ -541,27 +574,30 @@ impl State {
     }
 
     /// Replaces a synced folder's base tree and head in one transaction
-    /// (the tree only if it differs from `old`).
+    /// (the tree only if it differs from `old`). [`Durability::Deferred`]
+    /// only where a pending commit already on the disk stands for the same
+    /// files (the sync committed and changed nothing in the folder): a power
+    /// cut that loses this write leaves that record, which the next sync
+    /// adopts.
     pub fn save_base(
         &self,
         root: &str,
         collection: CollectionId,
         head: Option<Head>,
-        old: &BTreeMap<String, BaseEntry>,
-        entries: &BTreeMap<String, BaseEntry>,
+        (old, entries): (&BTreeMap<String, BaseEntry>, &BTreeMap<String, BaseEntry>),
+        durability: Durability,
     ) -> Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        tx.execute("DELETE FROM pending_commit WHERE root = ?", [root])?;
-        tx.execute(
-            "INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id",
-            params![root, collection.as_bytes().as_slice(), head.map(|h| i64_of(h.seq)), head.map(|h| h.id.as_bytes().to_vec())],
-        )?;
-        if entries != old {
-            tx.execute("INSERT OR REPLACE INTO base_tree (root, entries) VALUES (?, ?)", params![root, encode_base(entries)])?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.write(durability, |tx| {
+            tx.execute("DELETE FROM pending_commit WHERE root = ?", [root])?;
+            tx.execute(
+                "INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id",
+                params![root, collection.as_bytes().as_slice(), head.map(|h| i64_of(h.seq)), head.map(|h| h.id.as_bytes().to_vec())],
+            )?;
+            if entries != old {
+                tx.execute("INSERT OR REPLACE INTO base_tree (root, entries) VALUES (?, ?)", params![root, encode_base(entries)])?;
+            }
+            Ok(())
+        })
     }
 
     /// The collection a synced folder belongs to, if it was synced before.
@@ -594,15 +630,18 @@ impl State {
         rows.map(|r| Ok(ObjectId(arr(r?)?))).collect()
     }
 
-    /// Records packs and their verified indexes, in one transaction.
+    /// Records packs and their verified indexes, in one transaction. Not
+    /// waited onto the disk ([`Durability::Deferred`]): what a power cut
+    /// takes, the server's pack listing gives back (a sync reads the
+    /// indexes of listed packs it does not know), and the pending commit
+    /// written before any revision names these packs syncs the log they
+    /// are in. A push used to wait for a sync per pack.
     pub fn add_packs<'a>(
         &self,
         collection: CollectionId,
         packs: impl IntoIterator<Item = (ObjectId, u64, &'a [keyhold_core::pack::PackEntry])>,
     ) -> Result<()> {
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        {
+        self.write(Durability::Deferred, |tx| {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO pack_index (collection_id, pack_id, size, entries) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             )?;
@@ -616,9 +655,8 @@ impl State {
                 }
                 insert.execute(params![collection.as_bytes().as_slice(), pack.as_bytes().as_slice(), i64_of(size), encoded])?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The whole blob index of a collection.
@@ -761,15 +799,15 @@ mod tests {
         let empty = BTreeMap::new();
         let first = BTreeMap::from([("a/ünï".to_owned(), entry(1, true)), ("b".to_owned(), entry(2, false))]);
         let head = Head { seq: 3, id: ObjectId([5; 32]) };
-        state.save_base("/root", collection, Some(head), &empty, &first).unwrap();
+        state.save_base("/root", collection, Some(head), (&empty, &first), Durability::Now).unwrap();
         assert_eq!(state.base("/root").unwrap(), (Some(head), first.clone()));
         assert_eq!(state.root_collection("/root").unwrap(), Some(collection));
         // A new head over the same tree keeps the tree.
         let next = Head { seq: 4, id: ObjectId([6; 32]) };
-        state.save_base("/root", collection, Some(next), &first, &first).unwrap();
+        state.save_base("/root", collection, Some(next), (&first, &first), Durability::Deferred).unwrap();
         assert_eq!(state.base("/root").unwrap(), (Some(next), first.clone()));
         let second = BTreeMap::from([("b".to_owned(), entry(9, true))]);
-        state.save_base("/root", collection, None, &first, &second).unwrap();
+        state.save_base("/root", collection, None, (&first, &second), Durability::Now).unwrap();
         assert_eq!(state.base("/root").unwrap(), (None, second));
         assert_eq!(state.base("/other").unwrap(), (None, BTreeMap::new()));
     }

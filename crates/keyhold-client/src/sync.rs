@@ -32,7 +32,7 @@ use crate::api::CommitResult;
 use crate::client::{Client, Collection, Packer, RemoteNode, Tree, Uploader, fetch_located};
 use crate::error::{ClientError, Result};
 use crate::merge::{self, Action, LocalNode, Sides};
-use crate::state::{BaseEntry, Stat};
+use crate::state::{BaseEntry, Durability, Stat};
 
 const READ_BUF: usize = 8 << 20;
 const TMP_PREFIX: &str = ".keyhold-tmp-";
@@ -669,6 +669,14 @@ async fn sync_round(
     };
     report.head = committed.map(|h| h.seq);
 
+    // A new revision had its pending commit synced to the disk first; if
+    // the folder is left as it was, that record stands for the base saved
+    // below, which then need not wait for the disk.
+    let durability = if actions.is_empty() && committed.is_some() && committed != head.as_ref().map(|h| h.head()) {
+        Durability::Deferred
+    } else {
+        Durability::Now
+    };
     // Now change local files.
     apply(root, actions, &mut fetched, &mut new_base, &mut report)?;
     phase("apply");
@@ -679,7 +687,7 @@ async fn sync_round(
     let mirrors = merge::finish_base(&base, &new_tree, &mut new_base);
     let recorded = committed.filter(|_| mirrors);
     if new_base != base || recorded != base_head {
-        client.state.save_base(root_key, coll.id, recorded, &base, &new_base)?;
+        client.state.save_base(root_key, coll.id, recorded, (&base, &new_base), durability)?;
     }
     phase("save local state");
     // The trees of every path are freed by a thread of their own (20,000
@@ -735,7 +743,7 @@ async fn adopt_pending(
         // Recorded without its head: the adopted base keeps old entries for
         // what the stopped sync had still to change here, so it does not
         // mirror the head's tree, and the next round must read that tree.
-        client.state.save_base(root_key, coll.id, None, &base, &adopted)?;
+        client.state.save_base(root_key, coll.id, None, (&base, &adopted), Durability::Now)?;
     } else {
         client.state.clear_pending(root_key)?;
     }
