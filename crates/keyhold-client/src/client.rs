@@ -732,23 +732,52 @@ async fn read_pack_index(
     Ok(open_index(&keys, &prefix, &sealed, offset)?)
 }
 
+/// What a pack's read-back must return (see [`verify_stored`]): its
+/// prefix, and its sealed index with the trailer, as they were sent.
+struct SentEnds {
+    prefix: Vec<u8>,
+    tail_start: u64,
+    tail: Vec<u8>,
+}
+
+impl SentEnds {
+    /// The ends of `pack`, whose blobs `entries` lists (they tile its body,
+    /// so the index starts where the last one ends).
+    fn of(pack: &[u8], entries: &[PackEntry]) -> Self {
+        let at = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let tail_start = entries.last().map_or(PACK_PREFIX_LEN, |e| at(e.offset).saturating_add(at(e.len)));
+        SentEnds {
+            prefix: pack.get(..PACK_PREFIX_LEN).unwrap_or_default().to_vec(),
+            tail_start: u64::try_from(tail_start).unwrap_or(u64::MAX),
+            tail: pack.get(tail_start..).unwrap_or_default().to_vec(),
+        }
+    }
+}
+
 /// Reads back what the server acknowledged: a pack it stored must return
-/// its prefix, trailer and index intact before any revision names it, so a
-/// server that answers 201 and drops the pack (or truncates it, or
-/// replaces its index) is caught before the files are marked synced
-/// (SECURITY F4). Corruption inside a blob is left to readers and
-/// `keyhold check --read-data`, which authenticate every byte.
-async fn verify_stored(api: &Api, keys: &Arc<CollectionKeys>, id: ObjectId, size: u64, entries: &[PackEntry]) -> Result<()> {
+/// its prefix, sealed index and trailer byte for byte as sent before any
+/// revision names it, so a server that answers 201 and drops the pack (or
+/// truncates it, or replaces its index) is caught before the files are
+/// marked synced (SECURITY F4). Both ranges are asked for at once: one
+/// round trip and two requests, where reading the index through its
+/// trailer took two and three. Corruption inside a blob is left to readers
+/// and `keyhold check --read-data`, which authenticate every byte.
+async fn verify_stored(api: &Api, collection: CollectionId, id: ObjectId, size: u64, sent: &SentEnds) -> Result<()> {
     let lost = |why: &str| {
         tracing::error!(pack = %id, why, "the server acknowledged a pack it does not return intact");
         ClientError::Integrity(keyhold_core::Error::ContentMismatch)
     };
-    match read_pack_index(api, keys.collection(), id, size, |_| Ok(keys.clone())).await {
-        Ok(read) if read == entries => Ok(()),
-        Ok(_) => Err(lost("index differs")),
+    let prefix_len = u64::try_from(sent.prefix.len()).unwrap_or(0);
+    let read = futures::future::try_join(
+        api.get_pack(collection, id, Some(0..prefix_len)),
+        api.get_pack(collection, id, Some(sent.tail_start..size)),
+    )
+    .await;
+    match read {
+        Ok((prefix, tail)) if prefix == sent.prefix && tail == sent.tail => Ok(()),
+        Ok((prefix, _)) if prefix != sent.prefix => Err(lost("prefix differs")),
+        Ok(_) => Err(lost("index or trailer differs")),
         Err(ClientError::Server { status: 404 | 416, .. }) => Err(lost("missing")),
-        Err(ClientError::Integrity(_)) => Err(lost("does not authenticate")),
-        Err(ClientError::Protocol(why)) => Err(lost(&why)),
         Err(e) => Err(e),
     }
 }
@@ -920,6 +949,7 @@ impl Uploader {
                 .await
                 .map_err(|e| ClientError::Protocol(e.to_string()))??;
             let size = u64::try_from(bytes.len()).unwrap_or(0);
+            let sent = SentEnds::of(&bytes, &entries);
             let bytes = buffers.body(bytes);
             let mut attempt = 0;
             loop {
@@ -927,7 +957,7 @@ impl Uploader {
                 match api.put_pack(collection, id, bytes.clone()).await {
                     Ok(()) => {
                         drop(bytes);
-                        verify_stored(&api, &keys, id, size, &entries).await?;
+                        verify_stored(&api, collection, id, size, &sent).await?;
                         // Recorded at once, so a sync that stops after this
                         // point resumes without sending this pack again (F3).
                         // A blocking thread waits for SQLite's sync, so the
@@ -982,5 +1012,36 @@ impl Uploader {
             }
         }
         Ok(self.bytes_queued)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use keyhold_core::{CollectionKey, ObjectType, os_rng};
+
+    use super::*;
+
+    #[test]
+    fn a_packs_sent_ends_are_its_prefix_and_what_its_trailer_points_at() {
+        let keys = CollectionKeys::derive(&CollectionKey::from_bytes([7; 32]), CollectionId([1; 16]), 1);
+        for blobs in [1usize, 3] {
+            let mut builder = PackBuilder::new(&keys, &mut os_rng());
+            for i in 0..blobs {
+                let blob = keys.seal_blob(ObjectType::Chunk, &vec![u8::try_from(i).unwrap(); 1000 + i]).unwrap();
+                builder.push(&blob).unwrap();
+            }
+            let (_, pack, entries) = builder.finish(&keys).unwrap();
+            let sent = SentEnds::of(&pack, &entries);
+            let prefix = &pack[..PACK_PREFIX_LEN];
+            let (index_offset, _) = open_trailer(&keys, prefix, &pack[pack.len() - PACK_TRAILER_LEN..], pack.len()).unwrap();
+            assert_eq!(sent.prefix, prefix);
+            assert_eq!(sent.tail_start, u64::try_from(index_offset).unwrap());
+            assert_eq!(sent.tail, pack[index_offset..]);
+            assert_eq!(
+                open_index(&keys, prefix, &sent.tail[..sent.tail.len() - PACK_TRAILER_LEN], index_offset).unwrap(),
+                entries
+            );
+        }
     }
 }

@@ -1090,6 +1090,35 @@ fn f4_the_writer_detects_a_dropped_pack_upload_before_marking_the_file_synced() 
     assert_eq!(std::fs::read(b.path("precious.txt")).unwrap(), b"the only copy");
 }
 
+#[test]
+fn f4_the_writer_detects_a_stored_pack_read_back_with_other_bytes() {
+    // The pack is stored, but its read-back answers other bytes: at the
+    // end (an index swapped for another, say), or at the start. A fresh
+    // account each, so the second case meets no pack left by the first.
+    for (what, at_end) in [("index or trailer", true), ("prefix", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Server::start(dir.path());
+        let proxy = Proxy::start(&server);
+        let (a, b, _) = account(dir.path(), &server, &proxy);
+        a.write("precious.txt", b"the only copy");
+        let rule = proxy.rewrite_response("GET", "/v1/collections/*/packs/*", move |req, resp| {
+            let at_start = req.range().is_some_and(|r| r.start == 0);
+            if resp.is_success() && at_start != at_end {
+                if let Some(byte) = resp.body.last_mut() {
+                    *byte ^= 1;
+                }
+            }
+        });
+        sync_detected(&a, &format!("read-back with another {what}"), "integrity check failed");
+        assert!(rule.hits() > 0, "{what}: no read-back was answered");
+        assert_eq!(server.count("SELECT count(*) FROM revisions"), 0, "{what}: a revision names the pack");
+        proxy.remove(&rule);
+        a.sync();
+        b.sync();
+        assert_eq!(std::fs::read(b.path("precious.txt")).unwrap(), b"the only copy", "{what}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // F6: `check` says exactly what is missing or corrupt
 
