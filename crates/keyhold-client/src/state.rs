@@ -309,14 +309,15 @@ fn decode_changes(mut bytes: &[u8]) -> Option<Changes> {
     Some(out)
 }
 
+/// Whether the database has a table of this name (one an upgrade replaces).
+fn table_exists(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<bool> {
+    Ok(tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)", [name], |r| r.get(0))?)
+}
+
 /// Carries a pending commit of schema version 1 (a row per changed path)
 /// over to `pending_commit`, then drops the old tables.
 fn upgrade_pending_rows(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    let has_old: bool =
-        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pending_base')", [], |r| {
-            r.get(0)
-        })?;
-    if !has_old {
+    if !table_exists(tx, "pending_base")? {
         return Ok(());
     }
     let heads: Vec<(String, i64, Vec<u8>)> = {
@@ -347,9 +348,7 @@ fn upgrade_pending_rows(tx: &rusqlite::Transaction<'_>) -> Result<()> {
 /// Carries the bases of schema version 2 and earlier (a row per path in
 /// `base`) over to `base_tree`, then drops the old table.
 fn upgrade_base_rows(tx: &rusqlite::Transaction<'_>) -> Result<()> {
-    let has_old: bool =
-        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'base')", [], |r| r.get(0))?;
-    if !has_old {
+    if !table_exists(tx, "base")? {
         return Ok(());
     }
     let roots: Vec<String> = {
