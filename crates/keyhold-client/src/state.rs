@@ -228,9 +228,10 @@ type Changes = Vec<(String, Option<BaseEntry>)>;
 
 /// Encodes a pending commit's changes, or a whole base with every entry
 /// present (a local cache format, never sent): per path, its length (u32
-/// BE) and UTF-8 bytes, then 0 (removed) or 1 and the entry: is_dir (u8), size (u64), mtime_ns (i64), mode (u32),
-/// target epoch (u32), target id (32 bytes), then 0, or 1 and the stat's
-/// size (u64), mtime_ns (i64), ino (u64), ctime_ns (i64); all big-endian.
+/// BE) and UTF-8 bytes, then 0 (removed) or 1 and the entry: is_dir (u8),
+/// size (u64), mtime_ns (i64), mode (u32), target epoch (u32), target id
+/// (32 bytes), then 0, or 1 and the stat's size (u64), mtime_ns (i64), ino
+/// (u64), ctime_ns (i64); all big-endian.
 fn encode_changes<'a>(changes: impl Iterator<Item = (&'a str, Option<&'a BaseEntry>)>) -> Vec<u8> {
     let mut out = Vec::new();
     for (path, entry) in changes {

@@ -522,11 +522,11 @@ async fn sync_round(
         tracing::debug!(phase = name, ms = started.elapsed().as_secs_f64() * 1e3, "sync phase done");
         started = std::time::Instant::now();
     };
-    // The folder is walked while the head is verified and the base loaded:
-    // neither depends on the other, and each takes tens of milliseconds
-    // for a few thousand files.
-    let root = scanning.root.clone();
-    let root = root.as_path();
+    // The folder is being walked (`scanning`) while the head is verified
+    // and the base loaded: neither depends on the other, and each takes
+    // tens of milliseconds for a few thousand files.
+    let root_path = scanning.root.clone();
+    let root = root_path.as_path();
     let committed = client.committed_head(coll).await?;
     let head = client.verified_head(coll).await?;
     client.check_committed_head(coll, committed.as_ref(), head.as_ref()).await?;
