@@ -380,6 +380,11 @@ impl MetaStore {
         let options: AnyConnectOptions = url.parse()?;
         let pool = AnyPoolOptions::new()
             .max_connections(if engine == Engine::Sqlite { 8 } else { 16 })
+            // A pooled SQLite connection is a file in this process that
+            // nothing can break between uses, so checking it before each
+            // use (a round trip to its thread per query) buys nothing. A
+            // PostgreSQL connection can drop while idle: it is checked.
+            .test_before_acquire(engine != Engine::Sqlite)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if engine == Engine::Sqlite {
