@@ -638,6 +638,42 @@ impl Client {
 /// Blobs closer than this in one pack are fetched in one range request:
 /// fewer round trips, and the server sees runs rather than single blobs.
 const COALESCE_GAP: u64 = 1 << 20;
+/// A run spans at most this many bytes of its pack (or one blob, if
+/// longer): what a fetch holds in memory does not grow with pack size.
+const MAX_RUN: u64 = 8 << 20;
+
+/// A pack and the blobs of it fetched in one range request.
+type Run = (ObjectId, Vec<(BlobId, BlobLocation)>);
+
+/// Groups located blobs (each once) into runs: per pack, in order, blobs
+/// less than [`COALESCE_GAP`] apart and spanning at most [`MAX_RUN`].
+fn runs(located: Vec<(BlobId, BlobLocation)>) -> Vec<Run> {
+    let mut by_pack: HashMap<ObjectId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for (id, loc) in located {
+        if seen.insert(id) {
+            by_pack.entry(loc.pack).or_default().push((id, loc));
+        }
+    }
+    let mut runs: Vec<Run> = Vec::new();
+    for (pack, mut blobs) in by_pack {
+        blobs.sort_by_key(|(_, loc)| loc.offset);
+        let mut run: Vec<(BlobId, BlobLocation)> = Vec::new();
+        for blob in blobs {
+            let span =
+                run.first().zip(run.last()).map(|((_, first), (_, last))| (first.offset, last.offset.saturating_add(last.len)));
+            let blob_end = blob.1.offset.saturating_add(blob.1.len);
+            if span.is_some_and(|(start, end)| {
+                blob.1.offset > end.saturating_add(COALESCE_GAP) || blob_end.saturating_sub(start) > MAX_RUN
+            }) {
+                runs.push((pack, std::mem::take(&mut run)));
+            }
+            run.push(blob);
+        }
+        runs.push((pack, run));
+    }
+    runs
+}
 
 /// Fetches located blobs: per pack, runs of nearby blobs in one range
 /// request each, a few requests at a time.
@@ -646,26 +682,7 @@ pub async fn fetch_located(
     collection: CollectionId,
     located: Vec<(BlobId, BlobLocation)>,
 ) -> Result<HashMap<BlobId, Vec<u8>>> {
-    let mut by_pack: HashMap<ObjectId, Vec<(BlobId, BlobLocation)>> = HashMap::new();
-    let mut seen = HashSet::new();
-    for (id, loc) in located {
-        if seen.insert(id) {
-            by_pack.entry(loc.pack).or_default().push((id, loc));
-        }
-    }
-    let mut runs: Vec<(ObjectId, Vec<(BlobId, BlobLocation)>)> = Vec::new();
-    for (pack, mut blobs) in by_pack {
-        blobs.sort_by_key(|(_, loc)| loc.offset);
-        let mut run: Vec<(BlobId, BlobLocation)> = Vec::new();
-        for blob in blobs {
-            let end = run.last().map(|(_, l)| l.offset.saturating_add(l.len));
-            if end.is_some_and(|end| blob.1.offset > end.saturating_add(COALESCE_GAP)) {
-                runs.push((pack, std::mem::take(&mut run)));
-            }
-            run.push(blob);
-        }
-        runs.push((pack, run));
-    }
+    let runs = runs(located);
     let fetches = runs.into_iter().map(|(pack, run)| {
         let api = api.clone();
         async move {
@@ -700,6 +717,10 @@ pub struct Uploader {
     collection: CollectionId,
     packer: Packer,
     in_flight: JoinSet<Result<(ObjectId, u64, Vec<PackEntry>)>>,
+    /// One permit per pack whose bytes are held until the server has them.
+    sending: Arc<tokio::sync::Semaphore>,
+    /// Taken by [`Uploader::throttle`] for the next [`Uploader::upload`].
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     done: Vec<(ObjectId, u64, Vec<PackEntry>)>,
     bytes_queued: u64,
 }
@@ -907,6 +928,8 @@ impl Uploader {
                 buffers: PackBuffers::default(),
             },
             in_flight: JoinSet::new(),
+            sending: Arc::new(tokio::sync::Semaphore::new(Self::SENDING)),
+            permit: None,
             done: Vec::new(),
             bytes_queued: 0,
         })
@@ -936,9 +959,14 @@ impl Uploader {
         Ok(())
     }
 
+    /// Packs whose bytes are in memory until the server has them: enough to
+    /// keep the connection busy while one is sealed and another answered.
+    const SENDING: usize = 3;
+
     /// Seals and uploads a pack in the background.
     pub fn upload(&mut self, builder: PackBuilder) {
         self.bytes_queued += u64::try_from(builder.blob_bytes()).unwrap_or(0);
+        let permit = self.permit.take();
         let (api, keys, state, collection) = (self.api.clone(), self.packer.keys.clone(), self.state.clone(), self.collection);
         let buffers = self.packer.buffers.clone();
         self.in_flight.spawn(async move {
@@ -956,7 +984,9 @@ impl Uploader {
                 // Uploads are idempotent: a retry after a dropped connection is safe (F3).
                 match api.put_pack(collection, id, bytes.clone()).await {
                     Ok(()) => {
-                        drop(bytes);
+                        // Reading back and recording take round trips but
+                        // no pack-sized memory: the next pack may go.
+                        drop((bytes, permit));
                         verify_stored(&api, collection, id, size, &sent).await?;
                         // Recorded at once, so a sync that stops after this
                         // point resumes without sending this pack again (F3).
@@ -980,12 +1010,17 @@ impl Uploader {
         });
     }
 
-    /// Waits while too many packs are in flight (bounds memory).
+    /// Waits until the next pack may be sent: fewer than
+    /// [`Uploader::SENDING`] packs' bytes are held (this bounds memory).
+    /// Reports a failed upload.
     pub async fn throttle(&mut self) -> Result<()> {
-        while self.in_flight.len() >= 4 {
-            if let Some(done) = self.in_flight.join_next().await {
-                self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
-            }
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
+        }
+        if self.permit.is_none() {
+            // A failed upload drops its permit, so this never waits on one.
+            let permit = self.sending.clone().acquire_owned().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+            self.permit = Some(permit);
         }
         Ok(())
     }
@@ -1021,6 +1056,35 @@ mod tests {
     use keyhold_core::{CollectionKey, ObjectType, os_rng};
 
     use super::*;
+
+    #[test]
+    fn runs_join_near_blobs_of_a_pack_up_to_a_bounded_span() {
+        let (p, q) = (ObjectId([1; 32]), ObjectId([2; 32]));
+        let at = |n: u8, pack: ObjectId, offset: u64, len: u64| {
+            (BlobId([n; 32]), BlobLocation { kind: ObjectType::Chunk, pack, offset, len })
+        };
+        let mib = 1u64 << 20;
+        let located = vec![
+            at(3, p, 3 * mib, mib),
+            at(1, p, 0, mib),
+            at(2, p, mib + 10, mib),
+            at(1, p, 0, mib),
+            // Past the gap after blob 3: a new run.
+            at(4, p, 5 * mib + 11, mib),
+            // Near blob 4, but the run would span more than MAX_RUN.
+            at(5, p, 6 * mib + 11, 7 * mib + 1),
+            at(6, q, 0, 20 * mib),
+        ];
+        let mut runs: Vec<Vec<u8>> = runs(located)
+            .into_iter()
+            .map(|(pack, run)| {
+                assert!(run.iter().all(|(_, loc)| loc.pack == pack));
+                run.iter().map(|(id, _)| id.0[0]).collect()
+            })
+            .collect();
+        runs.sort();
+        assert_eq!(runs, vec![vec![1, 2, 3], vec![4], vec![5], vec![6]]);
+    }
 
     #[test]
     fn a_packs_sent_ends_are_its_prefix_and_what_its_trailer_points_at() {

@@ -395,7 +395,7 @@ async fn encrypt_all(
     let count = jobs.len();
     let jobs = Arc::new(jobs);
     let next = Arc::new(AtomicUsize::new(0));
-    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let workers = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).min(count);
     for _ in 0..workers {
         let (jobs, next, keys, bar) = (jobs.clone(), next.clone(), keys.clone(), bar.clone());

@@ -29,7 +29,7 @@ pub const PACK_PREFIX_LEN: usize = HEADER_LEN + 16 + 4 + 32;
 /// Length of a pack's sealed trailer.
 pub const PACK_TRAILER_LEN: usize = 8 + TAG_LEN;
 /// A writer closes a pack once its blobs reach this size.
-pub const PACK_TARGET_LEN: usize = 8 * 1024 * 1024;
+pub const PACK_TARGET_LEN: usize = 16 * 1024 * 1024;
 /// No pack may be larger than this (a reader refuses bigger ones).
 pub const MAX_PACK_LEN: usize = 64 * 1024 * 1024;
 const INDEX_ENTRY_LEN: usize = 1 + 32 + 4 + 4;

@@ -325,7 +325,7 @@ fn f3_a_sync_cut_off_mid_upload_resumes_without_resending_what_arrived() {
     let proxy = common::proxy::Proxy::start(&server);
     let a = proxy.device(&Device::new(dir.path(), "a", &server));
     a.init(dir.path());
-    // About five packs' worth of new data (packs are 8 MiB).
+    // Three packs' worth of new data (packs are 16 MiB).
     let big = noise(11, 40 << 20);
     a.write("big.bin", &big);
     // Two pack uploads get through; then the network fails for the rest.
