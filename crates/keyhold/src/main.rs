@@ -1007,7 +1007,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut coll = client.collection(&collection).await?;
             let versions = ops::log(&client, &mut coll, &rel).await?;
             emit(cli.json, &versions, |vs| {
-                println!("version  revision  size          device    time (ms)");
+                println!("version  revision  size          device    written (UTC, by its clock)");
                 for v in vs {
                     let size = if v.deleted { "deleted".to_owned() } else { v.size.to_string() };
                     println!(
@@ -1016,7 +1016,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         v.revision,
                         size,
                         v.device.get(..8).unwrap_or(&v.device),
-                        v.time_ms
+                        unix_time(v.time_ms.div_euclid(1000))
                     );
                 }
             });
