@@ -963,10 +963,13 @@ impl Uploader {
     /// keep the connection busy while one is sealed and another answered.
     const SENDING: usize = 3;
 
-    /// Seals and uploads a pack in the background.
+    /// Seals and uploads a pack in the background, under the permit
+    /// [`Uploader::throttle`] took for it. Without one (the few packs of
+    /// manifests and leftovers, sent where nothing can wait), it takes a
+    /// free permit if there is one, so they count too.
     pub fn upload(&mut self, builder: PackBuilder) {
         self.bytes_queued += u64::try_from(builder.blob_bytes()).unwrap_or(0);
-        let permit = self.permit.take();
+        let permit = self.permit.take().or_else(|| self.sending.clone().try_acquire_owned().ok());
         let (api, keys, state, collection) = (self.api.clone(), self.packer.keys.clone(), self.state.clone(), self.collection);
         let buffers = self.packer.buffers.clone();
         self.in_flight.spawn(async move {

@@ -418,8 +418,8 @@ async fn encrypt_all(
     // Dropping the receiver on an error stops every worker at its next send.
     while let Some(batch) = rx.recv().await {
         for pack in batch.packs {
-            uploader.upload(pack);
             uploader.throttle().await?;
+            uploader.upload(pack);
         }
         if let Some(partial) = batch.partial {
             uploader.absorb(&partial)?;
