@@ -638,6 +638,7 @@ pub fn finish_base(base: &Base, new_tree: &Tree, new_base: &mut Base) -> bool {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use keyhold_core::{ChunkRef, FileId, FileMeta};
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -800,35 +801,44 @@ mod tests {
         new_base.len() == new_tree.len() && new_base.iter().all(|(p, b)| new_tree.get(p) == Some(&b.node))
     }
 
-    #[test]
-    fn the_ordered_walks_give_what_the_lookups_gave() {
-        // Small random maps over a few paths, so that every overlap of the
-        // three maps and the actions comes up many times.
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
-        let paths = ["a", "a/b", "a/b/c", "a0", "b", "b/ü", "c"];
-        for _ in 0..5000 {
-            let node =
-                |n: &mut dyn FnMut(u64) -> u64| if n(4) == 0 { folder_node(0o755, 0) } else { file(u8::try_from(n(3)).unwrap()) };
+    fn any_node() -> impl Strategy<Value = RemoteNode> {
+        prop_oneof![1 => Just(folder_node(0o755, 0)), 3 => (0u8..3).prop_map(file)]
+    }
+
+    fn any_entry() -> impl Strategy<Value = BaseEntry> {
+        (any_node(), proptest::option::of(0u64..2)).prop_map(|(node, s)| entry(node, s.map(stat)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        /// Small random maps over a few paths, so that every overlap of the
+        /// three maps and the actions comes up many times.
+        #[test]
+        fn the_ordered_walks_give_what_the_lookups_gave(
+            per_path in proptest::collection::vec(
+                (
+                    proptest::option::of(any_entry()),
+                    proptest::option::weighted(2.0 / 3.0, any_node()),
+                    proptest::option::of(any_entry()),
+                    proptest::bool::weighted(0.2),
+                ),
+                7,
+            )
+        ) {
+            let paths = ["a", "a/b", "a/b/c", "a0", "b", "b/ü", "c"];
             let (mut base, mut tree, mut merged, mut actions) = (Base::new(), Tree::new(), Base::new(), Vec::new());
-            for p in paths {
-                if next(2) == 0 {
-                    let stat = (next(2) == 0).then(|| stat(next(2)));
-                    base.insert(p.into(), entry(node(&mut next), stat));
+            for (p, (old, node, mine, deleted)) in paths.into_iter().zip(per_path) {
+                if let Some(e) = old {
+                    base.insert(p.into(), e);
                 }
-                if next(3) > 0 {
-                    tree.insert(p.into(), node(&mut next));
+                if let Some(n) = node {
+                    tree.insert(p.into(), n);
                 }
-                if next(2) == 0 {
-                    let stat = (next(2) == 0).then(|| stat(next(2)));
-                    merged.insert(p.into(), entry(node(&mut next), stat));
+                if let Some(e) = mine {
+                    merged.insert(p.into(), e);
                 }
-                if next(5) == 0 {
+                if deleted {
                     actions.push(Action::DeleteDir { path: p.into() });
                 }
             }

@@ -573,8 +573,8 @@ impl State {
         Ok(())
     }
 
-    /// Replaces a synced folder's base tree and head in one transaction
-    /// (the tree only if it differs from `old`). [`Durability::Deferred`]
+    /// Records a synced folder's head and, unless `tree` is `None` (the
+    /// tree did not change), its base tree, in one transaction. [`Durability::Deferred`]
     /// only where a pending commit already on the disk stands for the same
     /// files (the sync committed and changed nothing in the folder): a power
     /// cut that loses this write leaves that record, which the next sync
@@ -584,7 +584,7 @@ impl State {
         root: &str,
         collection: CollectionId,
         head: Option<Head>,
-        (old, entries): (&BTreeMap<String, BaseEntry>, &BTreeMap<String, BaseEntry>),
+        tree: Option<&BTreeMap<String, BaseEntry>>,
         durability: Durability,
     ) -> Result<()> {
         self.write(durability, |tx| {
@@ -593,8 +593,8 @@ impl State {
                 "INSERT INTO roots (root, collection_id, head_seq, head_id) VALUES (?, ?, ?, ?) ON CONFLICT (root) DO UPDATE SET collection_id = excluded.collection_id, head_seq = excluded.head_seq, head_id = excluded.head_id",
                 params![root, collection.as_bytes().as_slice(), head.map(|h| i64_of(h.seq)), head.map(|h| h.id.as_bytes().to_vec())],
             )?;
-            if entries != old {
-                tx.execute("INSERT OR REPLACE INTO base_tree (root, entries) VALUES (?, ?)", params![root, encode_base(entries)])?;
+            if let Some(tree) = tree {
+                tx.execute("INSERT OR REPLACE INTO base_tree (root, entries) VALUES (?, ?)", params![root, encode_base(tree)])?;
             }
             Ok(())
         })
@@ -791,23 +791,22 @@ mod tests {
     }
 
     #[test]
-    fn a_base_round_trips_and_is_rewritten_only_when_it_changed() {
+    fn a_base_round_trips_and_a_new_head_alone_keeps_the_tree() {
         let dir = tempfile::tempdir().unwrap();
         let (state, _) = State::open(&dir.path().join("state.sqlite3")).unwrap();
         let collection = CollectionId([7; 16]);
         assert_eq!(state.base("/root").unwrap(), (None, BTreeMap::new()));
-        let empty = BTreeMap::new();
         let first = BTreeMap::from([("a/ünï".to_owned(), entry(1, true)), ("b".to_owned(), entry(2, false))]);
         let head = Head { seq: 3, id: ObjectId([5; 32]) };
-        state.save_base("/root", collection, Some(head), (&empty, &first), Durability::Now).unwrap();
+        state.save_base("/root", collection, Some(head), Some(&first), Durability::Now).unwrap();
         assert_eq!(state.base("/root").unwrap(), (Some(head), first.clone()));
         assert_eq!(state.root_collection("/root").unwrap(), Some(collection));
         // A new head over the same tree keeps the tree.
         let next = Head { seq: 4, id: ObjectId([6; 32]) };
-        state.save_base("/root", collection, Some(next), (&first, &first), Durability::Deferred).unwrap();
+        state.save_base("/root", collection, Some(next), None, Durability::Deferred).unwrap();
         assert_eq!(state.base("/root").unwrap(), (Some(next), first.clone()));
         let second = BTreeMap::from([("b".to_owned(), entry(9, true))]);
-        state.save_base("/root", collection, None, (&first, &second), Durability::Now).unwrap();
+        state.save_base("/root", collection, None, Some(&second), Durability::Now).unwrap();
         assert_eq!(state.base("/root").unwrap(), (None, second));
         assert_eq!(state.base("/other").unwrap(), (None, BTreeMap::new()));
     }

@@ -686,8 +686,9 @@ async fn sync_round(
     // unchanged head skip reading the tree).
     let mirrors = merge::finish_base(&base, &new_tree, &mut new_base);
     let recorded = committed.filter(|_| mirrors);
-    if new_base != base || recorded != base_head {
-        client.state.save_base(root_key, coll.id, recorded, (&base, &new_base), durability)?;
+    let tree_changed = new_base != base;
+    if tree_changed || recorded != base_head {
+        client.state.save_base(root_key, coll.id, recorded, tree_changed.then_some(&new_base), durability)?;
     }
     phase("save local state");
     // The trees of every path are freed by a thread of their own (20,000
@@ -743,7 +744,7 @@ async fn adopt_pending(
         // Recorded without its head: the adopted base keeps old entries for
         // what the stopped sync had still to change here, so it does not
         // mirror the head's tree, and the next round must read that tree.
-        client.state.save_base(root_key, coll.id, None, (&base, &adopted), Durability::Now)?;
+        client.state.save_base(root_key, coll.id, None, Some(&adopted), Durability::Now)?;
     } else {
         client.state.clear_pending(root_key)?;
     }
