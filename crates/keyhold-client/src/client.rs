@@ -15,6 +15,7 @@ use keyhold_core::{
     wrap_collection_key,
 };
 use keyhold_proto::Bytes as B64;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::api::Api;
@@ -717,10 +718,6 @@ pub struct Uploader {
     collection: CollectionId,
     packer: Packer,
     in_flight: JoinSet<Result<(ObjectId, u64, Vec<PackEntry>)>>,
-    /// One permit per pack whose bytes are held until the server has them.
-    sending: Arc<tokio::sync::Semaphore>,
-    /// Taken by [`Uploader::throttle`] for the next [`Uploader::upload`].
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     done: Vec<(ObjectId, u64, Vec<PackEntry>)>,
     bytes_queued: u64,
 }
@@ -848,19 +845,34 @@ impl Drop for PooledPack {
     }
 }
 
+/// A pack being filled or handed on, with the slot that counts its buffer
+/// against [`Uploader::PACKS_IN_MEMORY`] (none for the few packs opened
+/// where nothing may wait, once every slot is taken).
+pub struct Pack {
+    builder: PackBuilder,
+    slot: Option<OwnedSemaphorePermit>,
+}
+
 /// Builds packs on one thread; the set of blobs already stored or queued
 /// is shared by every packer of one [`Uploader`], so no blob goes twice.
 pub struct Packer {
     keys: Arc<CollectionKeys>,
     known: Arc<std::sync::Mutex<HashSet<BlobId>>>,
-    builder: Option<PackBuilder>,
+    open: Option<Pack>,
     buffers: PackBuffers,
+    slots: Arc<Semaphore>,
 }
 
 impl Packer {
-    /// Another packer sharing this one's set of known blobs.
+    /// Another packer sharing this one's set of known blobs and slots.
     pub fn sibling(&self) -> Packer {
-        Packer { keys: self.keys.clone(), known: self.known.clone(), builder: None, buffers: self.buffers.clone() }
+        Packer {
+            keys: self.keys.clone(),
+            known: self.known.clone(),
+            open: None,
+            buffers: self.buffers.clone(),
+            slots: self.slots.clone(),
+        }
     }
 
     /// Counts a blob as known; false if it already was.
@@ -870,7 +882,7 @@ impl Packer {
 
     /// Adds a blob unless it is known; returns the previous pack once the
     /// blob no longer fits in it.
-    pub fn push(&mut self, blob: &SealedBlob) -> Result<Option<PackBuilder>> {
+    pub fn push(&mut self, blob: &SealedBlob) -> Result<Option<Pack>> {
         if !self.is_new(blob.id) {
             return Ok(None);
         }
@@ -878,38 +890,60 @@ impl Packer {
     }
 
     /// Seals a blob straight into the pack unless it is known (no sealed
-    /// copy of its own); returns the previous pack once it no longer fits.
-    pub fn seal(&mut self, blob: Plaintext<'_>) -> keyhold_core::Result<Option<PackBuilder>> {
+    /// copy of its own). A new pack waits for a slot, after `before_wait`
+    /// has had the previous one, which is returned: a packer never waits
+    /// while holding a full pack, so workers cannot starve each other.
+    /// Call from a blocking thread of the runtime.
+    pub fn seal_waiting(&mut self, blob: Plaintext<'_>, before_wait: impl FnOnce(Option<Pack>) -> Result<()>) -> Result<()> {
         if !self.is_new(blob.id()) {
-            return Ok(None);
+            return Ok(());
         }
-        let done = self.make_room(blob.sealed_len());
+        let full = self.make_room(blob.sealed_len());
+        if self.open.is_none() {
+            before_wait(full)?;
+            let waiting = self.slots.clone().acquire_owned();
+            let slot = tokio::runtime::Handle::try_current()
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .block_on(waiting)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
+            self.open = Some(self.new_pack(Some(slot)));
+        } else if full.is_some() {
+            before_wait(full)?;
+        }
         let keys = self.keys.clone();
         self.current().seal(&keys, &blob)?;
-        Ok(done)
+        Ok(())
     }
 
     /// Adds a blob already counted as known (moved from another pack).
-    fn add(&mut self, kind: ObjectType, id: BlobId, ciphertext: &[u8]) -> Result<Option<PackBuilder>> {
+    fn add(&mut self, kind: ObjectType, id: BlobId, ciphertext: &[u8]) -> Result<Option<Pack>> {
         let done = self.make_room(ciphertext.len());
         self.current().push_parts(kind, id, ciphertext)?;
         Ok(done)
     }
 
     /// Closes the pack being built if `len` more bytes would overfill it.
-    fn make_room(&mut self, len: usize) -> Option<PackBuilder> {
-        let full = self.builder.as_ref().is_some_and(|b| !b.is_empty() && b.blob_bytes() + len > PACK_TARGET_LEN);
-        if full { self.builder.take() } else { None }
+    fn make_room(&mut self, len: usize) -> Option<Pack> {
+        let full = self.open.as_ref().is_some_and(|p| !p.builder.is_empty() && p.builder.blob_bytes() + len > PACK_TARGET_LEN);
+        if full { self.open.take() } else { None }
     }
 
+    fn new_pack(&self, slot: Option<OwnedSemaphorePermit>) -> Pack {
+        Pack { builder: PackBuilder::with_buffer(&self.keys, &mut os_rng(), self.buffers.take()), slot }
+    }
+
+    /// The pack being built; a new one takes a free slot if there is one.
     fn current(&mut self) -> &mut PackBuilder {
-        let (keys, buffers) = (&self.keys, &self.buffers);
-        self.builder.get_or_insert_with(|| PackBuilder::with_buffer(keys, &mut os_rng(), buffers.take()))
+        let pack = match self.open.take() {
+            Some(pack) => pack,
+            None => self.new_pack(self.slots.clone().try_acquire_owned().ok()),
+        };
+        &mut self.open.insert(pack).builder
     }
 
     /// The pack being built, if it holds anything.
-    pub fn take(&mut self) -> Option<PackBuilder> {
-        self.builder.take().filter(|b| !b.is_empty())
+    pub fn take(&mut self) -> Option<Pack> {
+        self.open.take().filter(|p| !p.builder.is_empty())
     }
 }
 
@@ -924,12 +958,11 @@ impl Uploader {
             packer: Packer {
                 keys: coll.current()?.clone(),
                 known: Arc::new(std::sync::Mutex::new(known)),
-                builder: None,
+                open: None,
                 buffers: PackBuffers::default(),
+                slots: Arc::new(Semaphore::new(Self::PACKS_IN_MEMORY)),
             },
             in_flight: JoinSet::new(),
-            sending: Arc::new(tokio::sync::Semaphore::new(Self::SENDING)),
-            permit: None,
             done: Vec::new(),
             bytes_queued: 0,
         })
@@ -950,8 +983,8 @@ impl Uploader {
 
     /// Takes over the blobs of a worker's unfinished pack, so a sync's
     /// leftovers share packs rather than each worker sending a small one.
-    pub fn absorb(&mut self, partial: &PackBuilder) -> Result<()> {
-        for (kind, id, ciphertext) in partial.blobs() {
+    pub fn absorb(&mut self, partial: &Pack) -> Result<()> {
+        for (kind, id, ciphertext) in partial.builder.blobs() {
             if let Some(full) = self.packer.add(kind, id, ciphertext)? {
                 self.upload(full);
             }
@@ -959,17 +992,21 @@ impl Uploader {
         Ok(())
     }
 
-    /// Packs whose bytes are in memory until the server has them: enough to
-    /// keep the connection busy while one is sealed and another answered.
-    const SENDING: usize = 3;
+    /// Packs whose bytes may be in memory at once, from the first blob
+    /// sealed into one until the server has it: one per encryption worker
+    /// filling its pack, the rest sent, sealed or waiting for the server's
+    /// answer (which comes after its disk's sync, ~15 ms for a 16 MiB pack
+    /// here, so several must be on their way to keep the link busy).
+    const PACKS_IN_MEMORY: usize = 5;
 
-    /// Seals and uploads a pack in the background, under the permit
-    /// [`Uploader::throttle`] took for it. Without one (the few packs of
-    /// manifests and leftovers, sent where nothing can wait), it takes a
-    /// free permit if there is one, so they count too.
-    pub fn upload(&mut self, builder: PackBuilder) {
+    /// Seals and uploads a pack in the background. Its slot is released
+    /// once the server has it; a pack opened without one (the few packs of
+    /// manifests and leftovers, sent where nothing can wait) takes a free
+    /// slot if there is one now, so they count too.
+    pub fn upload(&mut self, pack: Pack) {
+        let Pack { builder, slot } = pack;
         self.bytes_queued += u64::try_from(builder.blob_bytes()).unwrap_or(0);
-        let permit = self.permit.take().or_else(|| self.sending.clone().try_acquire_owned().ok());
+        let permit = slot.or_else(|| self.packer.slots.clone().try_acquire_owned().ok());
         let (api, keys, state, collection) = (self.api.clone(), self.packer.keys.clone(), self.state.clone(), self.collection);
         let buffers = self.packer.buffers.clone();
         self.in_flight.spawn(async move {
@@ -1013,17 +1050,10 @@ impl Uploader {
         });
     }
 
-    /// Waits until the next pack may be sent: fewer than
-    /// [`Uploader::SENDING`] packs' bytes are held (this bounds memory).
-    /// Reports a failed upload.
-    pub async fn throttle(&mut self) -> Result<()> {
+    /// Collects the uploads that ended; reports a failed one.
+    pub fn reap(&mut self) -> Result<()> {
         while let Some(done) = self.in_flight.try_join_next() {
             self.done.push(done.map_err(|e| ClientError::Protocol(e.to_string()))??);
-        }
-        if self.permit.is_none() {
-            // A failed upload drops its permit, so this never waits on one.
-            let permit = self.sending.clone().acquire_owned().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
-            self.permit = Some(permit);
         }
         Ok(())
     }
@@ -1055,7 +1085,7 @@ impl Uploader {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
     use keyhold_core::{CollectionKey, ObjectType, os_rng};
 
     use super::*;
@@ -1087,6 +1117,58 @@ mod tests {
             .collect();
         runs.sort();
         assert_eq!(runs, vec![vec![1, 2, 3], vec![4], vec![5], vec![6]]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_packer_hands_on_its_full_pack_before_it_waits_for_room() {
+        let keys = Arc::new(CollectionKeys::derive(&CollectionKey::from_bytes([7; 32]), CollectionId([1; 16]), 1));
+        // One slot: the first pack takes it, so the second must wait for
+        // the first to be sent and dropped.
+        let slots = Arc::new(Semaphore::new(1));
+        let mut packer = Packer {
+            keys: keys.clone(),
+            known: Arc::default(),
+            open: None,
+            buffers: PackBuffers::default(),
+            slots: slots.clone(),
+        };
+        // A failed assertion must not leave the worker waiting forever
+        // (the runtime waits for it): closing the slots wakes it.
+        struct Unblock(Arc<Semaphore>);
+        impl Drop for Unblock {
+            fn drop(&mut self) {
+                self.0.close();
+            }
+        }
+        let _unblock = Unblock(slots);
+        let (handed, received) = std::sync::mpsc::channel();
+        let worker = tokio::task::spawn_blocking(move || {
+            // Four fit in a pack, with room for their tags.
+            let quarter = PACK_TARGET_LEN / 4 - 4096;
+            for i in 0..5u8 {
+                let data = vec![i; quarter];
+                let blob = keys.identify(ObjectType::Chunk, &data).unwrap();
+                packer
+                    .seal_waiting(blob, |full| {
+                        handed.send(full).unwrap();
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            packer.take()
+        });
+        // The first blob opens a pack with the free slot: nothing to hand on.
+        let wait = std::time::Duration::from_secs(10);
+        assert!(received.recv_timeout(wait).unwrap().is_none());
+        let first = received.recv_timeout(wait).unwrap().expect("the full pack, handed on before waiting");
+        assert_eq!(first.builder.blobs().count(), 4);
+        assert!(first.slot.is_some());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!worker.is_finished(), "the fifth blob waits while the first pack holds the only slot");
+        drop(first);
+        let last = tokio::time::timeout(wait, worker).await.unwrap().unwrap().unwrap();
+        assert_eq!(last.builder.blobs().count(), 1);
+        assert!(last.slot.is_some());
     }
 
     #[test]

@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures::{FutureExt, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use keyhold_core::pack::PackBuilder;
 use keyhold_core::{
     BlobId, BlobRef, CollectionKeys, FileDecryptor, FileEncryptor, FileId, FileMeta, GENESIS_PREV, Manifest, Revision,
     SealedBlob, os_rng, seal_revision, validate_name,
@@ -29,7 +28,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use serde::Serialize;
 
 use crate::api::CommitResult;
-use crate::client::{Client, Collection, Packer, RemoteNode, Tree, Uploader, fetch_located};
+use crate::client::{Client, Collection, Pack, Packer, RemoteNode, Tree, Uploader, fetch_located};
 use crate::error::{ClientError, Result};
 use crate::merge::{self, Action, LocalNode, Sides};
 use crate::state::{BaseEntry, Durability, Stat};
@@ -265,9 +264,9 @@ type Encrypted = Option<(Manifest, ManifestBlob)>;
 /// thread wake-up per small file.
 #[derive(Default)]
 struct EncryptBatch {
-    packs: Vec<PackBuilder>,
+    packs: Vec<Pack>,
     /// A worker's last, partly filled pack, for the uploader to merge.
-    partial: Option<PackBuilder>,
+    partial: Option<Pack>,
     files: Vec<(usize, Result<Encrypted>)>,
 }
 
@@ -281,13 +280,17 @@ struct Outbox {
 }
 
 impl keyhold_core::BlobSink for Outbox {
-    /// Seals a new chunk straight into the worker's pack; a pack it fills
-    /// waits in the batch for [`Outbox::send_full`].
-    fn blob(&mut self, _keys: &CollectionKeys, blob: keyhold_core::Plaintext<'_>) -> keyhold_core::Result<()> {
-        if let Some(full) = self.packer.seal(blob)? {
-            self.batch.packs.push(full);
-        }
-        Ok(())
+    type Error = ClientError;
+
+    /// Seals a new chunk straight into the worker's pack. Before a new pack
+    /// waits for memory, the full one and the batch so far go to the
+    /// uploader, whose uploads free it.
+    fn blob(&mut self, _keys: &CollectionKeys, blob: keyhold_core::Plaintext<'_>) -> Result<()> {
+        let Outbox { packer, batch, tx } = self;
+        packer.seal_waiting(blob, |full| {
+            batch.packs.extend(full);
+            Outbox::send(tx, batch)
+        })
     }
 }
 
@@ -317,10 +320,14 @@ impl Outbox {
 
     /// Sends what is collected; fails once the uploader has stopped.
     fn flush(&mut self) -> Result<()> {
-        if self.batch.packs.is_empty() && self.batch.partial.is_none() && self.batch.files.is_empty() {
+        Outbox::send(&self.tx, &mut self.batch)
+    }
+
+    fn send(tx: &tokio::sync::mpsc::Sender<EncryptBatch>, batch: &mut EncryptBatch) -> Result<()> {
+        if batch.packs.is_empty() && batch.partial.is_none() && batch.files.is_empty() {
             return Ok(());
         }
-        self.tx.blocking_send(std::mem::take(&mut self.batch)).map_err(|_| ClientError::Protocol("sync stopped".into()))
+        tx.blocking_send(std::mem::take(batch)).map_err(|_| ClientError::Protocol("sync stopped".into()))
     }
 
     /// Sends the last, partly filled pack and everything pending.
@@ -383,8 +390,9 @@ fn encrypt_file(
 /// Encrypts files on every core, queueing their chunks for upload as they
 /// are sealed, and hands each file's result to `done` (with the index of
 /// its job) as it arrives: the merge's bookkeeping runs while later files
-/// are read, not after all of them. The channel is short, so readers wait
-/// for the packer rather than fill memory.
+/// are read, not after all of them. A worker opening a pack waits for
+/// one of the uploader's slots, so memory stays bounded however slow the
+/// link or the server is.
 async fn encrypt_all(
     jobs: Vec<EncryptJob>,
     keys: Arc<CollectionKeys>,
@@ -418,7 +426,6 @@ async fn encrypt_all(
     // Dropping the receiver on an error stops every worker at its next send.
     while let Some(batch) = rx.recv().await {
         for pack in batch.packs {
-            uploader.throttle().await?;
             uploader.upload(pack);
         }
         if let Some(partial) = batch.partial {
@@ -428,7 +435,7 @@ async fn encrypt_all(
             done(i, result?, uploader)?;
             finished += 1;
         }
-        uploader.throttle().await?;
+        uploader.reap()?;
     }
     if finished < count {
         return Err(ClientError::Protocol("an encryption worker stopped".into()));

@@ -83,11 +83,15 @@ impl core::fmt::Debug for Plaintext<'_> {
 /// collecting them sealed (`Vec<SealedBlob>`), or sealing only the new ones
 /// straight into a pack ([`crate::pack::PackBuilder::seal`]).
 pub trait BlobSink {
+    /// What the sink's own work can fail with (a pack upload that stopped,
+    /// say), besides the encryptor's errors.
+    type Error: From<Error>;
     /// Receives the next blob.
-    fn blob(&mut self, keys: &CollectionKeys, blob: Plaintext<'_>) -> Result<()>;
+    fn blob(&mut self, keys: &CollectionKeys, blob: Plaintext<'_>) -> core::result::Result<(), Self::Error>;
 }
 
 impl BlobSink for Vec<SealedBlob> {
+    type Error = Error;
     fn blob(&mut self, keys: &CollectionKeys, blob: Plaintext<'_>) -> Result<()> {
         let mut ciphertext = Vec::with_capacity(blob.len() + TAG_LEN);
         keys.seal_into(&blob, &mut ciphertext)?;

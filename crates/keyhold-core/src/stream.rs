@@ -28,7 +28,7 @@ struct SealedChunks {
 }
 
 impl SealedChunks {
-    fn seal<S: BlobSink + ?Sized>(&mut self, keys: &CollectionKeys, chunk: &[u8], out: &mut S) -> Result<()> {
+    fn seal<S: BlobSink + ?Sized>(&mut self, keys: &CollectionKeys, chunk: &[u8], out: &mut S) -> Result<(), S::Error> {
         let blob = keys.identify(ObjectType::Chunk, chunk)?;
         self.chunks.push(ChunkRef { id: blob.id(), len: len_u32(chunk.len(), "chunk too long")? });
         self.size += u64::try_from(chunk.len()).map_err(|_| Error::LimitExceeded("file too large"))?;
@@ -56,7 +56,7 @@ impl<'k> FileEncryptor<'k> {
     /// found are kept for the next call. Boundaries are the same however the
     /// file is fed: a cut looks at no more than `MAX_CHUNK` bytes, and a
     /// boundary found in fewer is one that more bytes could not move.
-    pub fn update<S: BlobSink + ?Sized>(&mut self, mut data: &[u8], out: &mut S) -> Result<()> {
+    pub fn update<S: BlobSink + ?Sized>(&mut self, mut data: &[u8], out: &mut S) -> Result<(), S::Error> {
         while !data.is_empty() {
             if self.start == self.pending.len() {
                 self.pending.clear();
@@ -103,7 +103,7 @@ impl<'k> FileEncryptor<'k> {
 
     /// Seals the remaining chunks and returns the file's manifest together
     /// with the sealed manifest blob.
-    pub fn finish<S: BlobSink + ?Sized>(mut self, meta: FileMeta, out: &mut S) -> Result<(Manifest, SealedBlob)> {
+    pub fn finish<S: BlobSink + ?Sized>(mut self, meta: FileMeta, out: &mut S) -> Result<(Manifest, SealedBlob), S::Error> {
         let mut rest = self.pending.get(self.start..).unwrap_or_default();
         while !rest.is_empty() {
             let len = self.keys.chunker.cut(rest);

@@ -97,6 +97,7 @@ proptest! {
         // must be byte for byte the one built from separately sealed blobs.
         struct IntoPack(PackBuilder);
         impl keyhold_core::BlobSink for IntoPack {
+            type Error = keyhold_core::Error;
             fn blob(&mut self, keys: &keyhold_core::CollectionKeys, blob: keyhold_core::Plaintext<'_>) -> keyhold_core::Result<()> {
                 self.0.seal(keys, &blob)
             }
