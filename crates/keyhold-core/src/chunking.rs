@@ -7,7 +7,8 @@ use fastcdc::v2020::{Normalization, cut_gear, select_masks};
 use zeroize::Zeroize;
 
 /// No chunk is shorter than this, except a file's last (or only) chunk.
-pub const MIN_CHUNK: usize = 256 * 1024;
+/// Half of [`AVG_CHUNK`] (as restic's): the cut hashes no byte before it.
+pub const MIN_CHUNK: usize = 512 * 1024;
 /// Target average chunk length.
 pub const AVG_CHUNK: usize = 1024 * 1024;
 /// No chunk is longer than this.

@@ -374,7 +374,7 @@ fn check_collection_wrap(v: &Value) -> Result<()> {
 
 fn chunking_vector() -> Value {
     let keys = CollectionKeys::derive(&CollectionKey::from_bytes(COLLECTION_KEY), COLLECTION, 1);
-    let spec = "xof:keyhold chunking vector:9000000";
+    let spec = "xof:keyhold chunking vector:16000000";
     let data = content(spec);
     let lengths = keys.chunker.chunk_lengths(&data);
     let mut ids = Vec::new();
@@ -387,7 +387,7 @@ fn chunking_vector() -> Value {
         collection_inputs(),
         json!({
             "kind": "chunking",
-            "description": "keyed FastCDC boundaries and chunk ids of a 9,000,000-byte input",
+            "description": "keyed FastCDC boundaries and chunk ids of a 16,000,000-byte input",
             "expect": "ok",
             "content": spec,
             "chunk_lengths": lengths,

@@ -49,7 +49,7 @@ class Label:
 
 
 # README, "Constants" (and format.md where they are used).
-MIN_CHUNK = 262_144
+MIN_CHUNK = 524_288
 AVG_CHUNK = 1_048_576
 MAX_CHUNK = 4_194_304
 MAX_BLOB_PLAINTEXT = 16_777_216
