@@ -890,10 +890,11 @@ impl Packer {
     }
 
     /// Seals a blob straight into the pack unless it is known (no sealed
-    /// copy of its own). A new pack waits for a slot, after `before_wait`
-    /// has had the previous one, which is returned: a packer never waits
-    /// while holding a full pack, so workers cannot starve each other.
-    /// Call from a blocking thread of the runtime.
+    /// copy of its own). Opening a new pack waits for a slot, but only
+    /// after `before_wait` has taken the full one, if any, and sent on
+    /// what the caller holds: a packer never waits while holding what would
+    /// free a slot, so workers cannot starve each other. Call from a
+    /// blocking thread of the runtime.
     pub fn seal_waiting(&mut self, blob: Plaintext<'_>, before_wait: impl FnOnce(Option<Pack>) -> Result<()>) -> Result<()> {
         if !self.is_new(blob.id()) {
             return Ok(());
@@ -907,8 +908,6 @@ impl Packer {
                 .block_on(waiting)
                 .map_err(|e| ClientError::Protocol(e.to_string()))?;
             self.open = Some(self.new_pack(Some(slot)));
-        } else if full.is_some() {
-            before_wait(full)?;
         }
         let keys = self.keys.clone();
         self.current().seal(&keys, &blob)?;
