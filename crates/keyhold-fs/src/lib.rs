@@ -22,8 +22,12 @@ use std::sync::{Arc, Mutex};
 /// Alignment of `O_DIRECT` buffers, offsets and lengths: a page, which is
 /// a multiple of every common logical block size.
 const ALIGN: usize = 4096;
-/// Bytes handed to the disk per write.
+/// Bytes handed to the disk per write, at most.
 pub const BLOCK: usize = 4 << 20;
+/// Bytes handed to the disk per write, at least, while the disk has nothing
+/// else to do: what has arrived goes at once rather than waiting for a full
+/// block, so little is left to write when the caller finishes (and waits).
+const EAGER: usize = 1 << 20;
 
 /// Reused write buffers: fresh memory costs a page fault per 4 KiB on
 /// first touch, warm buffers cost nothing.
@@ -184,21 +188,28 @@ impl DirectAppender {
                 self.write_block().await?;
             }
         }
+        if self.filled >= EAGER && self.writing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+            self.write_block().await?;
+        }
         Ok(())
     }
 
-    /// Sends the filled buffer to the disk on a blocking thread, once the
-    /// previous block is written, and goes on filling the other buffer.
+    /// Sends the whole pages of the filled buffer to the disk on a blocking
+    /// thread, once the previous write is done, and goes on filling the
+    /// other buffer, starting with the bytes of the last partial page.
     async fn write_block(&mut self) -> std::io::Result<()> {
         self.settle().await?;
         let mut target = self.target.take().ok_or_else(|| std::io::Error::other("file lost by an earlier error"))?;
-        let next = self.spare.take().unwrap_or_else(|| self.pool.take());
+        let mut next = self.spare.take().unwrap_or_else(|| self.pool.take());
+        let len = self.filled - self.filled % ALIGN;
+        let rest = self.fill.as_ref().get(len..self.filled).unwrap_or_default();
+        next.as_mut().get_mut(..rest.len()).ok_or_else(|| std::io::Error::other("block overrun"))?.copy_from_slice(rest);
+        self.filled = rest.len();
         let full = std::mem::replace(&mut self.fill, next);
         let at = self.written;
-        self.written += u64::try_from(BLOCK).unwrap_or(0);
-        self.filled = 0;
+        self.written += u64::try_from(len).unwrap_or(0);
         self.writing = Some(tokio::task::spawn_blocking(move || {
-            target.write_at(full.as_ref(), at)?;
+            target.write_at(full.as_ref().get(..len).unwrap_or_default(), at)?;
             Ok((target, full))
         }));
         Ok(())
