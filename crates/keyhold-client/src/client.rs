@@ -996,7 +996,7 @@ impl Uploader {
     /// filling its pack, the rest sent, sealed or waiting for the server's
     /// answer (which comes after its disk's sync, ~15 ms for a 16 MiB pack
     /// here, so several must be on their way to keep the link busy).
-    const PACKS_IN_MEMORY: usize = 5;
+    const PACKS_IN_MEMORY: usize = 6;
 
     /// Seals and uploads a pack in the background. Its slot is released
     /// once the server has it; a pack opened without one (the few packs of
