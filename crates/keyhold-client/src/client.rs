@@ -807,8 +807,9 @@ async fn verify_stored(api: &Api, collection: CollectionId, id: ObjectId, size: 
 struct PackBuffers(Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
 
 impl PackBuffers {
-    /// Buffers kept: the packs in flight plus one per encryption worker.
-    const KEEP: usize = 8;
+    /// Buffers kept: as many as packs may be in memory, and the couple
+    /// opened without a slot (see [`Uploader::upload`]).
+    const KEEP: usize = Uploader::PACKS_IN_MEMORY + 2;
 
     fn take(&self) -> Vec<u8> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop().unwrap_or_default()

@@ -146,8 +146,9 @@ impl Target {
     }
 }
 
-/// Appends to a new, empty file in [`BLOCK`]-sized writes, one on the disk
-/// while the next fills. Needs a Tokio runtime (the writes run on its
+/// Appends to a new, empty file in writes of up to [`BLOCK`] bytes (whole
+/// pages, at least 1 MiB when the disk is idle), one on the disk while
+/// the next buffer fills. Needs a Tokio runtime (the writes run on its
 /// blocking threads).
 pub struct DirectAppender {
     pool: Arc<BufferPool>,
@@ -172,7 +173,7 @@ impl DirectAppender {
         DirectAppender { pool, target: Some(Target { file, direct }), writing: None, fill, filled: 0, spare: None, written: 0 }
     }
 
-    /// Appends bytes; full blocks go to the disk while the next fills.
+    /// Appends bytes; what has filled goes to the disk while more arrives.
     pub async fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let region = self.fill.as_mut();
@@ -185,11 +186,11 @@ impl DirectAppender {
             self.filled += take;
             data = rest;
             if self.filled == BLOCK {
-                self.write_block().await?;
+                self.write_filled().await?;
             }
         }
         if self.filled >= EAGER && self.writing.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
-            self.write_block().await?;
+            self.write_filled().await?;
         }
         Ok(())
     }
@@ -197,7 +198,7 @@ impl DirectAppender {
     /// Sends the whole pages of the filled buffer to the disk on a blocking
     /// thread, once the previous write is done, and goes on filling the
     /// other buffer, starting with the bytes of the last partial page.
-    async fn write_block(&mut self) -> std::io::Result<()> {
+    async fn write_filled(&mut self) -> std::io::Result<()> {
         self.settle().await?;
         let mut target = self.target.take().ok_or_else(|| std::io::Error::other("file lost by an earlier error"))?;
         let mut next = self.spare.take().unwrap_or_else(|| self.pool.take());

@@ -79,7 +79,7 @@ impl LocalPacks {
 }
 
 impl Staging {
-    /// Appends bytes; full blocks go to the disk while the next fills.
+    /// Appends bytes; what has filled goes to the disk while more arrives.
     pub(crate) async fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.out.as_mut().ok_or_else(|| std::io::Error::other("staging file already published"))?.write(data).await
     }
